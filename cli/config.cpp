@@ -1,0 +1,78 @@
+#include "config.hpp"
+
+#include <cstdlib>
+#include <limits>
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include "oasync/error.hpp"
+#include "yaml_util.hpp"
+
+namespace oasync::cli {
+
+Config load_config(const std::string& path) {
+  const YAML::Node root = load_yaml_file(path);
+  Config config;
+  if (root.IsNull()) return config;
+  YamlContext ctx{path};
+  ctx.require_map(root, "the top level");
+  for (const auto& item : root) {
+    const std::string key = ctx.key(item);
+    if (key == "database_url") {
+      config.database_url = ctx.string(item.second, key);
+    } else if (key == "sink") {
+      ctx.require_map(item.second, key);
+      for (const auto& s : item.second) {
+        const std::string sub = ctx.key(s);
+        if (sub == "max_batch_writes") {
+          config.sink.max_batch_writes = ctx.integer(s.second, "sink.max_batch_writes", 1, 1000000);
+        } else if (sub == "max_delay_ms") {
+          config.sink.max_delay_ms =
+              static_cast<std::uint32_t>(ctx.integer(s.second, "sink.max_delay_ms", 0, 60000));
+        } else if (sub == "max_frame_bytes") {
+          config.sink.max_frame_bytes =
+              ctx.integer(s.second, "sink.max_frame_bytes", 1024, std::int64_t{1} << 31);
+        } else {
+          ctx.unknown(s.first, "sink." + sub);
+        }
+      }
+    } else {
+      ctx.unknown(item.first, key);
+    }
+  }
+  return config;
+}
+
+std::string resolve_database_url(const std::string& flag, const Config& config) {
+  if (!flag.empty()) return flag;
+  if (const char* env = std::getenv("OASYNC_DATABASE_URL"); env != nullptr && *env != '\0') {
+    return env;
+  }
+  for (const char* name : {"PGHOST", "PGDATABASE", "PGSERVICE"}) {
+    if (const char* env = std::getenv(name); env != nullptr && *env != '\0') return "";
+  }
+  return config.database_url;
+}
+
+std::int64_t parse_duration(const std::string& text) {
+  std::size_t digits = 0;
+  while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
+  const std::string unit = text.substr(digits);
+  std::int64_t scale = 0;
+  if (unit == "s") scale = 1;
+  if (unit == "m") scale = 60;
+  if (unit == "h") scale = 3600;
+  if (unit == "d") scale = 86400;
+  if (unit == "w") scale = 7 * 86400;
+  if (digits == 0 || digits > 12 || scale == 0) {
+    throw Error(fmt::format("invalid duration \"{}\": use a whole number and a unit, like 90s, "
+                            "15m, 72h or 7d",
+                            text));
+  }
+  const std::int64_t value = std::stoll(text.substr(0, digits));
+  if (value <= 0) throw Error(fmt::format("invalid duration \"{}\": must be positive", text));
+  return value * scale;
+}
+
+}  // namespace oasync::cli

@@ -1,0 +1,30 @@
+// Reading YAML with errors that say "FILE:LINE: ..." and quote the value.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <yaml-cpp/yaml.h>
+
+namespace oasync::cli {
+
+// Loads a YAML file; throws oasync::Error "PATH:LINE: ..." on syntax errors
+// and "cannot read PATH" when it cannot be opened. Files above 16 MiB are
+// refused before parsing.
+YAML::Node load_yaml_file(const std::string& path);
+
+// Typed access to YAML nodes; every failure names the file, the line and the
+// key, and quotes the offending value.
+struct YamlContext {
+  std::string path;
+
+  [[noreturn]] void fail(const YAML::Node& node, const std::string& message) const;
+  [[noreturn]] void unknown(const YAML::Node& key_node, const std::string& key) const;
+  void require_map(const YAML::Node& node, const std::string& what) const;
+  std::string key(const YAML::const_iterator::value_type& item) const;
+  std::string string(const YAML::Node& node, const std::string& key) const;
+  std::int64_t integer(const YAML::Node& node, const std::string& key, std::int64_t min,
+                       std::int64_t max) const;
+};
+
+}  // namespace oasync::cli

@@ -1,0 +1,29 @@
+// Options and modes shared by the library's operations. Every field has a
+// safe default.
+#pragma once
+
+#include <chrono>
+
+namespace oasync {
+
+// Whether an operation only reports what it would do.
+enum class DryRun { no, yes };
+
+// Whether a commit notifies listeners (pg_notify on channel kNotifyChannel).
+enum class Notify { on, off };
+
+// The channel the sink notifies after commit. The payload is a JSON object
+// {"topic": "...", "head": N}: at most one per topic per transaction.
+inline constexpr const char* kNotifyChannel = "oasync_topic";
+
+struct SinkOptions {
+  // Notify listeners after each commit. Turning it off saves one pg_notify per
+  // topic per transaction; readers then find new events only by polling.
+  // Meant for benchmarks.
+  Notify notify = Notify::on;
+  // How often a transaction is retried when the topic registry changed under
+  // it (a concurrent `oasync topics apply`). Each retry costs one rollback.
+  int registry_retries = 3;
+};
+
+}  // namespace oasync

@@ -1,0 +1,80 @@
+// oasync::Sink: makes read-model doc state durable and orderable.
+//
+// One apply() is one Postgres transaction. For every applied write the doc
+// row is upserted and exactly one journal event is appended; both commit or
+// neither does. Watermarks are per topic, dense (1, 2, 3, ...) and in commit
+// order: a reader that has seen watermark W of a topic never later finds a new
+// event of that topic at or below W.
+//
+// Locking (why concurrent sinks never deadlock): a transaction locks, in this
+// order, (1) producer checkpoint rows sorted by producer id, (2) doc rows
+// sorted by (topic, doc_key), (3) topic rows sorted by topic. The topic row
+// lock is the one that serialises a topic's writers; it is taken last and
+// held only for the final write statement and the commit.
+//
+// A Sink is not thread-safe; use one per thread. It is not copyable.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <pqxx/connection>
+#include <pqxx/transaction_base>
+
+#include "oasync/batch.hpp"
+#include "oasync/error.hpp"
+#include "oasync/options.hpp"
+
+namespace oasync {
+
+class Sink {
+ public:
+  // Opens a connection of its own. Throws oasync::Error (retryable) when the
+  // database cannot be reached.
+  static std::unique_ptr<Sink> open(const std::string& conninfo, SinkOptions options = {});
+
+  // Uses the caller's connection, which must outlive the Sink.
+  explicit Sink(pqxx::connection_base& connection, SinkOptions options = {});
+  ~Sink();
+
+  Sink(const Sink&) = delete;
+  Sink& operator=(const Sink&) = delete;
+
+  // Applies `batch` in a transaction of its own and commits it.
+  // Returns one result per write, in input order. Invalid writes are rejected
+  // one by one; the rest apply.
+  // Throws oasync::Error when the batch as a whole failed (database failure,
+  // fenced producer); then nothing of it was committed. error.retryable()
+  // says whether sending it again may succeed. A Sink that owns its
+  // connection reconnects on the next call after a lost connection.
+  std::vector<WriteResult> apply(const Batch& batch);
+
+  // Applies several batches in one transaction (group commit) and returns one
+  // result list per batch. When the group fails for a reason that is not
+  // retryable and it holds more than one batch, each batch is applied on its
+  // own, so that one bad batch (say, a fenced producer) fails alone: the
+  // element for a failed batch then holds the error.
+  struct GroupResult {
+    std::vector<WriteResult> results;
+    std::optional<Error> error;
+  };
+  std::vector<GroupResult> apply_group(const std::vector<const Batch*>& batches);
+
+  // Applies `batch` inside the caller's open transaction, which the caller
+  // commits or aborts: a runtime can commit its own state together with the
+  // sink's. Listeners are notified when the caller commits. Throws like
+  // apply(); the caller's transaction is then unusable and must be aborted.
+  std::vector<WriteResult> apply_within(pqxx::transaction_base& tx, const Batch& batch);
+
+  // The stored checkpoint of a producer, if it ever wrote one.
+  std::optional<ProducerCheckpoint> checkpoint(std::string_view producer_id);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace oasync

@@ -1,0 +1,76 @@
+#include "db.hpp"
+
+#include "oasync/connection.hpp"
+
+#include <exception>
+#include <regex>
+
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+namespace oasync::internal {
+
+Retryable classify_sqlstate(std::string_view sqlstate) noexcept {
+  if (sqlstate.size() != 5) return Retryable::no;
+  const std::string_view cls = sqlstate.substr(0, 2);
+  if (cls == "08" || cls == "40" || cls == "53" || cls == "57") return Retryable::yes;
+  return Retryable::no;
+}
+
+void rethrow_as_error(const std::string& step) {
+  try {
+    throw;
+  } catch (const Error& e) {
+    throw e.with_context(step);
+  } catch (const pqxx::in_doubt_error& e) {
+    throw Error(fmt::format("{}: connection lost during commit; the outcome is unknown ({})", step,
+                            e.what()),
+                Retryable::yes, "", step);
+  } catch (const pqxx::broken_connection& e) {
+    throw Error(fmt::format("{}: connection lost: {}", step, e.what()), Retryable::yes, "08006",
+                step);
+  } catch (const pqxx::sql_error& e) {
+    std::string message = e.what();
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
+      message.pop_back();
+    }
+    throw Error(fmt::format("{}: {} (SQLSTATE {})", step, message, e.sqlstate()),
+                classify_sqlstate(e.sqlstate()), e.sqlstate(), step);
+  } catch (const pqxx::failure& e) {
+    // libpqxx reports a dead connection discovered mid-statement this way.
+    throw Error(fmt::format("{}: {}", step, e.what()), Retryable::yes, "", step);
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("{}: {}", step, e.what()), Retryable::no, "", step);
+  }
+}
+
+}  // namespace oasync::internal
+
+namespace oasync {
+
+std::string redact_conninfo(std::string_view conninfo) {
+  std::string text(conninfo);
+  // URI form: scheme://user:password@host
+  static const std::regex uri_password(R"(([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@]*@)");
+  text = std::regex_replace(text, uri_password, "$1***@");
+  // URI query or key=value form: password=...
+  static const std::regex kv_password(R"((password\s*=\s*)('[^']*'|[^\s&]*))",
+                                      std::regex::icase);
+  return std::regex_replace(text, kv_password, "$1***");
+}
+
+std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
+  try {
+    return std::make_unique<pqxx::connection>(conninfo);
+  } catch (const std::exception& e) {
+    // libpq's message names host and port, never the password.
+    std::string message = e.what();
+    while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
+      message.pop_back();
+    }
+    throw Error(fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
+                Retryable::yes, "08001", "connect");
+  }
+}
+
+}  // namespace oasync

@@ -1,0 +1,33 @@
+// Internal: turning libpqxx exceptions into oasync::Error, once, with context.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include <pqxx/connection_base>
+
+#include "oasync/error.hpp"
+
+namespace oasync::internal {
+
+// Whether a SQLSTATE names a condition that may clear by itself: connection
+// failures (08), serialization failures and deadlocks (40), insufficient
+// resources (53), operator intervention such as a terminated backend (57).
+Retryable classify_sqlstate(std::string_view sqlstate) noexcept;
+
+// Converts the exception in flight (call only from a catch block) into an
+// oasync::Error whose message starts with `step`, and throws it. oasync::Error
+// passes through with the context added.
+[[noreturn]] void rethrow_as_error(const std::string& step);
+
+// Runs `fn`, converting any exception into oasync::Error named after `step`.
+template <typename Fn>
+decltype(auto) db_step(const std::string& step, Fn&& fn) {
+  try {
+    return fn();
+  } catch (...) {
+    rethrow_as_error(step);
+  }
+}
+
+}  // namespace oasync::internal

@@ -1,0 +1,271 @@
+#include "oasync/migrate.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+#include "db.hpp"
+#include "oasync/canonical_json.hpp"
+#include "oasync/error.hpp"
+
+namespace oasync {
+namespace {
+
+const char* const kBootstrapSql = R"SQL(
+CREATE SCHEMA IF NOT EXISTS oasync;
+CREATE TABLE IF NOT EXISTS oasync.schema_migrations (
+    version     integer     PRIMARY KEY,
+    name        text        NOT NULL,
+    sha256      text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE oasync.schema_migrations IS
+    'One row per applied migrations/NNNN_name.sql file, with the SHA-256 of its text.';
+)SQL";
+
+struct Recorded {
+  std::string name;
+  std::string sha256;
+  std::string applied_at;
+};
+
+std::map<int, Recorded> recorded_migrations(pqxx::transaction_base& tx) {
+  std::map<int, Recorded> out;
+  const pqxx::row exists = tx.exec1("SELECT to_regclass('oasync.schema_migrations') IS NOT NULL");
+  if (!exists[0].as<bool>()) return out;
+  for (const auto& row :
+       tx.exec("SELECT version, name, sha256, applied_at::text FROM oasync.schema_migrations")) {
+    out.emplace(row[0].as<int>(), Recorded{row[1].as<std::string>(), row[2].as<std::string>(),
+                                           row[3].as<std::string>()});
+  }
+  return out;
+}
+
+void check_unique_versions(const std::vector<Migration>& migrations) {
+  for (std::size_t i = 1; i < migrations.size(); ++i) {
+    if (migrations[i].version == migrations[i - 1].version) {
+      throw Error(fmt::format("migrations {} and {} share version {}", migrations[i - 1].name,
+                              migrations[i].name, migrations[i].version));
+    }
+  }
+}
+
+// Releases the session advisory lock even when migrating throws.
+class AdvisoryLock {
+ public:
+  explicit AdvisoryLock(pqxx::connection_base& conn) : conn_(conn) {
+    internal::db_step("take the migration lock", [&] {
+      pqxx::nontransaction tx(conn_);
+      tx.exec_params("SELECT pg_advisory_lock($1)", kMigrateLockKey);
+    });
+  }
+  ~AdvisoryLock() {
+    try {
+      pqxx::nontransaction tx(conn_);
+      tx.exec_params("SELECT pg_advisory_unlock($1)", kMigrateLockKey);
+    } catch (...) {
+      // The lock dies with the session anyway.
+    }
+  }
+  AdvisoryLock(const AdvisoryLock&) = delete;
+  AdvisoryLock& operator=(const AdvisoryLock&) = delete;
+
+ private:
+  pqxx::connection_base& conn_;
+};
+
+}  // namespace
+
+std::vector<SqlStatement> split_sql(const std::string& sql) {
+  std::vector<SqlStatement> out;
+  std::string current;
+  int line = 1;
+  int start_line = 1;
+  bool started = false;
+  std::size_t i = 0;
+  const std::size_t n = sql.size();
+  auto take = [&](std::size_t count) {
+    for (std::size_t k = 0; k < count && i < n; ++k, ++i) {
+      if (sql[i] == '\n') ++line;
+      current.push_back(sql[i]);
+    }
+  };
+  auto flush = [&] {
+    if (started) out.push_back({current, start_line});
+    current.clear();
+    started = false;
+  };
+  while (i < n) {
+    const char c = sql[i];
+    const bool comment_start =
+        (c == '-' && i + 1 < n && sql[i + 1] == '-') || (c == '/' && i + 1 < n && sql[i + 1] == '*');
+    if (!started && !comment_start && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
+      // A statement starts at its first character of code, after any comments.
+      started = true;
+      start_line = line;
+    }
+    if (c == '-' && i + 1 < n && sql[i + 1] == '-') {
+      const std::size_t end = sql.find('\n', i);
+      take((end == std::string::npos ? n : end) - i);
+    } else if (c == '/' && i + 1 < n && sql[i + 1] == '*') {
+      const std::size_t end = sql.find("*/", i + 2);
+      take((end == std::string::npos ? n : end + 2) - i);
+    } else if (c == '\'' || c == '"') {
+      take(1);
+      while (i < n) {
+        if (sql[i] == c) {
+          take(1);
+          if (i < n && sql[i] == c) {
+            take(1);  // doubled quote inside the literal
+            continue;
+          }
+          break;
+        }
+        take(1);
+      }
+    } else if (c == '$') {
+      static const std::regex tag_re(R"(^\$([A-Za-z_][A-Za-z0-9_]*)?\$)");
+      std::smatch m;
+      const std::string rest = sql.substr(i, 64);
+      if (std::regex_search(rest, m, tag_re)) {
+        const std::string tag = m[0].str();
+        const std::size_t end = sql.find(tag, i + tag.size());
+        take((end == std::string::npos ? n : end + tag.size()) - i);
+      } else {
+        take(1);
+      }
+    } else if (c == ';') {
+      take(1);
+      flush();
+    } else {
+      take(1);
+    }
+  }
+  flush();
+  return out;
+}
+
+std::vector<Migration> load_migrations(const std::filesystem::path& dir) {
+  static const std::regex name_re(R"(^(\d{4})_[a-z0-9_]+\.sql$)");
+  std::vector<Migration> out;
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec) throw Error(fmt::format("cannot read migrations folder {}: {}", dir.string(), ec.message()));
+  for (const auto& entry : it) {
+    const std::string name = entry.path().filename().string();
+    if (entry.path().extension() != ".sql") continue;
+    std::smatch m;
+    if (!std::regex_match(name, m, name_re)) {
+      throw Error(fmt::format("{}: migration files are named NNNN_name.sql (lowercase)",
+                              entry.path().string()));
+    }
+    std::ifstream in(entry.path(), std::ios::binary);
+    std::ostringstream text;
+    text << in.rdbuf();
+    if (!in.good() && !in.eof()) throw Error(fmt::format("cannot read {}", entry.path().string()));
+    Migration mig;
+    mig.version = std::stoi(m[1].str());
+    mig.name = name;
+    mig.sql = text.str();
+    mig.sha256 = to_hex(sha256(mig.sql));
+    out.push_back(std::move(mig));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const Migration& a, const Migration& b) { return a.version < b.version; });
+  check_unique_versions(out);
+  return out;
+}
+
+std::vector<MigrationStatus> migration_status(pqxx::connection_base& conn,
+                                              const std::vector<Migration>& migrations) {
+  std::map<int, Recorded> recorded = internal::db_step("read oasync.schema_migrations", [&] {
+    pqxx::read_transaction tx(conn);
+    return recorded_migrations(tx);
+  });
+  std::vector<MigrationStatus> out;
+  for (const Migration& m : migrations) {
+    MigrationStatus s;
+    s.version = m.version;
+    s.name = m.name;
+    const auto it = recorded.find(m.version);
+    if (it == recorded.end()) {
+      s.state = MigrationState::pending;
+    } else {
+      s.state = it->second.sha256 == m.sha256 ? MigrationState::applied
+                                              : MigrationState::checksum_mismatch;
+      s.applied_at = it->second.applied_at;
+      recorded.erase(it);
+    }
+    out.push_back(std::move(s));
+  }
+  for (const auto& [version, r] : recorded) {
+    out.push_back({version, r.name, MigrationState::unknown_to_this_build, r.applied_at});
+  }
+  std::sort(out.begin(), out.end(), [](const MigrationStatus& a, const MigrationStatus& b) {
+    return a.version < b.version;
+  });
+  return out;
+}
+
+MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>& migrations,
+                      DryRun dry_run) {
+  check_unique_versions(migrations);
+  AdvisoryLock lock(conn);
+  MigrateReport report;
+  if (dry_run == DryRun::no) {
+    internal::db_step("create oasync.schema_migrations", [&] {
+      pqxx::work tx(conn, "oasync_migrate_bootstrap");
+      tx.exec(kBootstrapSql);
+      tx.commit();
+    });
+  }
+  // The lock is held: nobody else changes the recorded set from here on.
+  for (const MigrationStatus& s : migration_status(conn, migrations)) {
+    if (s.state == MigrationState::checksum_mismatch) {
+      throw Error(fmt::format("{}: applied earlier, but its text has changed since (the recorded "
+                              "SHA-256 differs); restore the file, never edit an applied "
+                              "migration, and add a new one instead",
+                              s.name));
+    }
+    if (s.state == MigrationState::unknown_to_this_build) {
+      throw Error(fmt::format("the database has migration {} ({}), which this build of oasync "
+                              "does not know; use a newer oasync",
+                              s.version, s.name));
+    }
+  }
+  const auto status = migration_status(conn, migrations);
+  for (std::size_t i = 0; i < migrations.size(); ++i) {
+    const Migration& m = migrations[i];
+    const auto st = std::find_if(status.begin(), status.end(),
+                                 [&](const MigrationStatus& s) { return s.version == m.version; });
+    if (st->state != MigrationState::pending) continue;
+    report.applied.push_back(m.name);
+    if (dry_run == DryRun::yes) continue;
+    pqxx::work tx(conn, "oasync_migrate");
+    for (const SqlStatement& statement : split_sql(m.sql)) {
+      try {
+        tx.exec(statement.text);
+      } catch (...) {
+        try {
+          internal::rethrow_as_error(fmt::format("{}:{}", m.name, statement.line));
+        } catch (const Error& e) {
+          throw Error(fmt::format("{} (rolled back: nothing of {} was applied)", e.what(), m.name),
+                      e.retryable(), e.sqlstate(), e.statement());
+        }
+      }
+    }
+    internal::db_step(fmt::format("{}: record", m.name), [&] {
+      tx.exec_params("INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
+                     m.version, m.name, m.sha256);
+      tx.commit();
+    });
+  }
+  return report;
+}
+
+}  // namespace oasync
