@@ -19,7 +19,9 @@ std::string Context::database_url() const {
   return resolve_database_url(database_url_flag, config);
 }
 
-std::unique_ptr<pqxx::connection> Context::connect() const { return oasync::connect(database_url()); }
+std::unique_ptr<pqxx::connection> Context::connect() const {
+  return oasync::connect(database_url());
+}
 
 int run(int argc, char** argv) {
   CLI::App app{
@@ -28,9 +30,10 @@ int run(int argc, char** argv) {
   app.name("oasync");
   app.set_version_flag("--version", std::string("oasync ") + OASYNC_VERSION);
   app.require_subcommand(1);
-  app.footer(std::string("\nThe database: --database-url, else OASYNC_DATABASE_URL, else libpq's PG* "
-                         "variables,\nelse database_url in --config FILE.\n\n") +
-             kExitCodeHelp);
+  app.footer(
+      std::string("\nThe database: --database-url, else OASYNC_DATABASE_URL, else libpq's PG* "
+                  "variables,\nelse database_url in --config FILE.\n\n") +
+      kExitCodeHelp);
 
   Context ctx;
   app.add_option("--database-url", ctx.database_url_flag,

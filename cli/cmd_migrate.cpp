@@ -10,10 +10,14 @@ namespace {
 
 const char* state_name(MigrationState state) {
   switch (state) {
-    case MigrationState::applied: return "applied";
-    case MigrationState::pending: return "pending";
-    case MigrationState::checksum_mismatch: return "CHANGED since applied";
-    case MigrationState::unknown_to_this_build: return "unknown to this build";
+    case MigrationState::applied:
+      return "applied";
+    case MigrationState::pending:
+      return "pending";
+    case MigrationState::checksum_mismatch:
+      return "CHANGED since applied";
+    case MigrationState::unknown_to_this_build:
+      return "unknown to this build";
   }
   return "?";
 }
@@ -27,10 +31,11 @@ void add_migrate_command(CLI::App& app, Context& ctx, std::vector<Command>& out)
     std::string dir;
   };
   auto options = std::make_shared<Options>();
-  CLI::App* sub = app.add_subcommand(
-      "migrate",
-      "Apply the pending schema migrations (schema \"oasync\"), each in its own transaction,\n"
-      "under an advisory lock. An applied file whose text changed is refused.");
+  CLI::App* sub = app.add_subcommand("migrate", "Apply the pending schema migrations");
+  sub->footer(
+      "\nApplies migrations/NNNN_name.sql in order (schema \"oasync\"), each in its own\n"
+      "transaction, under an advisory lock: a second migrator waits, then finds nothing to do.\n"
+      "An applied file whose text changed since is refused, and nothing after it runs.");
   sub->add_flag("--status", options->status, "List applied and pending migrations; change nothing");
   sub->add_flag("--dry-run", options->dry_run, "Print what would be applied; change nothing");
   sub->add_option("--dir", options->dir,
@@ -57,7 +62,8 @@ void add_migrate_command(CLI::App& app, Context& ctx, std::vector<Command>& out)
                      fmt::print("{} {}\n", dry == DryRun::yes ? "would apply" : "applied", name);
                    }
                    if (report.applied.empty()) {
-                     fmt::print("nothing to do: all {} migrations are applied\n", migrations.size());
+                     fmt::print("nothing to do: all {} migrations are applied\n",
+                                migrations.size());
                    }
                    return to_int(ExitCode::ok);
                  }});

@@ -66,8 +66,8 @@ struct Tally {
 
   void add(const WriteResult& r) { ++counts[static_cast<int>(r.outcome)]; }
   std::string summary() const {
-    return fmt::format("{} applied, {} unchanged, {} duplicate, {} conflict, {} rejected", counts[0],
-                       counts[1], counts[2], counts[3], counts[4]) +
+    return fmt::format("{} applied, {} unchanged, {} duplicate, {} conflict, {} rejected",
+                       counts[0], counts[1], counts[2], counts[3], counts[4]) +
            (failed ? fmt::format(", {} in failed batches", failed) : "");
   }
 };
@@ -258,8 +258,8 @@ int run_ndjson(Sink& sink, const Options& o) {
     try {
       results = sink.apply(batch);
     } catch (const Error& e) {
-      fmt::print(stderr, "oasync: error: lines {} to {} were not applied: {}\n", group.front().number,
-                 group.back().number, e.what());
+      fmt::print(stderr, "oasync: error: lines {} to {} were not applied: {}\n",
+                 group.front().number, group.back().number, e.what());
       tally.failed += batch.writes.size();
       exit_code = to_int(ExitCode::error);
       break;
@@ -281,8 +281,8 @@ int run_ndjson(Sink& sink, const Options& o) {
         out += result_line(l.number, r);
         out.push_back('\n');
       } else if (r.outcome == Outcome::rejected) {
-        fmt::print(stderr, "oasync sink: line {}: rejected ({}): {}\n", l.number, to_string(r.reason),
-                   r.detail);
+        fmt::print(stderr, "oasync sink: line {}: rejected ({}): {}\n", l.number,
+                   to_string(r.reason), r.detail);
       }
     }
     if (!out.empty()) write_stdout(out);
@@ -305,10 +305,10 @@ int run_ndjson(Sink& sink, const Options& o) {
 
 void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   auto o = std::make_shared<Options>();
-  CLI::App* sub = app.add_subcommand(
-      "sink",
-      "Apply doc writes: upsert docs and append journal events, one transaction per\n"
-      "group of input.\n"
+  CLI::App* sub =
+      app.add_subcommand("sink", "Apply doc writes from a runtime projector (port mode or NDJSON)");
+  sub->footer(
+      "\nUpserts docs and appends journal events, one transaction per group of input.\n"
       "  --stdio        port mode for a BEAM runtime: 4-byte big-endian length + protobuf\n"
       "                 WriteBatch per frame, answered in order by length + BatchResult\n"
       "  --input FILE   NDJSON, one DocWrite per line (fields as in sink.proto, payload\n"
@@ -339,7 +339,8 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
                    if (resolved.max_batch_writes == 0) {
                      resolved.max_batch_writes = ctx.config.sink.max_batch_writes;
                    }
-                   if (resolved.max_delay_ms < 0) resolved.max_delay_ms = ctx.config.sink.max_delay_ms;
+                   if (resolved.max_delay_ms < 0)
+                     resolved.max_delay_ms = ctx.config.sink.max_delay_ms;
                    if (resolved.max_frame_bytes == 0) {
                      resolved.max_frame_bytes = ctx.config.sink.max_frame_bytes;
                    }

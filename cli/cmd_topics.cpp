@@ -34,10 +34,12 @@ void add_topics_commands(CLI::App& app, Context& ctx, std::vector<Command>& out)
     bool dry_run = false;
   };
   auto apply = std::make_shared<ApplyOptions>();
-  CLI::App* apply_cmd = topics->add_subcommand(
-      "apply",
-      "Make the registry equal to FILE (schema/topics.yaml): create, update, and remove\n"
-      "topics. Idempotent. Removing a topic that still has docs or events is refused.");
+  CLI::App* apply_cmd =
+      topics->add_subcommand("apply", "Make the registry equal to a topic catalog file");
+  apply_cmd->footer(
+      "\nCreates, updates and removes topics so that the registry equals FILE\n"
+      "(schema/topics.yaml). Idempotent. Removing a topic that still has docs or events is\n"
+      "refused and changes nothing.");
   apply_cmd->add_option("FILE", apply->file, "Topic catalog (YAML)")->required();
   apply_cmd->add_flag("--dry-run", apply->dry_run, "Print what would change; change nothing");
   out.push_back({apply_cmd, [&ctx, apply]() {
@@ -58,38 +60,38 @@ void add_topics_commands(CLI::App& app, Context& ctx, std::vector<Command>& out)
   CLI::App* list_cmd = topics->add_subcommand("list", "Show the registered topics");
   list_cmd->add_option("--format", *list_format, "table or json")
       ->check(CLI::IsMember({"table", "json"}));
-  out.push_back({list_cmd, [&ctx, list_format]() {
-                   auto conn = ctx.connect();
-                   const auto topics = list_topics(*conn);
-                   if (*list_format == "json") {
-                     nlohmann::json rows = nlohmann::json::array();
-                     for (const auto& t : topics) {
-                       rows.push_back({{"topic", t.spec.name},
-                                       {"doc_key_prefix", t.spec.doc_key_prefix},
-                                       {"payload_mode", to_string(t.spec.payload_mode)},
-                                       {"max_payload_bytes", t.spec.max_payload_bytes},
-                                       {"retention_max_age", seconds_text(t.spec.retention_max_age_seconds)},
-                                       {"retention_min_events", t.spec.retention_min_events},
-                                       {"tombstone_retention", seconds_text(t.spec.tombstone_retention_seconds)},
-                                       {"epoch", t.epoch},
-                                       {"head", t.head},
-                                       {"purged_through", t.purged_through}});
-                     }
-                     fmt::print("{}\n", rows.dump(2));
-                     return to_int(ExitCode::ok);
-                   }
-                   fmt::print("{:<34} {:<24} {:<8} {:>9} {:>8} {:>10} {:>12} {:>14}\n", "TOPIC",
-                              "PREFIX", "MODE", "MAX BYTES", "MAX AGE", "MIN EVENTS", "HEAD",
-                              "PURGED THRU");
-                   for (const auto& t : topics) {
-                     fmt::print("{:<34} {:<24} {:<8} {:>9} {:>8} {:>10} {:>12} {:>14}\n",
-                                t.spec.name, t.spec.doc_key_prefix, to_string(t.spec.payload_mode),
-                                t.spec.max_payload_bytes,
-                                seconds_text(t.spec.retention_max_age_seconds),
-                                t.spec.retention_min_events, t.head, t.purged_through);
-                   }
-                   return to_int(ExitCode::ok);
-                 }});
+  out.push_back(
+      {list_cmd, [&ctx, list_format]() {
+         auto conn = ctx.connect();
+         const auto topics = list_topics(*conn);
+         if (*list_format == "json") {
+           nlohmann::json rows = nlohmann::json::array();
+           for (const auto& t : topics) {
+             rows.push_back(
+                 {{"topic", t.spec.name},
+                  {"doc_key_prefix", t.spec.doc_key_prefix},
+                  {"payload_mode", to_string(t.spec.payload_mode)},
+                  {"max_payload_bytes", t.spec.max_payload_bytes},
+                  {"retention_max_age", seconds_text(t.spec.retention_max_age_seconds)},
+                  {"retention_min_events", t.spec.retention_min_events},
+                  {"tombstone_retention", seconds_text(t.spec.tombstone_retention_seconds)},
+                  {"epoch", t.epoch},
+                  {"head", t.head},
+                  {"purged_through", t.purged_through}});
+           }
+           fmt::print("{}\n", rows.dump(2));
+           return to_int(ExitCode::ok);
+         }
+         fmt::print("{:<34} {:<24} {:<8} {:>9} {:>8} {:>10} {:>12} {:>14}\n", "TOPIC", "PREFIX",
+                    "MODE", "MAX BYTES", "MAX AGE", "MIN EVENTS", "HEAD", "PURGED THRU");
+         for (const auto& t : topics) {
+           fmt::print("{:<34} {:<24} {:<8} {:>9} {:>8} {:>10} {:>12} {:>14}\n", t.spec.name,
+                      t.spec.doc_key_prefix, to_string(t.spec.payload_mode),
+                      t.spec.max_payload_bytes, seconds_text(t.spec.retention_max_age_seconds),
+                      t.spec.retention_min_events, t.head, t.purged_through);
+         }
+         return to_int(ExitCode::ok);
+       }});
 }
 
 }  // namespace oasync::cli

@@ -22,6 +22,8 @@ inline constexpr const char* kExitCodeHelp =
     "  2  usage error\n"
     "  3  resync required (stale cursor)\n";
 
-inline int to_int(ExitCode code) { return static_cast<int>(code); }
+inline int to_int(ExitCode code) {
+  return static_cast<int>(code);
+}
 
 }  // namespace oasync::cli

@@ -28,7 +28,8 @@ class GroupQueue {
   void push(Item item, std::size_t weight) {
     weight = weight == 0 ? 1 : weight;
     std::unique_lock lock(mutex_);
-    not_full_.wait(lock, [&] { return waiting_weight_ == 0 || waiting_weight_ + weight <= capacity_; });
+    not_full_.wait(lock,
+                   [&] { return waiting_weight_ == 0 || waiting_weight_ + weight <= capacity_; });
     items_.emplace_back(std::move(item), weight);
     waiting_weight_ += weight;
     not_empty_.notify_one();
@@ -50,7 +51,8 @@ class GroupQueue {
     not_empty_.wait(lock, [&] { return !items_.empty() || closed_; });
     if (max_delay.count() > 0 && !items_.empty()) {
       const auto deadline = std::chrono::steady_clock::now() + max_delay;
-      not_empty_.wait_until(lock, deadline, [&] { return closed_ || waiting_weight_ >= max_weight; });
+      not_empty_.wait_until(lock, deadline,
+                            [&] { return closed_ || waiting_weight_ >= max_weight; });
     }
     std::vector<Item> group;
     std::size_t taken = 0;

@@ -39,7 +39,8 @@ TopicSpec parse_topic(const YamlContext& ctx, const YAML::Node& node) {
       } else if (mode == "pointer") {
         spec.payload_mode = PayloadMode::pointer;
       } else {
-        ctx.fail(value, fmt::format("\"payload_mode\" must be inline or pointer, found \"{}\"", mode));
+        ctx.fail(value,
+                 fmt::format("\"payload_mode\" must be inline or pointer, found \"{}\"", mode));
       }
     } else if (key == "max_payload_bytes") {
       spec.max_payload_bytes = ctx.integer(value, key, 1, 1 << 30);

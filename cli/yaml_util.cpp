@@ -59,7 +59,8 @@ std::string YamlContext::key(const YAML::const_iterator::value_type& item) const
 }
 
 std::string YamlContext::string(const YAML::Node& node, const std::string& key) const {
-  if (!node.IsScalar()) fail(node, fmt::format("\"{}\" must be a string, found {}", key, quote(node)));
+  if (!node.IsScalar())
+    fail(node, fmt::format("\"{}\" must be a string, found {}", key, quote(node)));
   return node.Scalar();
 }
 
@@ -70,8 +71,8 @@ std::int64_t YamlContext::integer(const YAML::Node& node, const std::string& key
     fail(node, fmt::format("\"{}\" must be a whole number, found {}", key, quote(node)));
   }
   if (value < min || value > max) {
-    fail(node, fmt::format("\"{}\" must be between {} and {}, found {}", key, min, max,
-                           quote(node)));
+    fail(node,
+         fmt::format("\"{}\" must be between {} and {}, found {}", key, min, max, quote(node)));
   }
   return value;
 }

@@ -4,27 +4,42 @@ namespace oasync {
 
 const char* to_string(Outcome outcome) noexcept {
   switch (outcome) {
-    case Outcome::applied: return "applied";
-    case Outcome::unchanged: return "unchanged";
-    case Outcome::duplicate: return "duplicate";
-    case Outcome::conflict: return "conflict";
-    case Outcome::rejected: return "rejected";
+    case Outcome::applied:
+      return "applied";
+    case Outcome::unchanged:
+      return "unchanged";
+    case Outcome::duplicate:
+      return "duplicate";
+    case Outcome::conflict:
+      return "conflict";
+    case Outcome::rejected:
+      return "rejected";
   }
   return "unknown";
 }
 
 const char* to_string(RejectReason reason) noexcept {
   switch (reason) {
-    case RejectReason::none: return "";
-    case RejectReason::topic_not_registered: return "topic_not_registered";
-    case RejectReason::key_prefix_mismatch: return "key_prefix_mismatch";
-    case RejectReason::invalid_topic: return "invalid_topic";
-    case RejectReason::invalid_key: return "invalid_key";
-    case RejectReason::invalid_scope: return "invalid_scope";
-    case RejectReason::payload_not_object: return "payload_not_object";
-    case RejectReason::payload_too_large: return "payload_too_large";
-    case RejectReason::invalid_write: return "invalid_write";
-    case RejectReason::malformed: return "malformed";
+    case RejectReason::none:
+      return "";
+    case RejectReason::topic_not_registered:
+      return "topic_not_registered";
+    case RejectReason::key_prefix_mismatch:
+      return "key_prefix_mismatch";
+    case RejectReason::invalid_topic:
+      return "invalid_topic";
+    case RejectReason::invalid_key:
+      return "invalid_key";
+    case RejectReason::invalid_scope:
+      return "invalid_scope";
+    case RejectReason::payload_not_object:
+      return "payload_not_object";
+    case RejectReason::payload_too_large:
+      return "payload_too_large";
+    case RejectReason::invalid_write:
+      return "invalid_write";
+    case RejectReason::malformed:
+      return "malformed";
   }
   return "unknown";
 }

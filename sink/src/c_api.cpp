@@ -30,7 +30,9 @@ char* copy_out(const std::string& bytes) {
 
 extern "C" {
 
-int oasync_abi_version(void) { return OASYNC_ABI_VERSION; }
+int oasync_abi_version(void) {
+  return OASYNC_ABI_VERSION;
+}
 
 oasync_sink* oasync_sink_open(const char* conninfo, char** error) {
   if (error != nullptr) *error = nullptr;
@@ -80,8 +82,12 @@ int oasync_sink_apply(oasync_sink* sink, const uint8_t* request, size_t request_
   return 0;
 }
 
-void oasync_sink_close(oasync_sink* sink) { delete sink; }
+void oasync_sink_close(oasync_sink* sink) {
+  delete sink;
+}
 
-void oasync_free(void* buffer) { std::free(buffer); }
+void oasync_free(void* buffer) {
+  std::free(buffer);
+}
 
 }  // extern "C"

@@ -50,10 +50,15 @@ class CanonicalBuilder : public nlohmann::json_sax<json> {
 
   bool parse_error(std::size_t position, const std::string&,
                    const nlohmann::detail::exception& ex) override {
-    // nlohmann's message already names the byte position; keep its last part.
+    // Drop nlohmann's "[json.exception.parse_error.101] parse error at line 1,
+    // column 5: " prefix down to what went wrong; keep the byte position.
     std::string message = ex.what();
-    const auto colon = message.find("syntax error");
-    failure_ = colon == std::string::npos ? message : message.substr(colon);
+    const auto start = message.find("syntax error");
+    const auto bracket = message.find("] ");
+    failure_ = start != std::string::npos     ? message.substr(start)
+               : bracket != std::string::npos ? message.substr(bracket + 2)
+                                              : message;
+    failure_ += fmt::format(" (at byte {})", position);
     position_ = position;
     return false;
   }

@@ -54,8 +54,7 @@ std::string redact_conninfo(std::string_view conninfo) {
   static const std::regex uri_password(R"(([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*:)[^@]*@)");
   text = std::regex_replace(text, uri_password, "$1***@");
   // URI query or key=value form: password=...
-  static const std::regex kv_password(R"((password\s*=\s*)('[^']*'|[^\s&]*))",
-                                      std::regex::icase);
+  static const std::regex kv_password(R"((password\s*=\s*)('[^']*'|[^\s&]*))", std::regex::icase);
   return std::regex_replace(text, kv_password, "$1***");
 }
 

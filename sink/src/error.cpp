@@ -4,8 +4,7 @@
 
 namespace oasync {
 
-Error::Error(std::string message, Retryable retryable, std::string sqlstate,
-             std::string statement)
+Error::Error(std::string message, Retryable retryable, std::string sqlstate, std::string statement)
     : std::runtime_error(std::move(message)),
       retryable_(retryable),
       sqlstate_(std::move(sqlstate)),

@@ -102,8 +102,8 @@ std::vector<SqlStatement> split_sql(const std::string& sql) {
   };
   while (i < n) {
     const char c = sql[i];
-    const bool comment_start =
-        (c == '-' && i + 1 < n && sql[i + 1] == '-') || (c == '/' && i + 1 < n && sql[i + 1] == '*');
+    const bool comment_start = (c == '-' && i + 1 < n && sql[i + 1] == '-') ||
+                               (c == '/' && i + 1 < n && sql[i + 1] == '*');
     if (!started && !comment_start && c != ' ' && c != '\t' && c != '\r' && c != '\n') {
       // A statement starts at its first character of code, after any comments.
       started = true;
@@ -155,7 +155,8 @@ std::vector<Migration> load_migrations(const std::filesystem::path& dir) {
   std::vector<Migration> out;
   std::error_code ec;
   std::filesystem::directory_iterator it(dir, ec);
-  if (ec) throw Error(fmt::format("cannot read migrations folder {}: {}", dir.string(), ec.message()));
+  if (ec)
+    throw Error(fmt::format("cannot read migrations folder {}: {}", dir.string(), ec.message()));
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
     if (entry.path().extension() != ".sql") continue;
@@ -227,15 +228,17 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
   // The lock is held: nobody else changes the recorded set from here on.
   for (const MigrationStatus& s : migration_status(conn, migrations)) {
     if (s.state == MigrationState::checksum_mismatch) {
-      throw Error(fmt::format("{}: applied earlier, but its text has changed since (the recorded "
-                              "SHA-256 differs); restore the file, never edit an applied "
-                              "migration, and add a new one instead",
-                              s.name));
+      throw Error(
+          fmt::format("{}: applied earlier, but its text has changed since (the recorded "
+                      "SHA-256 differs); restore the file, never edit an applied "
+                      "migration, and add a new one instead",
+                      s.name));
     }
     if (s.state == MigrationState::unknown_to_this_build) {
-      throw Error(fmt::format("the database has migration {} ({}), which this build of oasync "
-                              "does not know; use a newer oasync",
-                              s.version, s.name));
+      throw Error(
+          fmt::format("the database has migration {} ({}), which this build of oasync "
+                      "does not know; use a newer oasync",
+                      s.version, s.name));
     }
   }
   const auto status = migration_status(conn, migrations);
@@ -260,8 +263,9 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
       }
     }
     internal::db_step(fmt::format("{}: record", m.name), [&] {
-      tx.exec_params("INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
-                     m.version, m.name, m.sha256);
+      tx.exec_params(
+          "INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
+          m.version, m.name, m.sha256);
       tx.commit();
     });
   }

@@ -141,8 +141,8 @@ SELECT (SELECT count(*) FROM ev) AS events,
        (SELECT count(*) FROM docs) AS docs,
        (SELECT count(*) FROM placeholders) AS placeholders,
        (SELECT json_agg(producer_id) FROM checkpoints) AS checkpoints,
-       (SELECT count(pg_notify('oasync_topic',
-                               json_build_object('topic', topic, 'head', head)::text))
+       (SELECT count(pg_notify($7,
+                               '{"topic":' || to_json(topic)::text || ',"head":' || head || '}'))
         FROM heads WHERE $6::boolean) AS notified
 )SQL";
 
@@ -154,7 +154,9 @@ const char* const kReadCheckpointSql = R"SQL(
 SELECT epoch, position FROM oasync.producer_checkpoints WHERE producer_id = $1
 )SQL";
 
-bool has_nul(const std::string& s) { return s.find('\0') != std::string::npos; }
+bool has_nul(const std::string& s) {
+  return s.find('\0') != std::string::npos;
+}
 
 WriteResult rejected(RejectReason reason, std::string detail) {
   WriteResult r;
@@ -182,9 +184,9 @@ std::optional<WriteResult> validate_static(const DocWrite& w) {
                                 kMaxScopeBytes, w.scope.size()));
   }
   if (w.source_stream.size() > kMaxDocKeyBytes || has_nul(w.source_stream)) {
-    return rejected(RejectReason::invalid_write,
-                    fmt::format("source_stream must be at most {} bytes without NUL",
-                                kMaxDocKeyBytes));
+    return rejected(
+        RejectReason::invalid_write,
+        fmt::format("source_stream must be at most {} bytes without NUL", kMaxDocKeyBytes));
   }
   if ((w.source_seq && *w.source_seq < 0) || (w.expected_version && *w.expected_version < 0)) {
     return rejected(RejectReason::invalid_write, "source_seq and expected_version must be >= 0");
@@ -192,13 +194,15 @@ std::optional<WriteResult> validate_static(const DocWrite& w) {
   return std::nullopt;
 }
 
-std::string quote_key(const DocWrite& w) { return fmt::format("\"{}\"", w.doc_key); }
+std::string quote_key(const DocWrite& w) {
+  return fmt::format("\"{}\"", w.doc_key);
+}
 
 }  // namespace
 
 struct Sink::Impl {
-  std::string conninfo;                         // empty when borrowing
-  std::unique_ptr<pqxx::connection> owned;      // set when the Sink opened it
+  std::string conninfo;                     // empty when borrowing
+  std::unique_ptr<pqxx::connection> owned;  // set when the Sink opened it
   pqxx::connection_base* conn = nullptr;
   SinkOptions options;
   Registry registry;
@@ -246,8 +250,8 @@ struct Sink::Impl {
                       fmt::format("topic \"{}\" is not registered", w.topic));
     }
     const TopicInfo& info = topic->second;
-    if (w.doc_key.size() <= info.prefix.size() || w.doc_key.compare(0, info.prefix.size(),
-                                                                    info.prefix) != 0) {
+    if (w.doc_key.size() <= info.prefix.size() ||
+        w.doc_key.compare(0, info.prefix.size(), info.prefix) != 0) {
       return rejected(RejectReason::key_prefix_mismatch,
                       fmt::format("doc_key {} does not start with \"{}\" followed by an id, as "
                                   "topic \"{}\" requires",
@@ -263,10 +267,10 @@ struct Sink::Impl {
                       fmt::format("payload of doc {}: {}", quote_key(w), e.what()));
     }
     if (static_cast<std::int64_t>(canonical.text.size()) > info.max_payload_bytes) {
-      return rejected(RejectReason::payload_too_large,
-                      fmt::format("payload of doc {} is {} bytes, topic \"{}\" allows {}",
-                                  quote_key(w), canonical.text.size(), w.topic,
-                                  info.max_payload_bytes));
+      return rejected(
+          RejectReason::payload_too_large,
+          fmt::format("payload of doc {} is {} bytes, topic \"{}\" allows {}", quote_key(w),
+                      canonical.text.size(), w.topic, info.max_payload_bytes));
     }
     out.canonical = std::move(canonical.text);
     out.hash_hex = to_hex(canonical.sha256);
@@ -467,7 +471,7 @@ struct Sink::Impl {
     const pqxx::row written = internal::db_step("write events and docs", [&] {
       return tx.exec_prepared1(kWrite, event_rows.dump(), doc_rows.dump(), placeholder_rows.dump(),
                                head_rows.dump(), checkpoint_rows.dump(),
-                               options.notify == Notify::on);
+                               options.notify == Notify::on, kNotifyChannel);
     });
     std::set<std::string> stored;
     if (!written[3].is_null()) {
@@ -475,8 +479,8 @@ struct Sink::Impl {
     }
     for (const auto& [id, c] : checkpoints) {
       if (!stored.count(id)) {
-        throw Error(fmt::format("producer \"{}\" is fenced: epoch {} is below the stored epoch",
-                                id, c.epoch),
+        throw Error(fmt::format("producer \"{}\" is fenced: epoch {} is below the stored epoch", id,
+                                c.epoch),
                     Retryable::no, "", "fence");
       }
     }

@@ -141,9 +141,10 @@ ON CONFLICT (topic) DO UPDATE SET
           "EXISTS (SELECT 1 FROM oasync.events WHERE topic = $1)",
           name);
       if (used[0].as<bool>()) {
-        throw Error(fmt::format("topic \"{}\" is not in the file but still has docs or events; "
-                                "refusing to remove it (nothing was changed)",
-                                name));
+        throw Error(
+            fmt::format("topic \"{}\" is not in the file but still has docs or events; "
+                        "refusing to remove it (nothing was changed)",
+                        name));
       }
       report.removed.push_back(name);
       if (dry_run == DryRun::no) tx.exec_params("DELETE FROM oasync.topics WHERE topic = $1", name);

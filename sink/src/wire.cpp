@@ -14,7 +14,8 @@ namespace {
 namespace pb = openagents::sync::v1;
 using json = nlohmann::json;
 
-constexpr std::uint64_t kMaxInt64 = static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
+constexpr std::uint64_t kMaxInt64 =
+    static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
 
 std::int64_t checked_int64(std::uint64_t value, const char* field, std::size_t index) {
   if (value > kMaxInt64) {
@@ -25,27 +26,39 @@ std::int64_t checked_int64(std::uint64_t value, const char* field, std::size_t i
 
 pb::Outcome to_proto(Outcome o) {
   switch (o) {
-    case Outcome::applied: return pb::OUTCOME_APPLIED;
-    case Outcome::unchanged: return pb::OUTCOME_UNCHANGED;
-    case Outcome::duplicate: return pb::OUTCOME_DUPLICATE;
-    case Outcome::conflict: return pb::OUTCOME_CONFLICT;
-    case Outcome::rejected: return pb::OUTCOME_REJECTED;
+    case Outcome::applied:
+      return pb::OUTCOME_APPLIED;
+    case Outcome::unchanged:
+      return pb::OUTCOME_UNCHANGED;
+    case Outcome::duplicate:
+      return pb::OUTCOME_DUPLICATE;
+    case Outcome::conflict:
+      return pb::OUTCOME_CONFLICT;
+    case Outcome::rejected:
+      return pb::OUTCOME_REJECTED;
   }
   return pb::OUTCOME_UNSPECIFIED;
 }
 
 Outcome from_proto(pb::Outcome o) {
   switch (o) {
-    case pb::OUTCOME_APPLIED: return Outcome::applied;
-    case pb::OUTCOME_UNCHANGED: return Outcome::unchanged;
-    case pb::OUTCOME_DUPLICATE: return Outcome::duplicate;
-    case pb::OUTCOME_CONFLICT: return Outcome::conflict;
-    default: return Outcome::rejected;
+    case pb::OUTCOME_APPLIED:
+      return Outcome::applied;
+    case pb::OUTCOME_UNCHANGED:
+      return Outcome::unchanged;
+    case pb::OUTCOME_DUPLICATE:
+      return Outcome::duplicate;
+    case pb::OUTCOME_CONFLICT:
+      return Outcome::conflict;
+    default:
+      return Outcome::rejected;
   }
 }
 
 // RejectReason and the proto enum share their order (none = UNSPECIFIED = 0).
-pb::RejectReason to_proto(RejectReason r) { return static_cast<pb::RejectReason>(r); }
+pb::RejectReason to_proto(RejectReason r) {
+  return static_cast<pb::RejectReason>(r);
+}
 RejectReason from_proto(pb::RejectReason r) {
   if (r < 0 || r > static_cast<int>(RejectReason::malformed)) return RejectReason::invalid_write;
   return static_cast<RejectReason>(r);
@@ -70,8 +83,12 @@ Batch decode_batch(std::string_view bytes) {
     w.scope = m.scope();
     switch (m.op()) {
       case pb::OP_UNSPECIFIED:
-      case pb::OP_UPSERT: w.op = Op::upsert; break;
-      case pb::OP_DELETE: w.op = Op::remove; break;
+      case pb::OP_UPSERT:
+        w.op = Op::upsert;
+        break;
+      case pb::OP_DELETE:
+        w.op = Op::remove;
+        break;
       default:
         throw Error(fmt::format("write {}: unknown op {}", index, static_cast<int>(m.op())));
     }
@@ -207,7 +224,9 @@ std::optional<std::string> FrameDecoder::next() {
   return frame;
 }
 
-bool FrameDecoder::mid_frame() const noexcept { return buffer_.size() > offset_; }
+bool FrameDecoder::mid_frame() const noexcept {
+  return buffer_.size() > offset_;
+}
 
 std::string encode_frame(std::string_view payload) {
   if (payload.size() > std::numeric_limits<std::uint32_t>::max()) {
@@ -234,8 +253,8 @@ std::string quoted(const json& value) {
 
 const json& field_of(const json& object, const char* name, json::value_t type) {
   const json& value = object.at(name);
-  const bool ok = type == json::value_t::number_unsigned ? value.is_number_unsigned()
-                                                          : value.type() == type;
+  const bool ok =
+      type == json::value_t::number_unsigned ? value.is_number_unsigned() : value.type() == type;
   if (!ok) {
     const char* expected = type == json::value_t::string            ? "a string"
                            : type == json::value_t::number_unsigned ? "a non-negative integer"
@@ -267,13 +286,13 @@ DocWrite parse_write_line(std::string_view line) {
       } else if (op == "delete") {
         w.op = Op::remove;
       } else {
-        throw Error(fmt::format("field \"op\" must be \"upsert\" or \"delete\", found {}",
-                                quoted(value)));
+        throw Error(
+            fmt::format("field \"op\" must be \"upsert\" or \"delete\", found {}", quoted(value)));
       }
     } else if (key == "payload") {
       if (!value.is_object()) {
-        throw Error(fmt::format("field \"payload\" must be a JSON object, found {}",
-                                quoted(value)));
+        throw Error(
+            fmt::format("field \"payload\" must be a JSON object, found {}", quoted(value)));
       }
       w.payload = value.dump(-1, ' ', false, json::error_handler_t::strict);
     } else if (key == "source_stream") {
@@ -298,7 +317,6 @@ std::string result_line(std::uint64_t line, const WriteResult& r) {
   if (!r.detail.empty()) out["detail"] = r.detail;
   out["doc_version"] = r.doc_version;
   out["watermark"] = r.watermark;
-  // nlohmann keeps keys sorted; the reader sees a stable order.
   return out.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

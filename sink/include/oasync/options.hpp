@@ -12,8 +12,9 @@ enum class DryRun { no, yes };
 // Whether a commit notifies listeners (pg_notify on channel kNotifyChannel).
 enum class Notify { on, off };
 
-// The channel the sink notifies after commit. The payload is a JSON object
-// {"topic": "...", "head": N}: at most one per topic per transaction.
+// The channel the sink notifies after commit. The payload is compact JSON,
+// {"topic":"runtime.run_summaries","head":42}: at most one per topic per
+// transaction, sent when the transaction commits.
 inline constexpr const char* kNotifyChannel = "oasync_topic";
 
 struct SinkOptions {

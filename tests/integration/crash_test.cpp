@@ -1,0 +1,114 @@
+// Failures in the middle of a batch: a killed sink process and a terminated
+// backend leave nothing partial, and a retry is idempotent.
+#include <doctest/doctest.h>
+
+#include <signal.h>
+
+#include <atomic>
+#include <thread>
+
+#include <pqxx/pqxx>
+
+#include "frames.hpp"
+#include "journal_check.hpp"
+#include "oasync/error.hpp"
+#include "oasync/sink.hpp"
+#include "test_db.hpp"
+#include "writes.hpp"
+
+using namespace oasync;
+using namespace oasync::test;
+
+namespace {
+
+Batch big_batch(int n, const std::string& tag) {
+  Batch b;
+  for (int i = 0; i < n; ++i) {
+    b.writes.push_back(
+        upsert(std::to_string(i), R"({"tag":")" + tag + R"(","i":)" + std::to_string(i) + "}", 1));
+  }
+  return b;
+}
+
+// Waits until a backend of `db` other than ours runs a sink statement.
+bool wait_for_active_sink(const TestDatabase& db, int timeout_ms = 20000) {
+  for (int waited = 0; waited < timeout_ms; waited += 5) {
+    if (db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                  "state = 'active' AND query LIKE '%oasync.docs%' AND pid <> pg_backend_pid()") !=
+        "0") {
+      return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("a sink process killed mid-batch leaves nothing partial; the retry is idempotent") {
+  TestDatabase db;
+  const Batch batch = big_batch(20000, "x");
+  {
+    Child sink({oasync_binary(), "--database-url", db.url(), "sink", "--stdio",
+                "--max-batch-writes", "100000"});
+    REQUIRE(send_batch(sink, batch));
+    REQUIRE(wait_for_active_sink(db));
+    sink.kill(SIGKILL);
+    CHECK(sink.wait() == -SIGKILL);
+  }
+  // The backend notices the dead client and rolls back; wait for it to go.
+  for (int i = 0; i < 400 && db.scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                       "current_database() AND pid <> pg_backend_pid()") != "0";
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  const std::string events = db.scalar("SELECT count(*) FROM oasync.events");
+  CHECK((events == "0" || events == "20000"));
+  CHECK(journal_violations(db).empty());
+
+  Child retry({oasync_binary(), "--database-url", db.url(), "sink", "--stdio", "--max-batch-writes",
+               "100000"});
+  REQUIRE(send_batch(retry, batch));
+  DecodedResult answer;
+  REQUIRE(read_answer(retry, answer));
+  REQUIRE(answer.results.size() == 20000);
+  for (const auto& r : answer.results) {
+    CHECK((r.outcome == (events == "0" ? Outcome::applied : Outcome::duplicate)));
+  }
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "20000");
+  CHECK(db.scalar("SELECT max(doc_version) FROM oasync.docs") == "1");
+  CHECK(journal_violations(db).empty());
+}
+
+TEST_CASE("a terminated backend fails the batch as retryable; the retry applies it once") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  const Batch batch = big_batch(20000, "y");
+  std::atomic<bool> terminated{false};
+  std::thread killer([&] {
+    if (wait_for_active_sink(db)) {
+      db.scalar(
+          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+          "current_database() AND state = 'active' AND pid <> pg_backend_pid()");
+      terminated = true;
+    }
+  });
+  bool failed = false;
+  try {
+    sink->apply(batch);
+  } catch (const Error& e) {
+    failed = true;
+    CHECK(e.retryable() == Retryable::yes);
+  }
+  killer.join();
+  REQUIRE(terminated.load());
+  CHECK(failed);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "0");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.docs") == "0");
+  // The same Sink reconnects and the retry applies every write exactly once.
+  const auto results = sink->apply(batch);
+  CHECK(results.back().watermark == 20000);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "20000");
+  CHECK(sink->apply(batch).front().outcome == Outcome::duplicate);
+  CHECK(journal_violations(db).empty());
+}

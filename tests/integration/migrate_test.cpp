@@ -1,0 +1,170 @@
+// oasync migrate against a real Postgres: idempotence, the advisory lock,
+// checksum drift, rollback of a failing file, and schema/schema.sql.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "oasync/migrate.hpp"
+#include "process.hpp"
+#include "test_db.hpp"
+
+using oasync::test::run_oasync;
+using oasync::test::TestDatabase;
+
+namespace {
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/oasync-migrations.XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  void write(const std::string& name, const std::string& text) const {
+    std::ofstream(path_ + "/" + name) << text;
+  }
+  void copy_bundled() const {
+    for (const auto& m : oasync::bundled_migrations()) write(m.name, m.sql);
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+TEST_CASE("migrate applies once; the second run has nothing to do") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  const auto first = run_oasync({"--database-url", db.url(), "migrate"});
+  CHECK(first.exit_code == 0);
+  CHECK(first.out == "applied 0001_init.sql\n");
+  const auto second = run_oasync({"--database-url", db.url(), "migrate"});
+  CHECK(second.exit_code == 0);
+  CHECK(second.out == "nothing to do: all 1 migrations are applied\n");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.schema_migrations") == "1");
+  CHECK(db.scalar("SELECT sha256 FROM oasync.schema_migrations WHERE version = 1") ==
+        oasync::bundled_migrations().at(0).sha256);
+  const auto status = run_oasync({"--database-url", db.url(), "migrate", "--status"});
+  CHECK(status.exit_code == 0);
+  CHECK(status.out.find("0001  0001_init.sql") == 0);
+  CHECK(status.out.find("applied") != std::string::npos);
+}
+
+TEST_CASE("migrate --dry-run and --status change nothing") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  const auto dry = run_oasync({"--database-url", db.url(), "migrate", "--dry-run"});
+  CHECK(dry.exit_code == 0);
+  CHECK(dry.out == "would apply 0001_init.sql\n");
+  const auto status = run_oasync({"--database-url", db.url(), "migrate", "--status"});
+  CHECK(status.out.find("pending") != std::string::npos);
+  CHECK(db.scalar("SELECT to_regclass('oasync.topics')::text") == "");
+}
+
+TEST_CASE("two migrators started at once: one applies, the other finds nothing to do") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  // Hold the advisory lock so both migrators queue behind it, then let go.
+  auto blocker = db.connect();
+  pqxx::nontransaction hold(*blocker);
+  hold.exec_params("SELECT pg_advisory_lock($1)", oasync::kMigrateLockKey);
+  oasync::test::Child a({oasync::test::oasync_binary(), "--database-url", db.url(), "migrate"});
+  oasync::test::Child b({oasync::test::oasync_binary(), "--database-url", db.url(), "migrate"});
+  // Both must be waiting on the lock before it is released.
+  for (int i = 0; i < 200; ++i) {
+    if (db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ==
+        "2") {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  CHECK(db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ==
+        "2");
+  hold.exec_params("SELECT pg_advisory_unlock($1)", oasync::kMigrateLockKey);
+  std::string out_a, out_b;
+  a.read_line(out_a);
+  b.read_line(out_b);
+  CHECK(a.wait() == 0);
+  CHECK(b.wait() == 0);
+  std::vector<std::string> outs{out_a, out_b};
+  std::sort(outs.begin(), outs.end());
+  CHECK(outs[0] == "applied 0001_init.sql");
+  CHECK(outs[1] == "nothing to do: all 1 migrations are applied");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.schema_migrations") == "1");
+}
+
+TEST_CASE("an applied migration whose text changed is refused, and nothing after it runs") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  TempDir dir;
+  dir.copy_bundled();
+  REQUIRE(run_oasync({"--database-url", db.url(), "migrate", "--dir", dir.path()}).exit_code == 0);
+  dir.write("0001_init.sql", oasync::bundled_migrations().at(0).sql + "\n-- edited\n");
+  dir.write("0002_more.sql", "CREATE TABLE oasync.more (x int);\n");
+  const auto r = run_oasync({"--database-url", db.url(), "migrate", "--dir", dir.path()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("oasync: error: 0001_init.sql: applied earlier, but its text has changed") == 0);
+  CHECK(db.scalar("SELECT to_regclass('oasync.more')::text") == "");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.schema_migrations") == "1");
+}
+
+TEST_CASE("a failing migration rolls back whole and names the file and line") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  TempDir dir;
+  dir.copy_bundled();
+  dir.write("0002_broken.sql",
+            "-- creates a table, then fails\n"
+            "CREATE TABLE oasync.half_done (x int);\n"
+            "\n"
+            "INSERT INTO oasync.half_done VALUES ('not a number');\n");
+  const auto r = run_oasync({"--database-url", db.url(), "migrate", "--dir", dir.path()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.out == "");
+  CHECK(r.err.find("oasync: error: 0002_broken.sql:4: ") == 0);
+  CHECK(r.err.find("invalid input syntax for type integer") != std::string::npos);
+  CHECK(r.err.find("rolled back: nothing of 0002_broken.sql was applied") != std::string::npos);
+  CHECK(db.scalar("SELECT to_regclass('oasync.half_done')::text") == "");
+  // 0001 stays applied; 0002 is still pending.
+  CHECK(db.scalar("SELECT string_agg(name, ',') FROM oasync.schema_migrations") == "0001_init.sql");
+}
+
+TEST_CASE("badly named migration files are refused") {
+  TestDatabase db(TestDatabase::Setup::empty);
+  TempDir dir;
+  dir.write("1_init.sql", "SELECT 1;");
+  const auto r = run_oasync({"--database-url", db.url(), "migrate", "--dir", dir.path()});
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("1_init.sql: migration files are named NNNN_name.sql") != std::string::npos);
+}
+
+TEST_CASE("schema/schema.sql is exactly what the migrations produce") {
+  TestDatabase db(TestDatabase::Setup::migrated);
+  const auto dump =
+      oasync::test::run_process({"pg_dump", "--schema-only", "--no-owner", "--no-privileges",
+                                 "--schema=oasync", "--dbname", db.url()});
+  REQUIRE_MESSAGE(dump.exit_code == 0, dump.err);
+  std::ifstream in(oasync::test::source_dir() + "/schema/schema.sql");
+  std::stringstream committed;
+  committed << in.rdbuf();
+  // Compare without comments, SET lines and blank lines: pg_dump's preamble
+  // carries versions that need not match.
+  const auto normalise = [](const std::string& text) {
+    std::stringstream s(text), out;
+    std::string line;
+    while (std::getline(s, line)) {
+      if (line.empty() || line.rfind("--", 0) == 0 || line.rfind("SET ", 0) == 0 ||
+          line.rfind("\\restrict", 0) == 0 || line.rfind("\\unrestrict", 0) == 0 ||
+          line.rfind("SELECT pg_catalog.set_config", 0) == 0) {
+        continue;
+      }
+      out << line << "\n";
+    }
+    return out.str();
+  };
+  CHECK_MESSAGE(normalise(dump.out) == normalise(committed.str()),
+                "schema/schema.sql drifted from the migrations; regenerate it with "
+                "scripts/dump-schema");
+}
