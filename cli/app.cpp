@@ -44,6 +44,7 @@ int run(int argc, char** argv) {
   add_migrate_command(app, ctx, commands);
   add_topics_commands(app, ctx, commands);
   add_sink_command(app, ctx, commands);
+  add_read_commands(app, ctx, commands);
   add_inspect_command(app, ctx, commands);
 
   try {

@@ -22,6 +22,7 @@
 #include "app.hpp"
 #include "exit_code.hpp"
 #include "group_queue.hpp"
+#include "io.hpp"
 #include "oasync/error.hpp"
 #include "oasync/sink.hpp"
 #include "oasync/wire.hpp"
@@ -39,16 +40,9 @@ struct Options {
   bool no_notify = false;
 };
 
-// Writes all of `bytes` to fd 1; throws when stdout is gone.
+// Writes answers to stdout; throws when it is gone.
 void write_stdout(std::string_view bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw Error(fmt::format("cannot write answers to stdout: {}", std::strerror(errno)));
-    }
-    bytes.remove_prefix(static_cast<std::size_t>(n));
-  }
+  write_all(STDOUT_FILENO, bytes, "answers to stdout");
 }
 
 // Reads up to `size` bytes; 0 at end of input. Throws on read errors.

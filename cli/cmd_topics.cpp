@@ -56,6 +56,21 @@ void add_topics_commands(CLI::App& app, Context& ctx, std::vector<Command>& out)
                    return to_int(ExitCode::ok);
                  }});
 
+  auto reset_topic = std::make_shared<std::string>();
+  CLI::App* reset_cmd = topics->add_subcommand(
+      "reset-epoch", "Give a topic a new epoch: every cursor of it goes stale");
+  reset_cmd->footer(
+      "\nUse after restoring the database from a backup, or when a topic's history was\n"
+      "rewritten: clients holding a cursor get epoch_changed and resync with a snapshot.");
+  reset_cmd->add_option("TOPIC", *reset_topic, "Topic")->required();
+  out.push_back({reset_cmd, [&ctx, reset_topic]() {
+                   auto conn = ctx.connect();
+                   const std::string epoch = reset_epoch(*conn, *reset_topic);
+                   fmt::print("{}: new epoch {}; every existing cursor of it is now stale\n",
+                              *reset_topic, epoch);
+                   return to_int(ExitCode::ok);
+                 }});
+
   auto list_format = std::make_shared<std::string>("table");
   CLI::App* list_cmd = topics->add_subcommand("list", "Show the registered topics");
   list_cmd->add_option("--format", *list_format, "table or json")

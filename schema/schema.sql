@@ -26,6 +26,113 @@ SET row_security = off;
 CREATE SCHEMA oasync;
 
 
+--
+-- Name: read_events(text, uuid, bigint, bigint, text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p_through bigint, p_scope text DEFAULT NULL::text) RETURNS TABLE(watermark bigint, doc_key text, doc_version bigint, scope text, op text, payload json, payload_hash bytea, payload_fetched boolean, committed_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    c record;
+    mode text;
+BEGIN
+    SELECT * INTO c FROM oasync.resume_check(p_topic, p_epoch, p_after);
+    IF NOT c.resumable THEN
+        RAISE EXCEPTION 'stale cursor for topic "%": %', p_topic, c.reason
+            USING ERRCODE = 'OA410',
+                  HINT = format('reason=%s floor=%s head=%s epoch=%s', c.reason,
+                                c.purged_through, c.head, c.epoch);
+    END IF;
+    SELECT t.payload_mode INTO mode FROM oasync.topics AS t WHERE t.topic = p_topic;
+    IF mode = 'inline' THEN
+        RETURN QUERY
+            SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload,
+                   e.payload_hash, false, e.committed_at
+            FROM oasync.events AS e
+            WHERE e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
+              AND (p_scope IS NULL OR e.scope = p_scope)
+            ORDER BY e.watermark;
+    ELSE
+        RETURN QUERY
+            SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op,
+                   CASE WHEN e.op = 'upsert' THEN d.payload END, e.payload_hash,
+                   e.op = 'upsert', e.committed_at
+            FROM oasync.events AS e
+            LEFT JOIN oasync.docs AS d ON d.topic = e.topic AND d.doc_key = e.doc_key
+            WHERE e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
+              AND (p_scope IS NULL OR e.scope = p_scope)
+            ORDER BY e.watermark;
+    END IF;
+END
+$$;
+
+
+--
+-- Name: resume_check(text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.resume_check(p_topic text, p_epoch uuid, p_watermark bigint, OUT resumable boolean, OUT reason text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT coalesce(r.reason IS NULL, false),
+           coalesce(r.reason, 'unknown_topic'),
+           t.epoch, t.head, t.purged_through
+    FROM (SELECT 1) AS one
+    LEFT JOIN oasync.topics AS t ON t.topic = p_topic
+    LEFT JOIN LATERAL (
+        SELECT CASE
+                   WHEN t.topic IS NULL THEN 'unknown_topic'
+                   WHEN p_epoch IS NOT NULL AND p_epoch <> t.epoch THEN 'epoch_changed'
+                   WHEN p_watermark < t.purged_through THEN 'retention_floor_breach'
+                   WHEN p_watermark > t.head THEN 'cursor_ahead'
+               END AS reason
+    ) AS r ON true
+$$;
+
+
+--
+-- Name: snapshot_docs(text, text, bigint, text, integer); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint, p_after_key text, p_limit integer) RETURNS TABLE(doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint)
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+    floor bigint;
+BEGIN
+    IF p_since IS NOT NULL THEN
+        SELECT t.delta_floor INTO floor FROM oasync.topics AS t WHERE t.topic = p_topic;
+        IF p_since < floor THEN
+            RAISE EXCEPTION 'delta resync of topic "%" since % is no longer possible: tombstones up to % were purged',
+                p_topic, p_since, floor
+                USING ERRCODE = 'OA410', HINT = format('reason=retention_floor_breach floor=%s', floor);
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+               d.last_watermark
+        FROM oasync.docs AS d
+        WHERE d.topic = p_topic AND d.doc_key > p_after_key AND d.doc_version > 0
+          AND (p_scope IS NULL OR d.scope = p_scope)
+          AND (CASE WHEN p_since IS NULL THEN NOT d.deleted ELSE d.last_watermark > p_since END)
+        ORDER BY d.doc_key
+        LIMIT p_limit;
+END
+$$;
+
+
+--
+-- Name: topic_position(text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.topic_position(p_topic text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT t.epoch, t.head, t.purged_through FROM oasync.topics AS t WHERE t.topic = p_topic
+$$;
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -116,6 +223,7 @@ CREATE TABLE oasync.topics (
     config_revision bigint DEFAULT 1 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    delta_floor bigint DEFAULT 0 NOT NULL,
     CONSTRAINT topics_check CHECK (((purged_through >= 0) AND (purged_through <= head))),
     CONSTRAINT topics_max_payload_bytes_check CHECK ((max_payload_bytes > 0)),
     CONSTRAINT topics_payload_mode_check CHECK ((payload_mode = ANY (ARRAY['inline'::text, 'pointer'::text]))),

@@ -154,4 +154,17 @@ ON CONFLICT (topic) DO UPDATE SET
   });
 }
 
+std::string reset_epoch(pqxx::connection_base& conn, const std::string& topic) {
+  return internal::db_step("reset epoch", [&] {
+    pqxx::work tx(conn, "oasync_reset_epoch");
+    const pqxx::result r = tx.exec_params(
+        "UPDATE oasync.topics SET epoch = gen_random_uuid(), updated_at = now() WHERE topic = $1 "
+        "RETURNING epoch::text",
+        topic);
+    if (r.empty()) throw Error(fmt::format("topic \"{}\" is not registered", topic));
+    tx.commit();
+    return r[0][0].as<std::string>();
+  });
+}
+
 }  // namespace oasync

@@ -63,6 +63,12 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
 // All registered topics, sorted by name.
 std::vector<TopicState> list_topics(pqxx::connection_base& conn);
 
+// Gives `topic` a new random epoch, so that every existing cursor of it is
+// stale (epoch_changed) and clients resync. For after a restore from backup,
+// or a reprojection that discards history. Returns the new epoch; throws
+// oasync::Error for an unknown topic.
+std::string reset_epoch(pqxx::connection_base& conn, const std::string& topic);
+
 // Validates a spec's fields; throws oasync::Error naming the field.
 void validate(const TopicSpec& spec);
 

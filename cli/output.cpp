@@ -1,0 +1,217 @@
+#include "output.hpp"
+
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <nlohmann/json.hpp>
+
+#include "io.hpp"
+#include "oasync/canonical_json.hpp"
+#include "oasync/error.hpp"
+#include "openagents/sync/v1/sync.pb.h"
+
+namespace oasync::cli {
+namespace {
+
+namespace pb = openagents::sync::v1;
+using ojson = nlohmann::ordered_json;
+
+std::string quoted(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+pb::StaleReason to_proto(StaleReason r) {
+  switch (r) {
+    case StaleReason::retention_floor_breach:
+      return pb::STALE_REASON_RETENTION_FLOOR_BREACH;
+    case StaleReason::cursor_ahead:
+      return pb::STALE_REASON_CURSOR_AHEAD;
+    case StaleReason::epoch_changed:
+      return pb::STALE_REASON_EPOCH_CHANGED;
+    default:
+      return pb::STALE_REASON_UNSPECIFIED;
+  }
+}
+
+ojson position_json(const TopicPosition& p) {
+  return {{"topic", p.topic},
+          {"epoch", p.epoch},
+          {"head", p.head},
+          {"purged_through", p.purged_through}};
+}
+
+void set_position(pb::TopicPosition* out, const TopicPosition& p) {
+  out->set_topic(p.topic);
+  out->set_epoch(p.epoch);
+  out->set_head(static_cast<std::uint64_t>(p.head));
+  out->set_purged_through(static_cast<std::uint64_t>(p.purged_through));
+}
+
+}  // namespace
+
+Format parse_format(const std::string& name) {
+  if (name == "text") return Format::text;
+  if (name == "ndjson") return Format::ndjson;
+  if (name == "proto") return Format::proto;
+  if (name == "json") return Format::json;
+  throw Error(fmt::format("unknown format \"{}\"", name));
+}
+
+Output::~Output() {
+  try {
+    flush();
+  } catch (...) {
+    // Nowhere left to report it; the process is ending.
+  }
+}
+
+void Output::message(const std::string& serialized) {
+  std::string prefix;
+  {
+    google::protobuf::io::StringOutputStream stream(&prefix);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.WriteVarint32(static_cast<std::uint32_t>(serialized.size()));
+  }
+  buffer_ += prefix;
+  buffer_ += serialized;
+}
+
+void Output::event(const Event& e) {
+  if (format_ == Format::proto) {
+    pb::ServerMessage m;
+    pb::Update* u = m.mutable_update();
+    u->set_topic(e.topic);
+    u->set_doc_key(e.doc_key);
+    u->set_doc_version(static_cast<std::uint64_t>(e.doc_version));
+    u->set_payload(e.payload);
+    u->set_watermark(static_cast<std::uint64_t>(e.watermark));
+    u->set_epoch(e.epoch);
+    u->set_scope(e.scope);
+    u->set_op(e.op == "delete" ? pb::OP_DELETE : pb::OP_UPSERT);
+    u->set_payload_hash(e.payload_hash);
+    u->set_fetch_required(e.payload_fetched);
+    message(m.SerializeAsString());
+    return;
+  }
+  if (format_ == Format::text) {
+    buffer_ +=
+        fmt::format("{} {} {} v{} {}{}{} {}\n", e.topic, e.watermark, e.doc_key, e.doc_version,
+                    e.op, e.scope.empty() ? "" : " ", e.scope, e.payload.empty() ? "-" : e.payload);
+    return;
+  }
+  // ndjson, built by hand so the stored canonical payload goes out verbatim.
+  buffer_ += fmt::format(
+      R"({{"topic":{},"epoch":"{}","watermark":{},"doc_key":{},"doc_version":{},"op":"{}","scope":{},"payload_hash":{},"payload":{})",
+      quoted(e.topic), e.epoch, e.watermark, quoted(e.doc_key), e.doc_version, e.op,
+      quoted(e.scope), e.payload_hash.empty() ? "null" : "\"" + to_hex(e.payload_hash) + "\"",
+      e.payload.empty() ? "null" : e.payload);
+  if (e.payload_fetched) buffer_ += R"(,"payload_fetched":true)";
+  buffer_ += "}\n";
+}
+
+void Output::heartbeat(const std::vector<TopicPosition>& positions) {
+  if (format_ == Format::proto) {
+    pb::ServerMessage m;
+    for (const auto& p : positions) set_position(m.mutable_heartbeat()->add_watermarks(), p);
+    message(m.SerializeAsString());
+    return;
+  }
+  if (format_ == Format::text) {
+    for (const auto& p : positions) {
+      buffer_ += fmt::format("heartbeat {} head {} purged_through {} epoch {}\n", p.topic, p.head,
+                             p.purged_through, p.epoch);
+    }
+    return;
+  }
+  ojson topics = ojson::array();
+  for (const auto& p : positions) topics.push_back(position_json(p));
+  buffer_ += ojson{{"heartbeat", {{"topics", topics}}}}.dump() + "\n";
+}
+
+void Output::stale(const ResumeCheck& check, const std::string& cursor_epoch,
+                   std::int64_t cursor_watermark) {
+  const TopicPosition& p = check.position;
+  const std::string message_text = fmt::format(
+      "cursor {} of topic \"{}\" cannot resume: {} (floor {}, head {}); resync with "
+      "oasync snapshot",
+      cursor_watermark, p.topic, to_string(check.reason), p.purged_through, p.head);
+  if (format_ == Format::proto) {
+    pb::ServerMessage m;
+    pb::Error* e = m.mutable_error();
+    e->set_code(pb::ERROR_CODE_STALE_CURSOR);
+    e->set_message(message_text);
+    pb::StaleCursor* s = e->mutable_stale();
+    s->set_topic(p.topic);
+    s->set_reason(to_proto(check.reason));
+    s->set_floor(static_cast<std::uint64_t>(p.purged_through));
+    s->set_head(static_cast<std::uint64_t>(p.head));
+    s->set_epoch(p.epoch);
+    s->set_cursor_watermark(static_cast<std::uint64_t>(cursor_watermark));
+    s->set_cursor_epoch(cursor_epoch);
+    this->message(m.SerializeAsString());
+    return;
+  }
+  if (format_ == Format::text) {
+    buffer_ += "error: " + message_text + "\n";
+    return;
+  }
+  buffer_ += ojson{{"error",
+                    {{"code", "stale_cursor"},
+                     {"message", message_text},
+                     {"stale",
+                      {{"topic", p.topic},
+                       {"reason", to_string(check.reason)},
+                       {"floor", p.purged_through},
+                       {"head", p.head},
+                       {"epoch", p.epoch},
+                       {"cursor_watermark", cursor_watermark},
+                       {"cursor_epoch", cursor_epoch}}}}}}
+                 .dump() +
+             "\n";
+}
+
+void Output::snapshot_header(const Reader::SnapshotHeader& h) {
+  if (format_ == Format::proto) {
+    pb::ServerMessage m;
+    set_position(m.mutable_snapshot_header()->mutable_position(), h.position);
+    if (h.since) m.mutable_snapshot_header()->set_since(static_cast<std::uint64_t>(*h.since));
+    message(m.SerializeAsString());
+    return;
+  }
+  ojson header = position_json(h.position);
+  header["since"] = h.since ? ojson(*h.since) : ojson(nullptr);
+  buffer_ += ojson{{"snapshot", header}}.dump() + "\n";
+}
+
+void Output::doc(const Doc& d) {
+  if (format_ == Format::proto) {
+    pb::ServerMessage m;
+    pb::Doc* out = m.mutable_doc();
+    out->set_topic(d.topic);
+    out->set_doc_key(d.doc_key);
+    out->set_scope(d.scope);
+    out->set_doc_version(static_cast<std::uint64_t>(d.doc_version));
+    out->set_deleted(d.deleted);
+    out->set_payload(d.payload);
+    out->set_payload_hash(d.payload_hash);
+    out->set_last_watermark(static_cast<std::uint64_t>(d.last_watermark));
+    message(m.SerializeAsString());
+    return;
+  }
+  buffer_ += fmt::format(
+      R"({{"topic":{},"doc_key":{},"scope":{},"doc_version":{},"deleted":{},"payload_hash":{},"last_watermark":{},"payload":{}}})",
+      quoted(d.topic), quoted(d.doc_key), quoted(d.scope), d.doc_version,
+      d.deleted ? "true" : "false",
+      d.payload_hash.empty() ? "null" : "\"" + to_hex(d.payload_hash) + "\"", d.last_watermark,
+      d.payload.empty() ? "null" : d.payload);
+  buffer_ += "\n";
+}
+
+void Output::flush() {
+  std::string pending;
+  pending.swap(buffer_);
+  write_all(STDOUT_FILENO, pending, "to stdout");
+}
+
+}  // namespace oasync::cli

@@ -1,0 +1,119 @@
+// oasync::Reader: the journal as clients see it, through the SQL functions of
+// migrations/0002_read_functions.sql (the same ones a delivery service
+// calls), so that every reader applies the same resume rule.
+//
+// The resume rule: a cursor (epoch, W) may resume iff the epoch matches and
+// purged_through <= W <= head. Otherwise the client must resync (snapshot).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <pqxx/connection_base>
+
+namespace oasync {
+
+// Where a topic stands.
+struct TopicPosition {
+  std::string topic;
+  std::string epoch;
+  std::int64_t head = 0;
+  std::int64_t purged_through = 0;
+};
+
+// Why a cursor cannot resume (StaleReason::none when it can).
+enum class StaleReason { none, retention_floor_breach, cursor_ahead, epoch_changed, unknown_topic };
+
+// "retention_floor_breach", ...; "" for none.
+const char* to_string(StaleReason reason) noexcept;
+
+struct ResumeCheck {
+  StaleReason reason = StaleReason::none;
+  TopicPosition position;
+  bool resumable() const { return reason == StaleReason::none; }
+};
+
+// One journal event.
+struct Event {
+  std::string topic;
+  std::string epoch;
+  std::int64_t watermark = 0;
+  std::string doc_key;
+  std::int64_t doc_version = 0;
+  std::string scope;
+  // "upsert" or "delete".
+  std::string op;
+  // Canonical JSON; empty for deletes. For pointer topics, the doc's current
+  // payload (payload_fetched is then true).
+  std::string payload;
+  bool payload_fetched = false;
+  // SHA-256 of the payload as written by the event (32 raw bytes); empty for
+  // deletes.
+  std::string payload_hash;
+  std::string committed_at;
+};
+
+// A read-model doc as stored.
+struct Doc {
+  std::string topic;
+  std::string doc_key;
+  std::string scope;
+  std::int64_t doc_version = 0;
+  bool deleted = false;
+  std::string payload;       // canonical JSON; empty for tombstones
+  std::string payload_hash;  // 32 raw bytes; empty for tombstones
+  std::int64_t last_watermark = 0;
+};
+
+// A page of events, or the reason the cursor went stale while reading.
+struct Page {
+  std::vector<Event> events;
+  // The cursor after this page: the upper end of the watermark range read.
+  std::int64_t through = 0;
+  // Set when the cursor could not resume (then events is empty).
+  std::optional<ResumeCheck> stale;
+};
+
+class Reader {
+ public:
+  // Uses the caller's connection, which must outlive the Reader.
+  explicit Reader(pqxx::connection_base& connection);
+
+  Reader(const Reader&) = delete;
+  Reader& operator=(const Reader&) = delete;
+
+  // Applies the resume rule to (epoch, watermark); an empty epoch skips the
+  // epoch comparison.
+  ResumeCheck check(const std::string& topic, const std::string& epoch, std::int64_t watermark);
+
+  // Reads the events with after < watermark <= min(through, after + max_events),
+  // of `scope` when it is set, checking the resume rule in the same snapshot.
+  Page read(const std::string& topic, const std::string& epoch, std::int64_t after,
+            std::int64_t through, const std::optional<std::string>& scope, std::int64_t max_events);
+
+  struct SnapshotHeader {
+    TopicPosition position;
+    std::optional<std::int64_t> since;
+  };
+  // A consistent snapshot of a topic in one REPEATABLE READ transaction,
+  // delivered in pages of page_size docs (bounded memory): first the header
+  // (epoch and head to tail from), then every live doc, or with `since`
+  // every doc changed after it, tombstones included. Returns the reason when
+  // the topic is unknown or `since` is below the delta-resync floor.
+  StaleReason snapshot(const std::string& topic, const std::optional<std::string>& scope,
+                       std::optional<std::int64_t> since, int page_size,
+                       const std::function<void(const SnapshotHeader&)>& on_header,
+                       const std::function<void(const Doc&)>& on_doc);
+
+  // The doc with this key (in `topic` when given). Throws oasync::Error when
+  // the key exists in more than one topic and none was given.
+  std::optional<Doc> get_doc(const std::string& doc_key, const std::optional<std::string>& topic);
+
+ private:
+  pqxx::connection_base& conn_;
+};
+
+}  // namespace oasync

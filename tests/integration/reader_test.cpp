@@ -1,0 +1,405 @@
+// Reading the journal: the resume rule at its boundaries, tail, snapshot,
+// doc get and reset-epoch, through the SQL functions every reader shares.
+#include <doctest/doctest.h>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "oasync/canonical_json.hpp"
+#include "oasync/reader.hpp"
+#include "oasync/sink.hpp"
+#include "process.hpp"
+#include "test_db.hpp"
+#include "writes.hpp"
+
+using namespace oasync;
+using namespace oasync::test;
+using nlohmann::json;
+
+namespace {
+
+// Writes n run-summary changes (docs cycling over `docs` keys) and returns the head.
+std::int64_t write_runs(const TestDatabase& db, int n, int docs = 7, int start = 0) {
+  auto sink = Sink::open(db.url());
+  Batch b;
+  for (int i = start; i < start + n; ++i) {
+    b.writes.push_back(upsert(std::to_string(i % docs), R"({"i":)" + std::to_string(i) + "}"));
+  }
+  return sink->apply(b).back().watermark;
+}
+
+// What purge does, by hand: delete a prefix and advance purged_through with it.
+void purge_through(const TestDatabase& db, std::int64_t w) {
+  db.scalar(
+      "WITH d AS (DELETE FROM oasync.events WHERE topic = 'runtime.run_summaries' AND "
+      "watermark <= " +
+      std::to_string(w) + ") UPDATE oasync.topics SET purged_through = " + std::to_string(w) +
+      " WHERE topic = 'runtime.run_summaries'");
+}
+
+std::vector<json> lines(const std::string& out) {
+  std::vector<json> v;
+  std::stringstream s(out);
+  std::string line;
+  while (std::getline(s, line)) v.push_back(json::parse(line));
+  return v;
+}
+
+std::string epoch_of(const TestDatabase& db, const std::string& topic = kRuns) {
+  return db.scalar("SELECT epoch FROM oasync.topics WHERE topic = '" + topic + "'");
+}
+
+}  // namespace
+
+TEST_CASE("the resume rule at every boundary") {
+  TestDatabase db;
+  write_runs(db, 10);
+  purge_through(db, 4);
+  const std::string epoch = epoch_of(db);
+  auto conn = db.connect();
+  Reader reader(*conn);
+  struct Case {
+    std::int64_t w;
+    std::string epoch;
+    StaleReason expected;
+  };
+  const Case cases[] = {
+      {4, epoch, StaleReason::none},                    // W = purged_through
+      {3, epoch, StaleReason::retention_floor_breach},  // W = purged_through - 1
+      {0, epoch, StaleReason::retention_floor_breach},
+      {10, epoch, StaleReason::none},          // W = head
+      {11, epoch, StaleReason::cursor_ahead},  // W = head + 1
+      {7, "", StaleReason::none},              // no epoch given: not compared
+      {7, "00000000-0000-0000-0000-000000000000", StaleReason::epoch_changed},
+      {3, "00000000-0000-0000-0000-000000000000", StaleReason::epoch_changed},  // epoch first
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.w);
+    CAPTURE(c.epoch);
+    const ResumeCheck r = reader.check(kRuns, c.epoch, c.w);
+    CHECK(r.reason == c.expected);
+    CHECK(r.position.head == 10);
+    CHECK(r.position.purged_through == 4);
+    CHECK(r.position.epoch == epoch);
+  }
+  CHECK(reader.check("runtime.nope", "", 0).reason == StaleReason::unknown_topic);
+}
+
+TEST_CASE("an empty topic and a fully purged topic follow the same rule") {
+  TestDatabase db;
+  auto conn = db.connect();
+  Reader reader(*conn);
+  // Empty: head 0, purged_through 0.
+  CHECK(reader.check(kRuns, "", 0).reason == StaleReason::none);
+  CHECK(reader.check(kRuns, "", 1).reason == StaleReason::cursor_ahead);
+  // Fully purged: head 5, purged_through 5, no rows left at all.
+  write_runs(db, 5);
+  purge_through(db, 5);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "0");
+  CHECK(reader.check(kRuns, "", 5).reason == StaleReason::none);
+  CHECK(reader.check(kRuns, "", 4).reason == StaleReason::retention_floor_breach);
+  CHECK(reader.check(kRuns, "", 6).reason == StaleReason::cursor_ahead);
+  const Page page = reader.read(kRuns, "", 5, 5, std::nullopt, 100);
+  CHECK_FALSE(page.stale.has_value());
+  CHECK(page.events.empty());
+}
+
+TEST_CASE("a read whose cursor a purge overtook reports stale instead of skipping") {
+  TestDatabase db;
+  write_runs(db, 10);
+  auto conn = db.connect();
+  Reader reader(*conn);
+  purge_through(db, 6);  // between a reader's check and its read
+  const Page page = reader.read(kRuns, "", 3, 10, std::nullopt, 100);
+  REQUIRE(page.stale.has_value());
+  CHECK(page.stale->reason == StaleReason::retention_floor_breach);
+  CHECK(page.stale->position.purged_through == 6);
+  CHECK(page.events.empty());
+  const Page ok = reader.read(kRuns, "", 6, 10, std::nullopt, 2);
+  CHECK(ok.through == 8);
+  REQUIRE(ok.events.size() == 2);
+  CHECK(ok.events[0].watermark == 7);
+}
+
+TEST_CASE("tail prints events in watermark order as NDJSON, filtered by scope, limited") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  DocWrite a = upsert("a", R"({"n":1})");
+  a.scope = "org:1";
+  DocWrite b = upsert("b", R"({"n":2})");
+  b.scope = "org:2";
+  sink->apply(batch_of({a, b, remove_doc("a")}));
+  const std::string epoch = epoch_of(db);
+  const auto r =
+      run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0", "--format", "ndjson"});
+  CHECK(r.exit_code == 0);
+  const auto events = lines(r.out);
+  REQUIRE(events.size() == 3);
+  CHECK(
+      events[0] ==
+      json::parse(
+          R"({"topic":"runtime.run_summaries","epoch":")" + epoch +
+          R"(","watermark":1,"doc_key":"run_summary:a","doc_version":1,"op":"upsert","scope":"org:1","payload_hash":")" +
+          to_hex(canonicalize(R"({"n":1})").sha256) + R"(","payload":{"n":1}})"));
+  CHECK(events[2]["op"] == "delete");
+  CHECK(events[2]["payload"].is_null());
+  CHECK(events[2]["doc_version"] == 2);
+
+  const auto scoped = run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0",
+                                  "--format", "ndjson", "--scope", "org:2"});
+  REQUIRE(lines(scoped.out).size() == 1);
+  CHECK(lines(scoped.out)[0]["doc_key"] == "run_summary:b");
+
+  const auto limited = run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "1",
+                                   "--format", "ndjson", "--limit", "1"});
+  REQUIRE(lines(limited.out).size() == 1);
+  CHECK(lines(limited.out)[0]["watermark"] == 2);
+
+  // Without --after, only new events: none.
+  const auto fresh = run_oasync({"--database-url", db.url(), "tail", kRuns, "--format", "ndjson"});
+  CHECK(fresh.exit_code == 0);
+  CHECK(fresh.out.empty());
+}
+
+TEST_CASE("tail of a stale cursor prints the Error envelope and exits 3") {
+  TestDatabase db;
+  write_runs(db, 10);
+  purge_through(db, 4);
+  const std::string epoch = epoch_of(db);
+  struct Case {
+    std::vector<std::string> args;
+    std::string reason;
+    std::int64_t cursor;
+  };
+  const Case cases[] = {
+      {{"--after", "3"}, "retention_floor_breach", 3},
+      {{"--after", "11"}, "cursor_ahead", 11},
+      {{"--after", "5", "--epoch", "00000000-0000-0000-0000-000000000000"}, "epoch_changed", 5},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args{"--database-url", db.url(), "tail", kRuns, "--format", "ndjson"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const auto r = run_oasync(args);
+    CAPTURE(c.reason);
+    CHECK(r.exit_code == 3);
+    const auto out = lines(r.out);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0]["error"]["code"] == "stale_cursor");
+    CHECK(out[0]["error"]["stale"]["reason"] == c.reason);
+    CHECK(out[0]["error"]["stale"]["floor"] == 4);
+    CHECK(out[0]["error"]["stale"]["head"] == 10);
+    CHECK(out[0]["error"]["stale"]["epoch"] == epoch);
+    CHECK(out[0]["error"]["stale"]["cursor_watermark"] == c.cursor);
+    CHECK(r.err.find("is stale (" + c.reason + ")") != std::string::npos);
+  }
+  CHECK(run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "4"}).exit_code == 0);
+  const auto unknown = run_oasync({"--database-url", db.url(), "tail", "runtime.nope"});
+  CHECK(unknown.exit_code == 1);
+  CHECK(unknown.err == "oasync: error: topic \"runtime.nope\" is not registered\n");
+}
+
+TEST_CASE("tail --format proto decodes with protoc --decode against the project's protos") {
+  TestDatabase db;
+  write_runs(db, 1);
+  const auto r =
+      run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0", "--format", "proto"});
+  REQUIRE(r.exit_code == 0);
+  // One length-delimited message: strip the varint length and decode the rest.
+  REQUIRE(r.out.size() > 2);
+  REQUIRE(static_cast<unsigned char>(r.out[0]) < 0x80);
+  CHECK(static_cast<std::size_t>(r.out[0]) == r.out.size() - 1);
+  const auto decoded =
+      run_process({"protoc", "-I" + source_dir() + "/proto",
+                   "--decode=openagents.sync.v1.ServerMessage", "openagents/sync/v1/sync.proto"},
+                  r.out.substr(1));
+  INFO(decoded.err);
+  CHECK(decoded.exit_code == 0);
+  CHECK(decoded.out.find(
+            "update {\n  topic: \"runtime.run_summaries\"\n  doc_key: \"run_summary:0\"\n  "
+            "doc_version: 1\n  payload: \"{\\\"i\\\":0}\"\n  watermark: 1\n  epoch: \"" +
+            epoch_of(db) + "\"\n  op: OP_UPSERT\n  payload_hash: ") == 0);
+}
+
+TEST_CASE("tail --follow with heartbeats sees new commits") {
+  TestDatabase db;
+  Child tail({oasync_binary(), "--database-url", db.url(), "tail", kRuns, "--follow", "--format",
+              "ndjson", "--heartbeat", "0.2"});
+  std::string line;
+  REQUIRE(tail.read_line(line, 10000));
+  CHECK(json::parse(line)["heartbeat"]["topics"][0]["head"] == 0);
+  write_runs(db, 3);
+  std::vector<std::int64_t> seen;
+  while (seen.size() < 3 && tail.read_line(line, 10000)) {
+    const auto j = json::parse(line);
+    if (j.contains("watermark")) seen.push_back(j["watermark"]);
+  }
+  CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
+  // After a reset, the follower's cursor is stale: it says so and exits 3.
+  REQUIRE(run_oasync({"--database-url", db.url(), "topics", "reset-epoch", kRuns}).exit_code == 0);
+  write_runs(db, 1, 7, 3);
+  bool stale = false;
+  while (tail.read_line(line, 10000)) {
+    const auto j = json::parse(line);
+    if (j.contains("error")) {
+      CHECK(j["error"]["stale"]["reason"] == "epoch_changed");
+      stale = true;
+      break;
+    }
+  }
+  CHECK(stale);
+  CHECK(tail.wait() == 3);
+}
+
+TEST_CASE("a following tail killed at random points and resumed yields exactly the journal") {
+  TestDatabase db;
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    auto sink = Sink::open(db.url());
+    for (int i = 0; i < 300; ++i) {
+      sink->apply(batch_of({upsert(std::to_string(i % 11), R"({"i":)" + std::to_string(i) + "}")}));
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    writing = false;
+  });
+  std::mt19937 rng(7);
+  std::vector<std::int64_t> all;
+  std::int64_t last = 0;
+  int restarts = 0;
+  while (writing ||
+         last < std::stoll(db.scalar(
+                    "SELECT head FROM oasync.topics WHERE topic = 'runtime.run_summaries'"))) {
+    Child tail({oasync_binary(), "--database-url", db.url(), "tail", kRuns, "--follow", "--after",
+                std::to_string(last), "--format", "ndjson", "--poll-ms", "50"});
+    const int take = 5 + static_cast<int>(rng() % 40);
+    std::string line;
+    for (int i = 0; i < take && tail.read_line(line, 3000); ++i) {
+      const auto j = json::parse(line);
+      all.push_back(j["watermark"]);
+      last = j["watermark"];
+    }
+    tail.kill(SIGKILL);
+    tail.wait();
+    ++restarts;
+  }
+  writer.join();
+  CHECK(restarts > 3);
+  REQUIRE(all.size() == 300);
+  for (std::size_t i = 0; i < all.size(); ++i) CHECK(all[i] == static_cast<std::int64_t>(i + 1));
+}
+
+TEST_CASE("snapshot then tail from its head is exact under concurrent writes") {
+  TestDatabase db;
+  write_runs(db, 200, 50);
+  std::atomic<bool> writing{true};
+  std::thread writer([&] {
+    auto sink = Sink::open(db.url());
+    for (int i = 0; i < 200; ++i) {
+      DocWrite w = upsert(std::to_string(i % 60), R"({"later":)" + std::to_string(i) + "}");
+      sink->apply(i % 17 == 0 ? batch_of({remove_doc(std::to_string(i % 60))}) : batch_of({w}));
+    }
+    writing = false;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const auto snap = run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--page-size", "7"});
+  REQUIRE(snap.exit_code == 0);
+  writer.join();
+  const auto snapshot = lines(snap.out);
+  REQUIRE(snapshot.size() >= 1);
+  const auto header = snapshot[0]["snapshot"];
+  std::map<std::string, json> state;
+  for (std::size_t i = 1; i < snapshot.size(); ++i) state[snapshot[i]["doc_key"]] = snapshot[i];
+  const auto tail = run_oasync({"--database-url", db.url(), "tail", kRuns, "--after",
+                                std::to_string(header["head"].get<std::int64_t>()), "--epoch",
+                                header["epoch"], "--format", "ndjson"});
+  REQUIRE(tail.exit_code == 0);
+  std::int64_t expected = header["head"].get<std::int64_t>() + 1;
+  for (const auto& e : lines(tail.out)) {
+    CHECK(e["watermark"] == expected++);  // nothing missed, nothing repeated
+    if (e["op"] == "delete") {
+      state.erase(e["doc_key"]);
+    } else {
+      CHECK((!state.count(e["doc_key"]) ||
+             state[e["doc_key"]]["doc_version"] == e["doc_version"].get<int>() - 1));
+      state[e["doc_key"]] = {{"payload", e["payload"]}, {"doc_version", e["doc_version"]}};
+    }
+  }
+  // Snapshot + tail rebuilt exactly the live docs.
+  auto conn = db.connect();
+  pqxx::nontransaction tx(*conn);
+  const auto rows =
+      tx.exec("SELECT doc_key, doc_version, payload::text FROM oasync.docs WHERE NOT deleted");
+  CHECK(rows.size() == state.size());
+  for (const auto& row : rows) {
+    const auto key = row[0].as<std::string>();
+    REQUIRE(state.count(key));
+    CHECK(state[key]["doc_version"] == row[1].as<int>());
+    CHECK(state[key]["payload"] == json::parse(row[2].as<std::string>()));
+  }
+}
+
+TEST_CASE("snapshot --since is a delta with tombstones; below the delta floor it exits 3") {
+  TestDatabase db;
+  write_runs(db, 5, 5);  // docs 0..4 at watermarks 1..5
+  auto sink = Sink::open(db.url());
+  sink->apply(batch_of({remove_doc("1"), upsert("2", R"({"x":1})")}));  // 6, 7
+  const auto delta = run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "5"});
+  REQUIRE(delta.exit_code == 0);
+  const auto out = lines(delta.out);
+  REQUIRE(out.size() == 3);
+  CHECK(out[0]["snapshot"]["since"] == 5);
+  CHECK(out[0]["snapshot"]["head"] == 7);
+  CHECK(out[1]["doc_key"] == "run_summary:1");
+  CHECK(out[1]["deleted"] == true);
+  CHECK(out[2]["doc_key"] == "run_summary:2");
+  const auto full = run_oasync({"--database-url", db.url(), "snapshot", kRuns});
+  CHECK(lines(full.out).size() == 1 + 4);  // tombstones are not in a full snapshot
+  db.scalar("UPDATE oasync.topics SET delta_floor = 6 WHERE topic = 'runtime.run_summaries'");
+  const auto breach = run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "5"});
+  CHECK(breach.exit_code == 3);
+  CHECK(lines(breach.out).at(0)["error"]["stale"]["reason"] == "retention_floor_breach");
+}
+
+TEST_CASE("doc get prints the current doc; an unknown key exits 1") {
+  TestDatabase db;
+  write_runs(db, 3, 2);
+  const auto r = run_oasync({"--database-url", db.url(), "doc", "get", "run_summary:0"});
+  CHECK(r.exit_code == 0);
+  const auto doc = json::parse(r.out);
+  CHECK(doc["topic"] == kRuns);
+  CHECK(doc["doc_version"] == 2);
+  CHECK(doc["last_watermark"] == 3);
+  CHECK(doc["deleted"] == false);
+  CHECK(doc["payload"] == json::parse(R"({"i":2})"));
+  CHECK(doc["payload_hash"] == to_hex(canonicalize(R"({"i":2})").sha256));
+  const auto missing = run_oasync({"--database-url", db.url(), "doc", "get", "run_summary:nope"});
+  CHECK(missing.exit_code == 1);
+  CHECK(missing.err == "oasync: error: no doc with key \"run_summary:nope\"\n");
+}
+
+TEST_CASE("a 1,000,000-event backlog tails with bounded memory") {
+  TestDatabase db;
+  db.scalar(
+      "WITH e AS (INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op, "
+      "payload, payload_hash) SELECT 'runtime.run_summaries', g, 'run_summary:' || (g % 100000), "
+      "g / 100000 + 1, 'org:1', 'upsert', json_build_object('run_id', g, 'status', 'running', "
+      "'steps', g % 13, 'note', repeat('x', 200)), sha256(g::text::bytea) FROM "
+      "generate_series(1, 1000000) g RETURNING 1) "
+      "UPDATE oasync.topics SET head = 1000000 WHERE topic = 'runtime.run_summaries'");
+  const auto r =
+      run_process({"/bin/sh", "-c",
+                   "exec \"$0\" --database-url \"$1\" tail runtime.run_summaries --after 0 "
+                   "--format ndjson > /dev/null",
+                   oasync_binary(), db.url()});
+  CHECK(r.exit_code == 0);
+  struct rusage usage {};
+  getrusage(RUSAGE_CHILDREN, &usage);
+  MESSAGE("peak RSS of the tail process: " << usage.ru_maxrss / 1024 << " MiB");
+  CHECK(usage.ru_maxrss < 128 * 1024);  // KiB; generous: a whole result in memory needs ~400 MiB
+}
