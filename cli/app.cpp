@@ -46,6 +46,7 @@ int run(int argc, char** argv) {
   add_sink_command(app, ctx, commands);
   add_read_commands(app, ctx, commands);
   add_inspect_command(app, ctx, commands);
+  add_verify_command(app, ctx, commands);
 
   try {
     app.parse(argc, argv);

@@ -45,7 +45,7 @@ bool wait_for_active_sink(const TestDatabase& db, int timeout_ms = 20000) {
 
 }  // namespace
 
-TEST_CASE("a sink process killed mid-batch leaves nothing partial; the retry is idempotent") {
+TEST_CASE("a sink process killed mid-batch leaves nothing partial: the retry is idempotent") {
   TestDatabase db;
   const Batch batch = big_batch(20000, "x");
   {
@@ -80,7 +80,7 @@ TEST_CASE("a sink process killed mid-batch leaves nothing partial; the retry is 
   CHECK(journal_violations(db).empty());
 }
 
-TEST_CASE("a terminated backend fails the batch as retryable; the retry applies it once") {
+TEST_CASE("a terminated backend fails the batch as retryable: the retry applies it once") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   const Batch batch = big_batch(20000, "y");

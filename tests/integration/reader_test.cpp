@@ -344,7 +344,7 @@ TEST_CASE("snapshot then tail from its head is exact under concurrent writes") {
   }
 }
 
-TEST_CASE("snapshot --since is a delta with tombstones; below the delta floor it exits 3") {
+TEST_CASE("snapshot --since is a delta with tombstones: below the delta floor it exits 3") {
   TestDatabase db;
   write_runs(db, 5, 5);  // docs 0..4 at watermarks 1..5
   auto sink = Sink::open(db.url());
@@ -366,7 +366,7 @@ TEST_CASE("snapshot --since is a delta with tombstones; below the delta floor it
   CHECK(lines(breach.out).at(0)["error"]["stale"]["reason"] == "retention_floor_breach");
 }
 
-TEST_CASE("doc get prints the current doc; an unknown key exits 1") {
+TEST_CASE("doc get prints the current doc: an unknown key exits 1") {
   TestDatabase db;
   write_runs(db, 3, 2);
   const auto r = run_oasync({"--database-url", db.url(), "doc", "get", "run_summary:0"});

@@ -57,7 +57,7 @@ TEST_CASE("versions count applied changes and watermarks are dense from 1") {
   CHECK(db.scalar("SELECT count(*) FROM oasync.docs WHERE doc_version = 0") == "0");
 }
 
-TEST_CASE("payloads are stored canonical; an equal payload is unchanged, no event") {
+TEST_CASE("payloads are stored canonical: an equal payload is unchanged, no event") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   auto r = sink->apply(batch_of({upsert("a", R"({ "b": 1, "a": [1, 2] })")}));
@@ -76,7 +76,7 @@ TEST_CASE("payloads are stored canonical; an equal payload is unchanged, no even
   CHECK(db.scalar("SELECT scope FROM oasync.events WHERE watermark = 2") == "org:7");
 }
 
-TEST_CASE("a source_seq at or below the stored one is a duplicate; re-sending changes nothing") {
+TEST_CASE("a source_seq at or below the stored one is a duplicate: re-sending changes nothing") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   const Batch batch = batch_of({upsert("a", R"({"n":1})", 5), upsert("b", R"({"n":1})", 9)});
@@ -95,7 +95,7 @@ TEST_CASE("a source_seq at or below the stored one is a duplicate; re-sending ch
   CHECK(db.scalar("SELECT source_seq FROM oasync.docs WHERE doc_key = 'run_summary:a'") == "6");
 }
 
-TEST_CASE("expected_version is compare-and-set; 0 means create only") {
+TEST_CASE("expected_version is compare-and-set: 0 means create only") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   DocWrite create = upsert("a", R"({"n":1})");
@@ -248,7 +248,7 @@ TEST_CASE("producer checkpoints are stored with the batch, and an older epoch is
   CHECK(sink->checkpoint("projector")->position == 700);
 }
 
-TEST_CASE("a group isolates a fenced batch; the others commit") {
+TEST_CASE("a group isolates a fenced batch: the others commit") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   Batch first = batch_of({upsert("a", "{}")});

@@ -135,7 +135,7 @@ TEST_CASE("uint64 values above 2^63-1 are refused, naming the write") {
                        doctest::Contains("not a valid WriteBatch"), oasync::Error);
 }
 
-TEST_CASE("NDJSON lines parse into writes; mistakes name the field and quote the value") {
+TEST_CASE("NDJSON lines parse into writes: mistakes name the field and quote the value") {
   const auto w = oasync::parse_write_line(
       R"({"topic":"t","doc_key":"k:1","scope":"org:1","op":"delete","source_stream":"s","source_seq":3,"expected_version":2})");
   CHECK(w.topic == "t");

@@ -1,0 +1,325 @@
+#include "oasync/verify.hpp"
+
+#include <chrono>
+
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+#include "db.hpp"
+#include "oasync/canonical_json.hpp"
+#include "oasync/error.hpp"
+
+namespace oasync {
+namespace {
+
+const char* const kVersionsSql = R"SQL(
+SELECT doc_key, watermark, doc_version, prev_version
+FROM (SELECT doc_key, watermark, doc_version,
+             lag(doc_version) OVER (PARTITION BY doc_key ORDER BY watermark) AS prev_version
+      FROM oasync.events WHERE topic = $1 AND watermark > $2) AS x
+WHERE (prev_version IS NOT NULL AND doc_version <> prev_version + 1)
+   OR (prev_version IS NULL AND $3 AND doc_version <> 1)
+ORDER BY watermark
+)SQL";
+
+// Docs against their latest retained event; only disagreements come back,
+// with what was expected and what was found.
+const char* const kDocsSql = R"SQL(
+WITH latest AS (
+  SELECT DISTINCT ON (doc_key) doc_key, watermark, doc_version, op, payload::text AS payload,
+         payload_hash
+  FROM oasync.events WHERE topic = $1 AND watermark > $2
+  ORDER BY doc_key, watermark DESC
+), doc AS (
+  SELECT doc_key, doc_version, deleted, payload::text AS payload, payload_hash, last_watermark
+  FROM oasync.docs WHERE topic = $1 AND last_watermark > $2
+)
+SELECT coalesce(d.doc_key, e.doc_key), m.what, m.expected, m.found
+FROM latest e FULL JOIN doc d ON d.doc_key = e.doc_key
+CROSS JOIN LATERAL (VALUES
+  (d.doc_key IS NULL, 'doc row', 'a doc row for the event at watermark ' || e.watermark, 'none'),
+  (e.doc_key IS NULL AND d.last_watermark > $3, 'latest event',
+   'an event at watermark ' || d.last_watermark, 'none'),
+  (d.doc_version <> e.doc_version, 'version', 'version ' || e.doc_version || ' (event at watermark ' || e.watermark || ')',
+   'version ' || d.doc_version),
+  (d.last_watermark <> e.watermark, 'last_watermark', 'watermark ' || e.watermark,
+   'watermark ' || d.last_watermark),
+  (d.deleted <> (e.op = 'delete'), 'tombstone',
+   CASE WHEN e.op = 'delete' THEN 'deleted' ELSE 'live' END,
+   CASE WHEN d.deleted THEN 'deleted' ELSE 'live' END),
+  (d.payload_hash IS DISTINCT FROM e.payload_hash, 'payload_hash',
+   coalesce(encode(e.payload_hash, 'hex'), 'none'), coalesce(encode(d.payload_hash, 'hex'), 'none')),
+  ($4 AND e.op = 'upsert' AND d.payload IS DISTINCT FROM e.payload, 'payload',
+   left(coalesce(e.payload, 'none'), 80), left(coalesce(d.payload, 'none'), 80))
+) AS m(bad, what, expected, found)
+WHERE m.bad
+ORDER BY 1, 2
+)SQL";
+
+const char* const kPrefixSql = R"SQL(
+SELECT 'doc', doc_key, 0 FROM oasync.docs
+WHERE topic = $1 AND NOT starts_with(doc_key, $2) AND last_watermark > $3
+UNION ALL
+SELECT 'event', doc_key, watermark FROM oasync.events
+WHERE topic = $1 AND NOT starts_with(doc_key, $2) AND watermark > $3
+ORDER BY 3, 2 LIMIT 1000
+)SQL";
+
+const char* const kUnregisteredSql = R"SQL(
+SELECT 'events', topic, count(*) FROM oasync.events
+WHERE topic NOT IN (SELECT topic FROM oasync.topics) GROUP BY topic
+UNION ALL
+SELECT 'docs', topic, count(*) FROM oasync.docs
+WHERE topic NOT IN (SELECT topic FROM oasync.topics) GROUP BY topic
+ORDER BY 2, 1
+)SQL";
+
+struct TopicRow {
+  std::string name;
+  std::string prefix;
+  bool inline_payload = true;
+  std::int64_t head = 0;
+  std::int64_t purged_through = 0;
+};
+
+class Verifier {
+ public:
+  Verifier(pqxx::transaction_base& tx, const VerifyOptions& o,
+           const std::function<void(const Problem&)>& on_problem, VerifyReport& report)
+      : tx_(tx), o_(o), on_problem_(on_problem), report_(report) {
+    for (const char* name : {"watermarks", "versions", "docs", "hashes", "prefixes", "topics"}) {
+      report_.checks[name];
+    }
+  }
+
+  void topic(const TopicRow& t) {
+    ++report_.topics;
+    const std::int64_t events = watermarks(t);
+    versions(t, events);
+    const std::int64_t doc_count = docs(t);
+    hashes(t);
+    prefixes(t, events + doc_count);
+  }
+
+  void unregistered() {
+    for (const auto& row : tx_.exec(kUnregisteredSql)) {
+      ++report_.checks["topics"].checked;
+      problem(row[1].as<std::string>(), "topics", fmt::format("{} table", row[0].as<std::string>()),
+              "a registered topic",
+              fmt::format("{} rows of an unregistered topic", row[2].as<std::int64_t>()));
+    }
+  }
+
+ private:
+  void problem(const std::string& topic, const std::string& check, std::string where,
+               std::string expected, std::string found) {
+    ++report_.checks[check].problems;
+    on_problem_(Problem{topic, check, std::move(where), std::move(expected), std::move(found)});
+  }
+
+  // Returns the number of retained events read.
+  std::int64_t watermarks(const TopicRow& t) {
+    std::int64_t read = 0;
+    CheckCount& count = report_.checks["watermarks"];
+    const pqxx::row below = tx_.exec_params1(
+        "SELECT count(*), coalesce(min(watermark), 0) FROM oasync.events WHERE topic = $1 AND "
+        "watermark <= $2 AND watermark > $3",
+        t.name, t.purged_through, o_.since);
+    if (below[0].as<std::int64_t>() > 0) {
+      problem(t.name, "watermarks", fmt::format("watermark {}", below[1].as<std::int64_t>()),
+              fmt::format("no event at or below purged_through {}", t.purged_through),
+              fmt::format("{} such events", below[0].as<std::int64_t>()));
+    }
+    std::int64_t last = std::max(o_.since, t.purged_through);
+    for (;;) {
+      const pqxx::result rows = tx_.exec_params(
+          "SELECT watermark FROM oasync.events WHERE topic = $1 AND watermark > $2 "
+          "ORDER BY watermark LIMIT $3",
+          t.name, last, o_.page_size);
+      for (const auto& row : rows) {
+        const std::int64_t w = row[0].as<std::int64_t>();
+        ++count.checked;
+        ++read;
+        if (w > t.head) {
+          problem(t.name, "watermarks", fmt::format("watermark {}", w),
+                  fmt::format("no event above head {}", t.head), fmt::format("an event at {}", w));
+        } else if (w != last + 1) {
+          problem(t.name, "watermarks", fmt::format("watermark {}", last + 1),
+                  fmt::format("watermark {}", last + 1),
+                  w == last + 2 ? fmt::format("a gap: next is {}", w)
+                                : fmt::format("a gap of {} .. {}: next is {}", last + 1, w - 1, w));
+        }
+        last = w;
+      }
+      if (static_cast<int>(rows.size()) < o_.page_size) break;
+    }
+    if (last < t.head) {
+      problem(t.name, "watermarks", fmt::format("watermark {}", last + 1),
+              fmt::format("events up to head {}", t.head),
+              last == std::max(o_.since, t.purged_through)
+                  ? std::string("no events")
+                  : fmt::format("the last event at {}", last));
+    }
+    return read;
+  }
+
+  void versions(const TopicRow& t, std::int64_t events) {
+    report_.checks["versions"].checked += events;
+    const bool from_start = t.purged_through == 0 && o_.since == 0;
+    for (const auto& row : tx_.exec_params(kVersionsSql, t.name, o_.since, from_start)) {
+      const std::string key = row[0].as<std::string>();
+      const std::int64_t v = row[2].as<std::int64_t>();
+      if (row[3].is_null()) {
+        problem(t.name, "versions",
+                fmt::format("doc_key \"{}\" at watermark {}", key, row[1].as<std::int64_t>()),
+                "version 1 for the first event", fmt::format("version {}", v));
+        continue;
+      }
+      const std::int64_t prev = row[3].as<std::int64_t>();
+      problem(t.name, "versions",
+              fmt::format("doc_key \"{}\" at watermark {}", key, row[1].as<std::int64_t>()),
+              fmt::format("version {}", prev + 1),
+              v == prev ? fmt::format("version {} again (a duplicate)", v)
+                        : fmt::format("version {}", v));
+    }
+  }
+
+  // Returns the number of docs compared.
+  std::int64_t docs(const TopicRow& t) {
+    const std::int64_t count =
+        tx_.exec_params1(
+               "SELECT count(*) FROM oasync.docs WHERE topic = $1 AND last_watermark > $2", t.name,
+               o_.since)[0]
+            .as<std::int64_t>();
+    report_.checks["docs"].checked += count;
+    for (const auto& row :
+         tx_.exec_params(kDocsSql, t.name, o_.since, t.purged_through, t.inline_payload)) {
+      problem(
+          t.name, "docs",
+          fmt::format("doc_key \"{}\" ({})", row[0].as<std::string>(), row[1].as<std::string>()),
+          row[2].as<std::string>(), row[3].as<std::string>());
+    }
+    return count;
+  }
+
+  // Recomputes canonical form and SHA-256 of stored payloads, in pages.
+  void hashes(const TopicRow& t) {
+    const auto check_one = [&](const std::string& where, const pqxx::field& payload,
+                               const pqxx::field& hash) {
+      ++report_.checks["hashes"].checked;
+      const std::string text = payload.as<std::string>();
+      const std::string stored = hash.is_null() ? "" : to_hex(pqxx::binarystring(hash).str());
+      try {
+        const CanonicalJson c = canonicalize(text, JsonShape::object);
+        if (c.text != text) {
+          problem(t.name, "hashes", where, "canonical JSON", fmt::format("{:.80}", text));
+        } else if (to_hex(c.sha256) != stored) {
+          problem(t.name, "hashes", where, "payload_hash " + to_hex(c.sha256),
+                  "payload_hash " + (stored.empty() ? std::string("none") : stored));
+        }
+      } catch (const Error& e) {
+        problem(t.name, "hashes", where, "a JSON object", e.what());
+      }
+    };
+    if (o_.sample) {
+      for (const auto& row : tx_.exec_params(
+               "SELECT doc_key, payload::text, payload_hash FROM oasync.docs WHERE topic = $1 AND "
+               "payload IS NOT NULL AND last_watermark > $2 ORDER BY random() LIMIT $3",
+               t.name, o_.since, *o_.sample)) {
+        check_one(fmt::format("doc_key \"{}\"", row[0].as<std::string>()), row[1], row[2]);
+      }
+      for (const auto& row : tx_.exec_params(
+               "SELECT watermark, payload::text, payload_hash FROM oasync.events WHERE topic = $1 "
+               "AND payload IS NOT NULL AND watermark > $2 ORDER BY random() LIMIT $3",
+               t.name, o_.since, *o_.sample)) {
+        check_one(fmt::format("watermark {}", row[0].as<std::int64_t>()), row[1], row[2]);
+      }
+      return;
+    }
+    std::string after_key;
+    for (;;) {
+      const pqxx::result rows = tx_.exec_params(
+          "SELECT doc_key, payload::text, payload_hash FROM oasync.docs WHERE topic = $1 AND "
+          "doc_key > $2 AND payload IS NOT NULL AND last_watermark > $3 ORDER BY doc_key LIMIT $4",
+          t.name, after_key, o_.since, o_.page_size);
+      for (const auto& row : rows) {
+        after_key = row[0].as<std::string>();
+        check_one(fmt::format("doc_key \"{}\"", after_key), row[1], row[2]);
+      }
+      if (static_cast<int>(rows.size()) < o_.page_size) break;
+    }
+    std::int64_t after = o_.since;
+    for (;;) {
+      const pqxx::result rows = tx_.exec_params(
+          "SELECT watermark, payload::text, payload_hash FROM oasync.events WHERE topic = $1 AND "
+          "watermark > $2 AND payload IS NOT NULL ORDER BY watermark LIMIT $3",
+          t.name, after, o_.page_size);
+      for (const auto& row : rows) {
+        after = row[0].as<std::int64_t>();
+        check_one(fmt::format("watermark {}", after), row[1], row[2]);
+      }
+      if (static_cast<int>(rows.size()) < o_.page_size) break;
+    }
+  }
+
+  void prefixes(const TopicRow& t, std::int64_t rows) {
+    report_.checks["prefixes"].checked += rows;
+    for (const auto& row : tx_.exec_params(kPrefixSql, t.name, t.prefix, o_.since)) {
+      const bool is_doc = row[0].as<std::string>() == "doc";
+      problem(t.name, "prefixes",
+              is_doc ? fmt::format("doc_key \"{}\"", row[1].as<std::string>())
+                     : fmt::format("watermark {}", row[2].as<std::int64_t>()),
+              fmt::format("a doc_key starting with \"{}\"", t.prefix),
+              fmt::format("\"{}\"", row[1].as<std::string>()));
+    }
+  }
+
+  pqxx::transaction_base& tx_;
+  const VerifyOptions& o_;
+  const std::function<void(const Problem&)>& on_problem_;
+  VerifyReport& report_;
+};
+
+}  // namespace
+
+bool VerifyReport::clean() const {
+  for (const auto& [name, count] : checks) {
+    if (count.problems > 0) return false;
+  }
+  return true;
+}
+
+VerifyReport verify(pqxx::connection_base& conn, const VerifyOptions& options,
+                    const std::function<void(const Problem&)>& on_problem) {
+  const auto started = std::chrono::steady_clock::now();
+  VerifyReport report;
+  internal::db_step("verify", [&] {
+    pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn, "oasync_verify");
+    Verifier verifier(tx, options, on_problem, report);
+    std::vector<TopicRow> topics;
+    for (const auto& row : tx.exec(
+             "SELECT topic, doc_key_prefix, payload_mode, head, purged_through FROM oasync.topics "
+             "ORDER BY topic COLLATE \"C\"")) {
+      topics.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
+                        row[2].as<std::string>() == "inline", row[3].as<std::int64_t>(),
+                        row[4].as<std::int64_t>()});
+    }
+    for (const std::string& wanted : options.topics) {
+      bool found = false;
+      for (const auto& t : topics) found = found || t.name == wanted;
+      if (!found) throw Error(fmt::format("topic \"{}\" is not registered", wanted));
+    }
+    for (const TopicRow& t : topics) {
+      bool selected = options.topics.empty();
+      for (const std::string& wanted : options.topics) selected = selected || wanted == t.name;
+      if (selected) verifier.topic(t);
+    }
+    if (options.topics.empty()) verifier.unregistered();
+    tx.commit();
+  });
+  report.seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return report;
+}
+
+}  // namespace oasync
