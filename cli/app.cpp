@@ -47,6 +47,8 @@ int run(int argc, char** argv) {
   add_read_commands(app, ctx, commands);
   add_inspect_command(app, ctx, commands);
   add_verify_command(app, ctx, commands);
+  add_purge_command(app, ctx, commands);
+  add_reproject_command(app, ctx, commands);
 
   try {
     app.parse(argc, argv);

@@ -32,6 +32,7 @@ struct TailOptions {
   double heartbeat_seconds = 0;
   int page_size = 1000;
   int poll_ms = 1000;
+  std::string consumer;
 };
 
 struct Cursor {
@@ -59,14 +60,25 @@ class Tailer {
 
   // Positions every cursor: at --after, or at the head. Returns false (after
   // printing the stale envelope) when a cursor cannot resume.
-  bool start(Reader& reader) {
+  bool start(Reader& reader, pqxx::connection_base& conn) {
     for (const auto& topic : o_.topics) {
       Cursor c{topic, o_.epoch, o_.after};
-      const ResumeCheck check = reader.check(topic, o_.epoch, o_.after < 0 ? 0 : o_.after);
+      if (!o_.consumer.empty() && o_.after < 0) {
+        // A named consumer resumes from its acknowledged position.
+        pqxx::read_transaction tx(conn);
+        const pqxx::result saved = tx.exec_params(
+            "SELECT epoch::text, watermark FROM oasync.consumers WHERE name = $1 AND topic = $2",
+            o_.consumer, topic);
+        if (!saved.empty()) {
+          c.epoch = saved[0][0].as<std::string>();
+          c.watermark = saved[0][1].as<std::int64_t>();
+        }
+      }
+      const ResumeCheck check = reader.check(topic, c.epoch, c.watermark < 0 ? 0 : c.watermark);
       if (check.reason == StaleReason::unknown_topic) {
         throw Error(fmt::format("topic \"{}\" is not registered", topic));
       }
-      if (o_.after < 0) {
+      if (c.watermark < 0) {
         if (check.reason == StaleReason::epoch_changed) return stale(check, c);
         c.watermark = check.position.head;
       } else if (!check.resumable()) {
@@ -79,7 +91,7 @@ class Tailer {
   }
 
   // One pass over every topic: prints what is new. Sets `progressed`.
-  TailEnd pass(Reader& reader, bool& progressed) {
+  TailEnd pass(Reader& reader, pqxx::connection_base& conn, bool& progressed) {
     progressed = false;
     positions_.clear();
     for (Cursor& c : cursors_) {
@@ -104,12 +116,14 @@ class Tailer {
           if (o_.limit > 0 && printed_ >= o_.limit) {
             c.watermark = e.watermark;
             out_.flush();
+            acknowledge(conn, c);
             return TailEnd::limit_reached;
           }
         }
         // Flush before moving the cursor: the cursor is what was printed.
         out_.flush();
         c.watermark = page.through;
+        acknowledge(conn, c);
         progressed = true;
         last_output_ = Clock::now();
       }
@@ -143,6 +157,15 @@ class Tailer {
   }
 
  private:
+  // Records a named consumer's position: what was printed and flushed.
+  void acknowledge(pqxx::connection_base& conn, const Cursor& c) {
+    if (o_.consumer.empty()) return;
+    pqxx::work tx(conn, "oasync_ack");
+    tx.exec_params("SELECT oasync.ack_consumer($1, $2, $3::uuid, $4)", o_.consumer, c.topic,
+                   c.epoch, c.watermark);
+    tx.commit();
+  }
+
   // Prints the stale-cursor envelope and says so on stderr; returns false so
   // that start() can `return stale(...)`.
   bool stale(const ResumeCheck& check, const Cursor& c) {
@@ -175,12 +198,12 @@ int run_tail(const Context& ctx, const TailOptions& o) {
       std::unique_ptr<Wakeup> wakeup;
       if (o.follow) wakeup = std::make_unique<Wakeup>(*conn);
       if (!started) {
-        if (!tailer.start(reader)) return to_int(ExitCode::resync_required);
+        if (!tailer.start(reader, *conn)) return to_int(ExitCode::resync_required);
         started = true;
       }
       for (;;) {
         bool progressed = false;
-        const TailEnd end = tailer.pass(reader, progressed);
+        const TailEnd end = tailer.pass(reader, *conn, progressed);
         backoff = std::chrono::milliseconds(100);
         if (end == TailEnd::stale) return to_int(ExitCode::resync_required);
         if (end == TailEnd::limit_reached || !o.follow) return to_int(ExitCode::ok);
@@ -232,6 +255,8 @@ void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       ->check(CLI::PositiveNumber);
   tail->add_option("--page-size", t->page_size, "Events read per query (memory stays bounded)")
       ->check(CLI::Range(1, 100000));
+  tail->add_option("--consumer", t->consumer,
+                   "Record the position as consumer NAME, and resume from it (without --after)");
   tail->add_option("--poll-ms", t->poll_ms,
                    "With --follow: poll this often even without notifications (hot standbys)")
       ->check(CLI::Range(10, 600000));

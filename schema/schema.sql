@@ -27,6 +27,24 @@ CREATE SCHEMA oasync;
 
 
 --
+-- Name: ack_consumer(text, text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.ack_consumer(p_name text, p_topic text, p_epoch uuid, p_watermark bigint) RETURNS void
+    LANGUAGE sql
+    AS $$
+    INSERT INTO oasync.consumers AS c (name, topic, epoch, watermark, last_seen)
+    VALUES (p_name, p_topic, p_epoch, p_watermark, now())
+    ON CONFLICT (name, topic) DO UPDATE
+    SET epoch = excluded.epoch,
+        watermark = CASE WHEN c.epoch = excluded.epoch
+                         THEN greatest(c.watermark, excluded.watermark)
+                         ELSE excluded.watermark END,
+        last_seen = now()
+$$;
+
+
+--
 -- Name: read_events(text, uuid, bigint, bigint, text); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
@@ -138,6 +156,21 @@ SET default_tablespace = '';
 SET default_table_access_method = heap;
 
 --
+-- Name: consumers; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.consumers (
+    name text NOT NULL,
+    topic text NOT NULL,
+    epoch uuid NOT NULL,
+    watermark bigint NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT consumers_name_check CHECK (((octet_length(name) >= 1) AND (octet_length(name) <= 128))),
+    CONSTRAINT consumers_watermark_check CHECK ((watermark >= 0))
+);
+
+
+--
 -- Name: docs; Type: TABLE; Schema: oasync; Owner: -
 --
 
@@ -230,6 +263,14 @@ CREATE TABLE oasync.topics (
     CONSTRAINT topics_retention_min_events_check CHECK ((retention_min_events >= 0)),
     CONSTRAINT topics_topic_check CHECK (((octet_length(topic) >= 1) AND (octet_length(topic) <= 128)))
 );
+
+
+--
+-- Name: consumers consumers_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.consumers
+    ADD CONSTRAINT consumers_pkey PRIMARY KEY (name, topic);
 
 
 --

@@ -36,20 +36,22 @@ WITH latest AS (
 )
 SELECT coalesce(d.doc_key, e.doc_key), m.what, m.expected, m.found
 FROM latest e FULL JOIN doc d ON d.doc_key = e.doc_key
+CROSS JOIN LATERAL (SELECT d.doc_key IS NOT NULL AND e.doc_key IS NOT NULL AS both_sides) AS b
 CROSS JOIN LATERAL (VALUES
   (d.doc_key IS NULL, 'doc row', 'a doc row for the event at watermark ' || e.watermark, 'none'),
   (e.doc_key IS NULL AND d.last_watermark > $3, 'latest event',
    'an event at watermark ' || d.last_watermark, 'none'),
-  (d.doc_version <> e.doc_version, 'version', 'version ' || e.doc_version || ' (event at watermark ' || e.watermark || ')',
+  (b.both_sides AND d.doc_version <> e.doc_version, 'version',
+   'version ' || e.doc_version || ' (event at watermark ' || e.watermark || ')',
    'version ' || d.doc_version),
-  (d.last_watermark <> e.watermark, 'last_watermark', 'watermark ' || e.watermark,
+  (b.both_sides AND d.last_watermark <> e.watermark, 'last_watermark', 'watermark ' || e.watermark,
    'watermark ' || d.last_watermark),
-  (d.deleted <> (e.op = 'delete'), 'tombstone',
+  (b.both_sides AND d.deleted <> (e.op = 'delete'), 'tombstone',
    CASE WHEN e.op = 'delete' THEN 'deleted' ELSE 'live' END,
    CASE WHEN d.deleted THEN 'deleted' ELSE 'live' END),
-  (d.payload_hash IS DISTINCT FROM e.payload_hash, 'payload_hash',
+  (b.both_sides AND d.payload_hash IS DISTINCT FROM e.payload_hash, 'payload_hash',
    coalesce(encode(e.payload_hash, 'hex'), 'none'), coalesce(encode(d.payload_hash, 'hex'), 'none')),
-  ($4 AND e.op = 'upsert' AND d.payload IS DISTINCT FROM e.payload, 'payload',
+  (b.both_sides AND $4 AND e.op = 'upsert' AND d.payload IS DISTINCT FROM e.payload, 'payload',
    left(coalesce(e.payload, 'none'), 80), left(coalesce(d.payload, 'none'), 80))
 ) AS m(bad, what, expected, found)
 WHERE m.bad

@@ -66,6 +66,44 @@ RejectReason from_proto(pb::RejectReason r) {
 
 }  // namespace
 
+namespace {
+
+DocWrite from_proto(const pb::DocWrite& m, std::size_t index) {
+  DocWrite w;
+  w.topic = m.topic();
+  w.doc_key = m.doc_key();
+  w.scope = m.scope();
+  switch (m.op()) {
+    case pb::OP_UNSPECIFIED:
+    case pb::OP_UPSERT:
+      w.op = Op::upsert;
+      break;
+    case pb::OP_DELETE:
+      w.op = Op::remove;
+      break;
+    default:
+      throw Error(fmt::format("write {}: unknown op {}", index, static_cast<int>(m.op())));
+  }
+  w.payload = m.payload();
+  w.source_stream = m.source_stream();
+  if (m.has_source_seq()) w.source_seq = checked_int64(m.source_seq(), "source_seq", index);
+  if (m.has_expected_version()) {
+    w.expected_version = checked_int64(m.expected_version(), "expected_version", index);
+  }
+  return w;
+}
+
+}  // namespace
+
+DocWrite decode_write(std::string_view bytes) {
+  pb::DocWrite message;
+  if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
+      !message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    throw Error(fmt::format("not a valid DocWrite ({} bytes)", bytes.size()));
+  }
+  return from_proto(message, 0);
+}
+
 Batch decode_batch(std::string_view bytes) {
   pb::WriteBatch message;
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
@@ -75,30 +113,7 @@ Batch decode_batch(std::string_view bytes) {
   Batch batch;
   batch.writes.reserve(static_cast<std::size_t>(message.writes_size()));
   for (int i = 0; i < message.writes_size(); ++i) {
-    const pb::DocWrite& m = message.writes(i);
-    const auto index = static_cast<std::size_t>(i);
-    DocWrite w;
-    w.topic = m.topic();
-    w.doc_key = m.doc_key();
-    w.scope = m.scope();
-    switch (m.op()) {
-      case pb::OP_UNSPECIFIED:
-      case pb::OP_UPSERT:
-        w.op = Op::upsert;
-        break;
-      case pb::OP_DELETE:
-        w.op = Op::remove;
-        break;
-      default:
-        throw Error(fmt::format("write {}: unknown op {}", index, static_cast<int>(m.op())));
-    }
-    w.payload = m.payload();
-    w.source_stream = m.source_stream();
-    if (m.has_source_seq()) w.source_seq = checked_int64(m.source_seq(), "source_seq", index);
-    if (m.has_expected_version()) {
-      w.expected_version = checked_int64(m.expected_version(), "expected_version", index);
-    }
-    batch.writes.push_back(std::move(w));
+    batch.writes.push_back(from_proto(message.writes(i), static_cast<std::size_t>(i)));
   }
   if (message.has_checkpoint()) {
     const pb::ProducerCheckpoint& c = message.checkpoint();

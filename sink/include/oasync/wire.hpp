@@ -28,6 +28,9 @@ inline constexpr std::size_t kDefaultMaxFrameBytes = 16u << 20;
 // a valid WriteBatch or a value is out of range (a uint64 above 2^63-1).
 Batch decode_batch(std::string_view bytes);
 
+// Decodes one encoded DocWrite (as `oasync reproject --format proto` reads).
+DocWrite decode_write(std::string_view bytes);
+
 // Encodes a WriteBatch (for tests, benchmarks and foreign callers' examples).
 std::string encode_batch(const Batch& batch);
 

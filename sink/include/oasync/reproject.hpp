@@ -1,0 +1,59 @@
+// Reprojection by diff: the runtime's projector, replaying the authority log,
+// emits the complete desired doc set of a topic; a Reprojection compares it
+// with the stored docs by canonical hash and applies only the differences
+// through the sink's own write path:
+//   - new or changed docs get new versions and events;
+//   - docs missing from the input become tombstones (in finish());
+//   - unchanged docs are untouched: no version, no event, no row write.
+// Clients keep their cursors and receive only real changes. Input streams in
+// batches: memory is bounded by the batch size, whatever the number of docs
+// (the keys seen so far live in a temporary table on the server).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <pqxx/connection>
+
+#include "oasync/batch.hpp"
+#include "oasync/options.hpp"
+
+namespace oasync {
+
+struct ReprojectCounts {
+  std::int64_t unchanged = 0;
+  std::int64_t changed = 0;
+  std::int64_t created = 0;  // new docs, and tombstones brought back
+  std::int64_t deleted = 0;  // live docs missing from the input, now tombstones
+};
+
+class Reprojection {
+ public:
+  // Opens its own connection. batch_size bounds memory and transaction size.
+  Reprojection(const std::string& conninfo, std::string topic, DryRun dry_run,
+               std::int64_t batch_size = 1000);
+  ~Reprojection();
+  Reprojection(const Reprojection&) = delete;
+  Reprojection& operator=(const Reprojection&) = delete;
+
+  // Adds one desired doc (an upsert of `topic`; an empty topic means it).
+  // `where` names the input position for errors ("line 17"). Throws
+  // oasync::Error for another topic, a delete, an invalid payload, or a
+  // doc_key given twice; nothing is deleted after such an error.
+  void add(DocWrite write, const std::string& where);
+
+  // Applies what is buffered, then turns every live doc that the input did
+  // not list into a tombstone. Returns the counts. `progress(phase, count)`
+  // is called after each batch.
+  ReprojectCounts finish(const std::function<void(const char*, std::int64_t)>& progress = {});
+
+  const ReprojectCounts& counts() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace oasync
