@@ -186,7 +186,8 @@ CREATE TABLE oasync.docs (
     source_seq bigint,
     last_watermark bigint NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
-);
+)
+WITH (fillfactor='80');
 
 
 --
@@ -311,13 +312,6 @@ ALTER TABLE ONLY oasync.schema_migrations
 
 ALTER TABLE ONLY oasync.topics
     ADD CONSTRAINT topics_pkey PRIMARY KEY (topic);
-
-
---
--- Name: docs_topic_last_watermark; Type: INDEX; Schema: oasync; Owner: -
---
-
-CREATE INDEX docs_topic_last_watermark ON oasync.docs USING btree (topic, last_watermark);
 
 
 --

@@ -35,6 +35,10 @@ using Registry = std::map<std::string, TopicInfo, std::less<>>;
 // the transaction is rolled back and run again with a fresh registry.
 struct RegistryChanged {};
 
+// Thrown inside a transaction when a doc it was about to create was created
+// by a concurrent transaction; the transaction is rolled back and run again.
+struct DocCreatedConcurrently {};
+
 // A write that passed validation, with its canonical payload.
 struct ValidWrite {
   const DocWrite* write = nullptr;
@@ -71,23 +75,40 @@ struct Event {
 };
 
 const char* const kLockDocs = "oasync_sink_lock_docs";
+const char* const kCreateDocs = "oasync_sink_create_docs";
 const char* const kLockTopics = "oasync_sink_lock_topics";
 const char* const kWrite = "oasync_sink_write";
 const char* const kLoadRegistry = "oasync_sink_load_registry";
 const char* const kReadCheckpoint = "oasync_sink_read_checkpoint";
 
-// Locks every doc the batch touches, creating a version-0 placeholder row for
-// docs that do not exist yet, in (topic, doc_key) order. A placeholder that no
-// write turns into a real doc is deleted by the write statement, so readers
-// never see one.
+// Phase 1 of locking the batch's docs: locks the existing ones in
+// (topic, doc_key) order and returns their state. Under READ COMMITTED, FOR
+// UPDATE waits for a concurrent writer and then returns the committed row.
 const char* const kLockDocsSql = R"SQL(
+SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, encode(d.payload_hash, 'hex'),
+       d.source_stream, d.source_seq
+FROM oasync.docs AS d
+JOIN json_to_recordset($1::json) AS k(t text, k text) ON d.topic = k.t AND d.doc_key = k.k
+ORDER BY d.topic COLLATE "C", d.doc_key COLLATE "C"
+FOR UPDATE OF d
+)SQL";
+
+// Phase 2: inserts version-0 placeholders for the docs that do not exist, in
+// the same order, and returns the keys it inserted. A key missing from the
+// answer was created by a concurrent transaction that has committed since;
+// the batch then starts over, finding that doc in phase 1. (Why this cannot
+// deadlock: a transaction waits in phase 2 only on another's uncommitted
+// placeholder, and a transaction holding placeholders waits on nothing but
+// later placeholders, in the same global order, and topic rows.) A
+// placeholder that no write turns into a real doc is deleted by the write
+// statement, so readers never see one.
+const char* const kCreateDocsSql = R"SQL(
 INSERT INTO oasync.docs AS d (topic, doc_key, scope, doc_version, last_watermark)
 SELECT k.t, k.k, '', 0, 0
 FROM json_to_recordset($1::json) AS k(t text, k text)
 ORDER BY k.t COLLATE "C", k.k COLLATE "C"
-ON CONFLICT (topic, doc_key) DO UPDATE SET doc_version = d.doc_version
-RETURNING d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, encode(d.payload_hash, 'hex'),
-          d.source_stream, d.source_seq
+ON CONFLICT (topic, doc_key) DO NOTHING
+RETURNING d.topic, d.doc_key
 )SQL";
 
 // Locks the topics that receive events, in name order, and returns their heads.
@@ -210,6 +231,7 @@ struct Sink::Impl {
 
   void prepare() {
     conn->prepare(kLockDocs, kLockDocsSql);
+    conn->prepare(kCreateDocs, kCreateDocsSql);
     conn->prepare(kLockTopics, kLockTopicsSql);
     conn->prepare(kWrite, kWriteSql);
     conn->prepare(kLoadRegistry, kLoadRegistrySql);
@@ -348,6 +370,18 @@ struct Sink::Impl {
         st.source_stream = row[6].as<std::string>();
         if (!row[7].is_null()) st.source_seq = row[7].as<std::int64_t>();
         docs.emplace(DocKey{row[0].as<std::string>(), row[1].as<std::string>()}, std::move(st));
+      }
+      json missing = json::array();
+      for (const auto& [topic, key] : keys) {
+        if (!docs.count(DocKey{topic, key})) missing.push_back({{"t", topic}, {"k", key}});
+      }
+      if (!missing.empty()) {
+        const pqxx::result created = internal::db_step(
+            "create docs", [&] { return tx.exec_prepared(kCreateDocs, missing.dump()); });
+        if (created.size() != missing.size()) throw DocCreatedConcurrently{};
+        for (const auto& row : created) {
+          docs.emplace(DocKey{row[0].as<std::string>(), row[1].as<std::string>()}, DocState{});
+        }
       }
     }
 
@@ -501,6 +535,10 @@ struct Sink::Impl {
         if (attempt >= options.registry_retries) {
           throw Error("the topic registry kept changing during the batch", Retryable::yes);
         }
+      } catch (const DocCreatedConcurrently&) {
+        // The doc exists now and is found (and locked) on the next attempt;
+        // every attempt makes progress, so this ends.
+        if (attempt >= 100) throw Error("docs kept being created concurrently", Retryable::yes);
       } catch (const Error&) {
         throw;
       } catch (...) {
@@ -561,6 +599,9 @@ std::vector<WriteResult> Sink::apply_within(pqxx::transaction_base& tx, const Ba
   } catch (const RegistryChanged&) {
     impl_->registry_loaded = false;
     throw Error("the topic registry changed during the batch; abort and retry the transaction",
+                Retryable::yes);
+  } catch (const DocCreatedConcurrently&) {
+    throw Error("a doc of the batch was created concurrently; abort and retry the transaction",
                 Retryable::yes);
   }
 }

@@ -83,14 +83,16 @@ TEST_CASE("a sink process killed mid-batch leaves nothing partial: the retry is 
 TEST_CASE("a terminated backend fails the batch as retryable: the retry applies it once") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
-  const Batch batch = big_batch(20000, "y");
+  const Batch batch = big_batch(100000, "y");
+  std::atomic<bool> applying{true};
   std::atomic<bool> terminated{false};
   std::thread killer([&] {
-    if (wait_for_active_sink(db)) {
-      db.scalar(
-          "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-          "current_database() AND state = 'active' AND pid <> pg_backend_pid()");
-      terminated = true;
+    // Terminate the sink's backend while its transaction is open.
+    while (applying && !terminated) {
+      terminated = db.scalar(
+                       "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                       "datname = current_database() AND pid <> pg_backend_pid() AND state IN "
+                       "('active', 'idle in transaction') AND query LIKE '%oasync.%'") != "0";
     }
   });
   bool failed = false;
@@ -100,6 +102,7 @@ TEST_CASE("a terminated backend fails the batch as retryable: the retry applies 
     failed = true;
     CHECK(e.retryable() == Retryable::yes);
   }
+  applying = false;
   killer.join();
   REQUIRE(terminated.load());
   CHECK(failed);
@@ -107,8 +110,8 @@ TEST_CASE("a terminated backend fails the batch as retryable: the retry applies 
   CHECK(db.scalar("SELECT count(*) FROM oasync.docs") == "0");
   // The same Sink reconnects and the retry applies every write exactly once.
   const auto results = sink->apply(batch);
-  CHECK(results.back().watermark == 20000);
-  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "20000");
+  CHECK(results.back().watermark == 100000);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "100000");
   CHECK(sink->apply(batch).front().outcome == Outcome::duplicate);
   CHECK(journal_violations(db).empty());
 }

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -230,9 +231,11 @@ void Child::kill(int signal) {
 int Child::wait() {
   if (!reaped_) {
     int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    struct rusage usage {};
+    while (wait4(pid_, &status, 0, &usage) < 0 && errno == EINTR) {
     }
     status_ = decode_status(status);
+    max_rss_kib_ = usage.ru_maxrss;
     reaped_ = true;
   }
   return status_;

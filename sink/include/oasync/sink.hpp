@@ -6,11 +6,14 @@
 // order: a reader that has seen watermark W of a topic never later finds a new
 // event of that topic at or below W.
 //
-// Locking (why concurrent sinks never deadlock): a transaction locks, in this
-// order, (1) producer checkpoint rows sorted by producer id, (2) doc rows
-// sorted by (topic, doc_key), (3) topic rows sorted by topic. The topic row
-// lock is the one that serialises a topic's writers; it is taken last and
-// held only for the final write statement and the commit.
+// Locking (why concurrent sinks never deadlock): a transaction takes its locks
+// in one global order: (1) the existing doc rows it touches, sorted by
+// (topic, doc_key), with SELECT ... FOR UPDATE; (2) placeholder rows for its
+// new docs, in the same order (if a concurrent transaction created one of
+// them meanwhile, the batch rolls back and starts over, now finding it in
+// step 1); (3) topic rows sorted by topic; (4) producer checkpoint rows. The
+// topic row lock is the one that serialises a topic's writers; it is taken
+// last and held only for the final write statement and the commit.
 //
 // A Sink is not thread-safe; use one per thread. It is not copyable.
 #pragma once

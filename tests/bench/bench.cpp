@@ -1,0 +1,559 @@
+// The benchmark driver behind scripts/bench. Every scenario runs with its
+// baseline in the same invocation, on the same throwaway Postgres, and is
+// reported as a ratio: absolute times drift between runs on shared machines,
+// ratios hold. Not a test: CI runs only `scripts/bench --quick` as a smoke test.
+//
+//   oasync_bench [--quick] [--scenario NAME] [--json FILE]
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include "oasync/canonical_json.hpp"
+#include "oasync/migrate.hpp"
+#include "oasync/wire.hpp"
+#include "process.hpp"
+#include "test_db.hpp"
+
+using namespace oasync;
+using namespace oasync::test;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+const char* const kTopics[] = {"runtime.run_summaries", "runtime.codex_worker_summaries",
+                               "runtime.notifications", "runtime.codex_worker_events"};
+const char* const kPrefixes[] = {
+    "run_summary:", "codex_worker_summary:", "notification:", "codex_worker_event:"};
+
+struct Sizes {
+  std::int64_t ingest = 1000000;
+  std::int64_t docs = 100000;
+  std::int64_t single = 2000;
+  std::int64_t group = 20000;
+  std::int64_t hot = 200000;
+  std::int64_t replay = 1000000;
+  int live_seconds = 30;
+  int live_rate = 5000;
+  std::int64_t purge = 1000000;
+};
+
+struct Row {
+  std::string scenario;
+  std::string ours;
+  std::string baseline;
+  double ratio = 0;  // 0: no ratio (reported figures only)
+  std::string target;
+  bool met = false;
+};
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+// A run-summary-like payload of about 300 bytes.
+std::string payload(std::int64_t doc, std::int64_t n) {
+  return fmt::format(
+      R"({{"doc":{},"model":"codex-1","org_id":"org:{}","run_id":"run_{:08}","status":"running","steps_completed":{},"tokens":{{"input":{},"output":{}}},"updated_at":"2026-11-25T20:00:00Z","worker":"worker_{}","note":"{}"}})",
+      doc, doc % 97, doc, n % 50, 1200 * (n % 50), 300 * (n % 50), doc % 16, std::string(90, 'x'));
+}
+
+DocWrite write_for(std::int64_t n, std::int64_t docs, int topic_override = -1) {
+  const std::int64_t doc = n % docs;
+  const int topic = topic_override >= 0 ? topic_override : static_cast<int>(doc % 4);
+  DocWrite w;
+  w.topic = kTopics[topic];
+  w.doc_key = fmt::format("{}{}", kPrefixes[topic], doc);
+  w.scope = fmt::format("org:{}", doc % 97);
+  w.payload = payload(doc, n);
+  return w;
+}
+
+// Frames of `per_frame` writes each, numbered from `start`.
+std::string frames(std::int64_t start, std::int64_t count, std::int64_t per_frame,
+                   std::int64_t docs, int topic = -1) {
+  std::string out;
+  for (std::int64_t i = 0; i < count; i += per_frame) {
+    Batch b;
+    for (std::int64_t j = i; j < std::min(count, i + per_frame); ++j) {
+      b.writes.push_back(write_for(start + j, docs, topic));
+    }
+    out += encode_frame(encode_batch(b));
+  }
+  return out;
+}
+
+std::string ndjson(std::int64_t start, std::int64_t count, std::int64_t docs) {
+  std::string out;
+  for (std::int64_t i = start; i < start + count; ++i) {
+    const DocWrite w = write_for(i, docs);
+    out += fmt::format(R"({{"topic":"{}","doc_key":"{}","scope":"{}","payload":{}}})", w.topic,
+                       w.doc_key, w.scope, w.payload);
+    out += "\n";
+  }
+  return out;
+}
+
+bool read_frame(Child& c, std::string& body) {
+  std::string header;
+  if (!c.read_exact(header, 4, 600000)) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(header.data());
+  const std::size_t n = (std::size_t{p[0]} << 24) | (std::size_t{p[1]} << 16) |
+                        (std::size_t{p[2]} << 8) | std::size_t{p[3]};
+  return c.read_exact(body, n, 600000);
+}
+
+// Streams `input` into a sink process and reads all answers; returns seconds
+// and the sink's peak RSS.
+struct SinkRun {
+  double seconds = 0;
+  long rss_kib = 0;
+  std::int64_t applied = 0;
+};
+
+SinkRun run_sink(const std::string& url, const std::string& input, std::size_t answers,
+                 const std::vector<std::string>& extra = {}, bool ndjson_mode = false) {
+  std::vector<std::string> argv{oasync_binary(), "--database-url", url, "sink"};
+  if (ndjson_mode) {
+    argv.insert(argv.end(), {"--input", "-"});
+  } else {
+    argv.push_back("--stdio");
+  }
+  argv.insert(argv.end(), extra.begin(), extra.end());
+  Child sink(argv);
+  const auto start = Clock::now();
+  std::thread feeder([&] {
+    sink.write(input);
+    sink.close_stdin();
+  });
+  SinkRun run;
+  if (!ndjson_mode) {
+    std::string body;
+    for (std::size_t i = 0; i < answers; ++i) {
+      if (!read_frame(sink, body)) throw std::runtime_error("sink stopped answering");
+      const auto r = decode_results(body);
+      if (r.error_code) throw std::runtime_error("batch failed: " + r.error_message);
+      for (const auto& w : r.results) run.applied += w.outcome == Outcome::applied;
+    }
+  }
+  feeder.join();
+  if (sink.wait() != 0) throw std::runtime_error("sink failed: " + sink.stderr_text());
+  run.seconds = seconds_since(start);
+  run.rss_kib = sink.max_rss_kib();
+  return run;
+}
+
+// A fresh database for one scenario.
+std::unique_ptr<TestDatabase> fresh() {
+  return std::make_unique<TestDatabase>(TestDatabase::Setup::with_topics);
+}
+
+std::string rate(double per_second) {
+  return fmt::format("{:.0f}/s", per_second);
+}
+
+class Bench {
+ public:
+  Bench(Sizes s, std::string workdir) : s_(s), dir_(std::move(workdir)) {}
+
+  std::vector<Row> rows;
+
+  void ingest() {
+    auto db = fresh();
+    const std::string input = frames(0, s_.ingest, 1000, s_.docs);
+    const SinkRun ours =
+        run_sink(db->url(), input, static_cast<std::size_t>((s_.ingest + 999) / 1000));
+    sink_rss_kib_ = ours.rss_kib;
+    // Baseline: COPY of the same event rows into an equally indexed table.
+    const std::string csv_path = dir_ + "/events.csv";
+    {
+      std::ofstream csv(csv_path);
+      for (std::int64_t n = 0; n < s_.ingest; ++n) {
+        const DocWrite w = write_for(n, s_.docs);
+        const CanonicalJson c = canonicalize(w.payload);
+        std::string quoted = c.text;
+        std::string escaped;
+        for (char ch : quoted) {
+          if (ch == '"') escaped += '"';
+          escaped += ch;
+        }
+        csv << w.topic << ',' << n + 1 << ',' << w.doc_key << ',' << (n / s_.docs) + 1 << ','
+            << w.scope << ",upsert,\"" << escaped << "\",\\x" << to_hex(c.sha256) << '\n';
+      }
+    }
+    db->scalar("CREATE TABLE public.copy_events (LIKE oasync.events INCLUDING ALL)");
+    const auto start = Clock::now();
+    const auto copy = run_process({"psql", "-qX", "-v", "ON_ERROR_STOP=1", db->url(), "-c",
+                                   "\\copy public.copy_events (topic, watermark, doc_key, "
+                                   "doc_version, scope, op, payload, payload_hash) FROM '" +
+                                       csv_path + "' WITH (FORMAT csv)"});
+    const double baseline = seconds_since(start);
+    if (copy.exit_code != 0) throw std::runtime_error("COPY failed: " + copy.err);
+    const double ours_rate = static_cast<double>(s_.ingest) / ours.seconds;
+    const double base_rate = static_cast<double>(s_.ingest) / baseline;
+    add("batch ingest (binary frames of 1000)", rate(ours_rate), "COPY " + rate(base_rate),
+        ours_rate / base_rate, ">= 0.5", ours_rate / base_rate >= 0.5);
+
+    auto db2 = fresh();
+    const SinkRun nd = run_sink(db2->url(), ndjson(0, s_.ingest, s_.docs), 0, {}, true);
+    const double nd_rate = static_cast<double>(s_.ingest) / nd.seconds;
+    add("batch ingest (NDJSON)", rate(nd_rate), "COPY " + rate(base_rate), nd_rate / base_rate,
+        "reported", true);
+    std::remove(csv_path.c_str());
+  }
+
+  void single_write() {
+    auto db = fresh();
+    // Ours: one write per frame, each answer awaited.
+    Child sink({oasync_binary(), "--database-url", db->url(), "sink", "--stdio"});
+    std::vector<double> latencies;
+    std::string body;
+    for (std::int64_t i = 0; i < s_.single; ++i) {
+      const std::string frame = frames(i, 1, 1, s_.docs);
+      const auto t = Clock::now();
+      sink.write(frame);
+      if (!read_frame(sink, body)) throw std::runtime_error("sink stopped answering");
+      latencies.push_back(seconds_since(t) * 1000.0);
+    }
+    sink.close_stdin();
+    sink.wait();
+    const double ours_p50 = percentile(latencies, 0.5);
+    // Baseline: the same work by hand in one transaction, pgbench, 1 client.
+    db->scalar(R"SQL(
+CREATE TABLE public.b_counters (topic text PRIMARY KEY, head bigint NOT NULL);
+INSERT INTO public.b_counters VALUES ('t', 0);
+CREATE TABLE public.b_docs (LIKE oasync.docs INCLUDING ALL);
+CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
+)SQL");
+    const std::string script = dir_ + "/single.sql";
+    std::ofstream(script)
+        << "\\set id random(1, " << s_.docs << ")\n"
+        << "BEGIN;\n"
+           "UPDATE public.b_counters SET head = head + 1 WHERE topic = 't';\n"
+           "INSERT INTO public.b_docs (topic, doc_key, scope, doc_version, payload, "
+           "payload_hash, last_watermark) VALUES ('t', 'k:' || :id, 'org:1', 1, "
+           "'{\"status\":\"running\",\"steps\":3}', sha256('x'), (SELECT head FROM "
+           "public.b_counters WHERE topic = 't')) ON CONFLICT (topic, doc_key) DO "
+           "UPDATE SET doc_version = b_docs.doc_version + 1, payload = "
+           "excluded.payload, last_watermark = excluded.last_watermark;\n"
+           "INSERT INTO public.b_events (topic, watermark, doc_key, doc_version, "
+           "scope, op, payload, payload_hash) SELECT 't', head, 'k:' || :id, 1, "
+           "'org:1', 'upsert', '{\"status\":\"running\",\"steps\":3}', sha256('x') "
+           "FROM public.b_counters WHERE topic = 't';\n"
+           "COMMIT;\n";
+    const auto pg = run_process({"/bin/sh", "-c",
+                                 "cd \"$0\" && rm -f pgbench_log.* && pgbench -n -c 1 -t \"$1\" -f "
+                                 "single.sql -l \"$2\" >/dev/null && cat pgbench_log.*",
+                                 dir_, std::to_string(s_.single), db->url()});
+    if (pg.exit_code != 0) throw std::runtime_error("pgbench failed: " + pg.err);
+    std::vector<double> base;
+    std::stringstream lines(pg.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::stringstream f(line);
+      long client = 0, tx = 0, us = 0;
+      f >> client >> tx >> us;
+      base.push_back(static_cast<double>(us) / 1000.0);
+    }
+    const double base_p50 = percentile(base, 0.5);
+    single_base_rate_ = 1000.0 / (std::accumulate(base.begin(), base.end(), 0.0) /
+                                  static_cast<double>(base.size()));
+    add("single write p50 (1 write/tx, awaited)", fmt::format("{:.3f} ms", ours_p50),
+        fmt::format("pgbench {:.3f} ms", base_p50), ours_p50 / base_p50, "<= 1.25",
+        ours_p50 / base_p50 <= 1.25);
+  }
+
+  void group_commit() {
+    if (single_base_rate_ == 0) single_write();
+    auto db = fresh();
+    const SinkRun ours =
+        run_sink(db->url(), frames(0, s_.group, 1, s_.docs), static_cast<std::size_t>(s_.group));
+    const double r = static_cast<double>(s_.group) / ours.seconds;
+    add("group commit (single-write frames, not awaited)", rate(r),
+        "per-write " + rate(single_base_rate_), r / single_base_rate_, ">= 10",
+        r / single_base_rate_ >= 10);
+  }
+
+  void hot_topic() {
+    auto one_db = fresh();
+    const std::int64_t per = s_.hot / 4;
+    const SinkRun one = run_sink(one_db->url(), frames(0, s_.hot, 100, s_.docs, 0),
+                                 static_cast<std::size_t>(s_.hot / 100));
+    auto four_db = fresh();
+    std::vector<std::thread> threads;
+    std::atomic<bool> failed{false};
+    const auto start = Clock::now();
+    for (int p = 0; p < 4; ++p) {
+      threads.emplace_back([&, p] {
+        try {
+          run_sink(four_db->url(), frames(p * per, per, 100, s_.docs, 0),
+                   static_cast<std::size_t>(per / 100));
+        } catch (const std::exception&) {
+          failed = true;
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    const double four = seconds_since(start);
+    const double r1 = static_cast<double>(s_.hot) / one.seconds;
+    const double r4 = static_cast<double>(s_.hot) / four;
+    add("hot topic (4 sinks, one topic)", rate(r4) + (failed ? " FAILED" : ""),
+        "1 sink " + rate(r1), r4 / r1, ">= 1, no deadlock", !failed && r4 / r1 >= 1.0);
+  }
+
+  void replay() {
+    auto db = fresh();
+    db->scalar(fmt::format(
+        "WITH e AS (INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op, "
+        "payload, payload_hash) SELECT 'runtime.run_summaries', g, 'run_summary:' || (g % {0}), g "
+        "/ "
+        "{0} + 1, 'org:1', 'upsert', ('{{\"doc\":' || g || ',\"note\":\"' || repeat('x', 230) || "
+        "'\",\"status\":\"running\"}}')::json, sha256(g::text::bytea) FROM generate_series(1, {1}) "
+        "g "
+        "RETURNING 1) UPDATE oasync.topics SET head = {1} WHERE topic = 'runtime.run_summaries'",
+        s_.docs, s_.replay));
+    db->scalar("VACUUM ANALYZE oasync.events");
+    Child tail(
+        {"/bin/sh", "-c",
+         "exec \"$0\" --database-url \"$1\" tail runtime.run_summaries --after 0 --format ndjson "
+         ">/dev/null",
+         oasync_binary(), db->url()});
+    auto start = Clock::now();
+    tail.wait();
+    const double ours = seconds_since(start);
+    tail_rss_kib_ = tail.max_rss_kib();
+    start = Clock::now();
+    const auto copy = run_process(
+        {"psql", "-qX", db->url(), "-c",
+         "\\copy (SELECT topic, watermark, doc_key, doc_version, scope, op, payload, payload_hash "
+         "FROM oasync.events WHERE topic = 'runtime.run_summaries' ORDER BY watermark) TO "
+         "'/dev/null'"});
+    const double base = seconds_since(start);
+    if (copy.exit_code != 0) throw std::runtime_error("psql \\copy failed: " + copy.err);
+    const double r = static_cast<double>(s_.replay) / ours;
+    const double b = static_cast<double>(s_.replay) / base;
+    add("replay (tail --after 0, ndjson)", rate(r), "psql \\copy " + rate(b), r / b, ">= 0.6",
+        r / b >= 0.6);
+  }
+
+  void live_latency() {
+    auto db = fresh();
+    Child tail({oasync_binary(), "--database-url", db->url(), "tail", "runtime.run_summaries",
+                "--follow", "--format", "ndjson"});
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    Child sink({oasync_binary(), "--database-url", db->url(), "sink", "--stdio"});
+    const std::int64_t total = static_cast<std::int64_t>(s_.live_seconds) * s_.live_rate;
+    std::vector<Clock::time_point> answered(static_cast<std::size_t>(total));
+    std::thread reader([&] {
+      std::string body;
+      for (std::int64_t i = 0; i < total; ++i) {
+        if (!read_frame(sink, body)) return;
+        answered[static_cast<std::size_t>(i)] = Clock::now();
+      }
+    });
+    // The follower's output is read as it comes: when each watermark was seen.
+    std::vector<Clock::time_point> seen(static_cast<std::size_t>(total));
+    std::thread seen_thread([&] {
+      std::string line;
+      for (std::int64_t i = 0; i < total && tail.read_line(line, 10000); ++i) {
+        const auto now = Clock::now();
+        const auto w = nlohmann::json::parse(line)["watermark"].get<std::int64_t>();
+        if (w >= 1 && w <= total) seen[static_cast<std::size_t>(w - 1)] = now;
+      }
+    });
+    // Paced writer: single-write frames at the target rate.
+    const auto start = Clock::now();
+    for (std::int64_t i = 0; i < total; ++i) {
+      const auto due = start + std::chrono::microseconds(i * 1000000 / s_.live_rate);
+      std::this_thread::sleep_until(due);
+      sink.write(frames(i, 1, 1, s_.docs, 0));
+    }
+    seen_thread.join();
+    std::vector<double> lat;
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& a = answered[i];
+      // A line can be read before its answer was; that counts as 0.
+      if (seen[i] == Clock::time_point{}) continue;
+      lat.push_back(a == Clock::time_point{} || seen[i] < a
+                        ? 0.0
+                        : std::chrono::duration<double>(seen[i] - a).count() * 1000);
+    }
+    reader.join();
+    sink.close_stdin();
+    sink.wait();
+    tail.kill(SIGKILL);
+    const double p50 = percentile(lat, 0.5);
+    const double p99 = percentile(lat, 0.99);
+    add(fmt::format("live latency ({} writes/s, {} s)", s_.live_rate, s_.live_seconds),
+        fmt::format("p50 {:.2f} ms, p99 {:.2f} ms", p50, p99), "n/a", 0, "p50 <= 5, p99 <= 25",
+        p50 <= 5 && p99 <= 25);
+  }
+
+  void purge_under_load() {
+    auto db = fresh();
+    db->scalar(fmt::format(
+        "WITH e AS (INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op, "
+        "payload, payload_hash, committed_at) SELECT 'runtime.notifications', g, 'notification:' "
+        "|| g, "
+        "1, '', 'upsert', '{{}}'::json, sha256(g::text::bytea), now() - interval '60 days' FROM "
+        "generate_series(1, {0}) g RETURNING 1) UPDATE oasync.topics SET head = {0} WHERE topic = "
+        "'runtime.notifications'",
+        s_.purge));
+    const auto writer_p99 = [&](const std::function<bool()>& keep_going) {
+      Child sink({oasync_binary(), "--database-url", db->url(), "sink", "--stdio"});
+      std::vector<double> lat;
+      std::string body;
+      for (std::int64_t i = 0; keep_going(); ++i) {
+        const auto t = Clock::now();
+        sink.write(frames(i, 1, 1, s_.docs, 0));
+        read_frame(sink, body);
+        lat.push_back(seconds_since(t) * 1000);
+      }
+      sink.close_stdin();
+      sink.wait();
+      return percentile(lat, 0.99);
+    };
+    const auto quiet_until = Clock::now() + std::chrono::seconds(3);
+    const double base_p99 = writer_p99([&] { return Clock::now() < quiet_until; });
+    std::atomic<bool> purging{true};
+    double load_p99 = 0;
+    std::thread writer([&] { load_p99 = writer_p99([&] { return purging.load(); }); });
+    const auto start = Clock::now();
+    const auto r = run_oasync({"--database-url", db->url(), "purge", "--topic",
+                               "runtime.notifications", "--older-than", "30d", "--keep-last", "0"});
+    const double seconds = seconds_since(start);
+    purging = false;
+    writer.join();
+    if (r.exit_code != 0) throw std::runtime_error("purge failed: " + r.err);
+    const double rows = static_cast<double>(s_.purge) / seconds;
+    add("purge under load: purge rate", rate(rows), "n/a", 0, ">= 100000/s", rows >= 100000);
+    add("purge under load: writer p99", fmt::format("{:.2f} ms", load_p99),
+        fmt::format("no purge {:.2f} ms", base_p99), load_p99 / base_p99, "<= 2",
+        load_p99 / base_p99 <= 2);
+  }
+
+  void notification_cost() {
+    const std::int64_t n = s_.ingest / 2;
+    const std::string input = frames(0, n, 1000, s_.docs);
+    auto a = fresh();
+    const SinkRun with = run_sink(a->url(), input, static_cast<std::size_t>((n + 999) / 1000));
+    auto b = fresh();
+    const SinkRun without =
+        run_sink(b->url(), input, static_cast<std::size_t>((n + 999) / 1000), {"--no-notify"});
+    const double r = without.seconds / with.seconds;
+    add("notification cost (ingest with/without)", rate(static_cast<double>(n) / with.seconds),
+        "no notify " + rate(static_cast<double>(n) / without.seconds), r, ">= 0.9", r >= 0.9);
+  }
+
+  void memory() {
+    if (sink_rss_kib_ == 0) ingest();
+    if (tail_rss_kib_ == 0) replay();
+    add("memory: sink peak RSS over ingest", fmt::format("{} MiB", sink_rss_kib_ / 1024), "n/a", 0,
+        "<= 64 MiB", sink_rss_kib_ <= 64 * 1024);
+    add("memory: tail peak RSS over replay", fmt::format("{} MiB", tail_rss_kib_ / 1024), "n/a", 0,
+        "<= 64 MiB", tail_rss_kib_ <= 64 * 1024);
+  }
+
+ private:
+  void add(std::string scenario, std::string ours, std::string baseline, double ratio,
+           std::string target, bool met) {
+    rows.push_back(
+        {std::move(scenario), std::move(ours), std::move(baseline), ratio, std::move(target), met});
+    const Row& r = rows.back();
+    fmt::print(stderr, "  done: {}: {} vs {}\n", r.scenario, r.ours, r.baseline);
+  }
+
+  Sizes s_;
+  std::string dir_;
+  long sink_rss_kib_ = 0;
+  long tail_rss_kib_ = 0;
+  double single_base_rate_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  std::string only;
+  std::string json_path = "bench-results.json";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--scenario" && i + 1 < argc) {
+      only = argv[++i];
+    } else if (a == "--json" && i + 1 < argc) {
+      json_path = argv[++i];
+    } else {
+      fmt::print(
+          stderr,
+          "usage: oasync_bench [--quick] [--scenario NAME] [--json FILE]\nscenarios: ingest, "
+          "single, group, hot, replay, live, purge, notify, memory\n");
+      return 2;
+    }
+  }
+  Sizes s;
+  if (quick) s = {20000, 5000, 200, 2000, 8000, 20000, 2, 1000, 20000};
+  char tmpl[] = "/tmp/oasync-bench.XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  chmod(dir.c_str(), 0755);
+  Bench bench(s, dir);
+  const std::map<std::string, std::function<void()>> scenarios = {
+      {"ingest", [&] { bench.ingest(); }},          {"single", [&] { bench.single_write(); }},
+      {"group", [&] { bench.group_commit(); }},     {"hot", [&] { bench.hot_topic(); }},
+      {"replay", [&] { bench.replay(); }},          {"live", [&] { bench.live_latency(); }},
+      {"purge", [&] { bench.purge_under_load(); }}, {"notify", [&] { bench.notification_cost(); }},
+      {"memory", [&] { bench.memory(); }}};
+  const std::vector<std::string> order = {"ingest", "single", "group",  "hot",   "replay",
+                                          "live",   "purge",  "notify", "memory"};
+  try {
+    for (const auto& name : order) {
+      if (!only.empty() && name != only) continue;
+      fmt::print(stderr, "running {}...\n", name);
+      scenarios.at(name)();
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "oasync_bench: error: {}\n", e.what());
+    return 1;
+  }
+  fmt::print(
+      "\n| scenario | oasync | baseline | ratio | target | met |\n|---|---|---|---|---|---|\n");
+  nlohmann::ordered_json out = nlohmann::ordered_json::array();
+  for (const Row& r : bench.rows) {
+    fmt::print("| {} | {} | {} | {} | {} | {} |\n", r.scenario, r.ours, r.baseline,
+               r.ratio > 0 ? fmt::format("{:.2f}", r.ratio) : "-", r.target, r.met ? "yes" : "NO");
+    out.push_back({{"scenario", r.scenario},
+                   {"ours", r.ours},
+                   {"baseline", r.baseline},
+                   {"ratio", r.ratio},
+                   {"target", r.target},
+                   {"met", r.met}});
+  }
+  std::ofstream(json_path) << out.dump(2) << "\n";
+  fmt::print("\n(written to {}{})\n", json_path,
+             quick ? "; --quick sizes: figures are not meaningful" : "");
+  std::filesystem::remove_all(dir);
+  return 0;
+}
