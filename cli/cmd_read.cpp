@@ -30,7 +30,7 @@ struct TailOptions {
   std::string format = "text";
   std::int64_t limit = 0;
   double heartbeat_seconds = 0;
-  int page_size = 1000;
+  int page_size = 5000;
   int poll_ms = 1000;
   std::string consumer;
 };
@@ -253,7 +253,8 @@ void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   tail->add_option("--heartbeat", t->heartbeat_seconds,
                    "With --follow: print a heartbeat with the heads after SECONDS of silence")
       ->check(CLI::PositiveNumber);
-  tail->add_option("--page-size", t->page_size, "Events read per query (memory stays bounded)")
+  tail->add_option("--page-size", t->page_size,
+                   "Events read per query (default 5000; memory stays bounded)")
       ->check(CLI::Range(1, 100000));
   tail->add_option("--consumer", t->consumer,
                    "Record the position as consumer NAME, and resume from it (without --after)");

@@ -101,7 +101,8 @@ void Output::event(const Event& e) {
     return;
   }
   // ndjson, built by hand so the stored canonical payload goes out verbatim.
-  buffer_ += fmt::format(
+  fmt::format_to(
+      std::back_inserter(buffer_),
       R"({{"topic":{},"epoch":"{}","watermark":{},"doc_key":{},"doc_version":{},"op":"{}","scope":{},"payload_hash":{},"payload":{})",
       quoted(e.topic), e.epoch, e.watermark, quoted(e.doc_key), e.doc_version, e.op,
       quoted(e.scope), e.payload_hash.empty() ? "null" : "\"" + to_hex(e.payload_hash) + "\"",
@@ -209,9 +210,15 @@ void Output::doc(const Doc& d) {
 }
 
 void Output::flush() {
-  std::string pending;
-  pending.swap(buffer_);
-  write_all(STDOUT_FILENO, pending, "to stdout");
+  // Cleared after writing, not swapped away: the buffer keeps its capacity,
+  // so a long replay does not reallocate (and page-fault) once per page.
+  try {
+    write_all(STDOUT_FILENO, buffer_, "to stdout");
+  } catch (...) {
+    buffer_.clear();
+    throw;
+  }
+  buffer_.clear();
 }
 
 }  // namespace oasync::cli

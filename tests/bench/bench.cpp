@@ -63,6 +63,37 @@ struct Row {
   bool met = false;
 };
 
+// Samples a process's peak RSS (VmHWM of /proc/PID/status, in KiB) until
+// stopped. wait4's ru_maxrss cannot be used here: a child spawned from this
+// large process inherits its high-water mark through posix_spawn and exec.
+class PeakRss {
+ public:
+  explicit PeakRss(pid_t pid)
+      : thread_([this, pid] {
+          while (!stop_) {
+            std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+            std::string line;
+            while (std::getline(status, line)) {
+              if (line.rfind("VmHWM:", 0) == 0) {
+                peak_ = std::max(peak_.load(), std::stol(line.substr(6)));
+              }
+            }
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+          }
+        }) {}
+  ~PeakRss() { stop(); }
+  long stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    return peak_;
+  }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::atomic<long> peak_{0};
+  std::thread thread_;
+};
+
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -143,6 +174,7 @@ SinkRun run_sink(const std::string& url, const std::string& input, std::size_t a
   }
   argv.insert(argv.end(), extra.begin(), extra.end());
   Child sink(argv);
+  PeakRss rss(sink.pid());
   const auto start = Clock::now();
   std::thread feeder([&] {
     sink.write(input);
@@ -159,9 +191,9 @@ SinkRun run_sink(const std::string& url, const std::string& input, std::size_t a
     }
   }
   feeder.join();
+  run.rss_kib = rss.stop();
   if (sink.wait() != 0) throw std::runtime_error("sink failed: " + sink.stderr_text());
   run.seconds = seconds_since(start);
-  run.rss_kib = sink.max_rss_kib();
   return run;
 }
 
@@ -341,9 +373,10 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
          ">/dev/null",
          oasync_binary(), db->url()});
     auto start = Clock::now();
+    PeakRss rss(tail.pid());  // the pid stays the same through sh's exec
     tail.wait();
     const double ours = seconds_since(start);
-    tail_rss_kib_ = tail.max_rss_kib();
+    tail_rss_kib_ = rss.stop();
     start = Clock::now();
     const auto copy = run_process(
         {"psql", "-qX", db->url(), "-c",
