@@ -94,7 +94,7 @@ struct ReaderThread {
 };
 
 int run_stdio(Sink& sink, const Options& o) {
-  auto shared = std::make_shared<Shared<Frame>>(o.max_batch_writes * 4);
+  auto shared = std::make_shared<Shared<Frame>>(o.max_batch_writes * 2);
   ReaderThread reader{std::thread([shared, o] {
     auto& queue = shared->queue;
     try {
@@ -181,7 +181,7 @@ int run_ndjson(Sink& sink, const Options& o) {
     fd = ::open(o.input.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) throw Error(fmt::format("cannot open {}: {}", o.input, std::strerror(errno)));
   }
-  auto shared = std::make_shared<Shared<Line>>(o.max_batch_writes * 4);
+  auto shared = std::make_shared<Shared<Line>>(o.max_batch_writes * 2);
   ReaderThread reader{std::thread([shared, o, fd] {
     auto& queue = shared->queue;
     try {
@@ -315,7 +315,7 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   stdio->excludes(input);
   sub->add_flag("--results", o->results, "NDJSON mode: print one result line per input line");
   sub->add_option("--max-batch-writes", o->max_batch_writes,
-                  "Most writes per transaction (default 5000, or sink.max_batch_writes)")
+                  "Most writes per transaction (default 2000, or sink.max_batch_writes)")
       ->check(CLI::Range(1, 1000000));
   sub->add_option("--max-delay-ms", o->max_delay_ms,
                   "How long a frame may wait for others to share its transaction (default 0)")

@@ -3,7 +3,7 @@
 // oasync.yaml (given with --config) may hold:
 //   database_url: "postgresql://..."      # like OASYNC_DATABASE_URL
 //   sink:
-//     max_batch_writes: 5000              # group-commit bound, in writes
+//     max_batch_writes: 2000              # group-commit bound, in writes
 //     max_delay_ms: 0                     # how long a frame may wait for company
 //     max_frame_bytes: 16777216           # largest frame or NDJSON line
 // Unknown keys and wrong types are errors reported as "FILE:LINE: ...".
@@ -18,7 +18,7 @@ namespace oasync::cli {
 
 struct SinkConfig {
   // Most writes one group-commit transaction takes.
-  std::size_t max_batch_writes = 5000;
+  std::size_t max_batch_writes = 2000;
   // How long the first frame of a group waits for more frames (0: only frames
   // already waiting join).
   std::uint32_t max_delay_ms = 0;

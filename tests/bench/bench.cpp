@@ -488,16 +488,20 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
   }
 
   void notification_cost() {
+    // Alternating runs, best of two each, so neither side gets the warm cache.
     const std::int64_t n = s_.ingest / 2;
     const std::string input = frames(0, n, 1000, s_.docs);
-    auto a = fresh();
-    const SinkRun with = run_sink(a->url(), input, static_cast<std::size_t>((n + 999) / 1000));
-    auto b = fresh();
-    const SinkRun without =
-        run_sink(b->url(), input, static_cast<std::size_t>((n + 999) / 1000), {"--no-notify"});
-    const double r = without.seconds / with.seconds;
-    add("notification cost (ingest with/without)", rate(static_cast<double>(n) / with.seconds),
-        "no notify " + rate(static_cast<double>(n) / without.seconds), r, ">= 0.9", r >= 0.9);
+    const auto answers = static_cast<std::size_t>((n + 999) / 1000);
+    double with = 1e9, without = 1e9;
+    for (int round = 0; round < 2; ++round) {
+      auto a = fresh();
+      without = std::min(without, run_sink(a->url(), input, answers, {"--no-notify"}).seconds);
+      auto b = fresh();
+      with = std::min(with, run_sink(b->url(), input, answers).seconds);
+    }
+    const double r = without / with;
+    add("notification cost (ingest with/without)", rate(static_cast<double>(n) / with),
+        "no notify " + rate(static_cast<double>(n) / without), r, ">= 0.9", r >= 0.9);
   }
 
   void memory() {
