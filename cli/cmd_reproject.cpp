@@ -13,6 +13,7 @@
 
 #include "app.hpp"
 #include "exit_code.hpp"
+#include "io.hpp"
 #include "oasync/error.hpp"
 #include "oasync/reproject.hpp"
 #include "oasync/topics.hpp"
@@ -43,43 +44,20 @@ bool confirm(const std::string& question) {
 
 // Feeds NDJSON lines (bounded by the frame limit) into the reprojection.
 void read_ndjson(int fd, std::size_t max_line, Reprojection& r) {
-  std::string line;
-  std::uint64_t number = 0;
-  std::vector<char> buffer(1 << 16);
-  bool too_long = false;
-  auto finish = [&] {
-    ++number;
-    if (too_long)
+  for_each_line(fd, max_line, [&](std::uint64_t number, std::string_view line, bool too_long) {
+    if (too_long) {
       throw Error(
           fmt::format("line {}: longer than {} bytes (nothing was deleted)", number, max_line));
-    if (line.find_first_not_of(" \t\r") != std::string::npos) {
-      DocWrite w;
-      try {
-        w = parse_write_line(line);
-      } catch (const Error& e) {
-        throw Error(fmt::format("line {}: {} (nothing was deleted)", number, e.what()));
-      }
-      r.add(std::move(w), fmt::format("line {}", number));
     }
-    line.clear();
-  };
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw Error(fmt::format("cannot read input: {}", std::strerror(errno)));
-    if (n == 0) break;
-    std::string_view chunk(buffer.data(), static_cast<std::size_t>(n));
-    while (!chunk.empty()) {
-      const std::size_t nl = chunk.find('\n');
-      const std::string_view part = chunk.substr(0, nl);
-      if (line.size() + part.size() > max_line) too_long = true;
-      if (!too_long) line.append(part);
-      if (nl == std::string_view::npos) break;
-      finish();
-      chunk.remove_prefix(nl + 1);
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
+    DocWrite w;
+    try {
+      w = parse_write_line(line);
+    } catch (const Error& e) {
+      throw Error(fmt::format("line {}: {} (nothing was deleted)", number, e.what()));
     }
-  }
-  if (!line.empty() || too_long) finish();
+    r.add(std::move(w), fmt::format("line {}", number));
+  });
 }
 
 // Feeds varint-delimited openagents.sync.v1.DocWrite messages.

@@ -45,15 +45,6 @@ void write_stdout(std::string_view bytes) {
   write_all(STDOUT_FILENO, bytes, "answers to stdout");
 }
 
-// Reads up to `size` bytes; 0 at end of input. Throws on read errors.
-std::size_t read_some(int fd, char* buffer, std::size_t size) {
-  for (;;) {
-    const ssize_t n = ::read(fd, buffer, size);
-    if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno != EINTR) throw Error(fmt::format("cannot read input: {}", std::strerror(errno)));
-  }
-}
-
 struct Tally {
   std::uint64_t counts[5] = {};
   std::uint64_t failed = 0;  // writes of batches that failed as a whole
@@ -185,52 +176,24 @@ int run_ndjson(Sink& sink, const Options& o) {
   ReaderThread reader{std::thread([shared, o, fd] {
     auto& queue = shared->queue;
     try {
-      std::vector<char> buffer(1 << 16);
-      std::string line;
-      bool too_long = false;
-      std::uint64_t number = 0;
-      auto finish = [&] {
-        ++number;
-        Line item;
-        item.number = number;
-        if (too_long) {
-          item.malformed = fmt::format("line {}: longer than the maximum of {} bytes", number,
-                                       o.max_frame_bytes);
-        } else if (line.find_first_not_of(" \t\r") == std::string::npos) {
-          line.clear();
-          return;  // blank lines are skipped, but counted
-        } else {
-          try {
-            item.write = parse_write_line(line);
-          } catch (const Error& e) {
-            item.malformed = fmt::format("line {}: {}", number, e.what());
-          }
-        }
-        line.clear();
-        too_long = false;
-        queue.push(std::move(item), 1);
-      };
-      for (;;) {
-        const std::size_t n = read_some(fd, buffer.data(), buffer.size());
-        if (n == 0) break;
-        std::string_view chunk(buffer.data(), n);
-        while (!chunk.empty()) {
-          const std::size_t newline = chunk.find('\n');
-          const std::string_view part = chunk.substr(0, newline);
-          if (!too_long) {
-            if (line.size() + part.size() > o.max_frame_bytes) {
-              too_long = true;
-              line.clear();
-            } else {
-              line.append(part);
-            }
-          }
-          if (newline == std::string_view::npos) break;
-          finish();
-          chunk.remove_prefix(newline + 1);
-        }
-      }
-      if (!line.empty() || too_long) finish();
+      for_each_line(fd, o.max_frame_bytes,
+                    [&](std::uint64_t number, std::string_view line, bool too_long) {
+                      Line item;
+                      item.number = number;
+                      if (too_long) {
+                        item.malformed = fmt::format("line {}: longer than the maximum of {} bytes",
+                                                     number, o.max_frame_bytes);
+                      } else if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+                        return;  // blank lines are skipped, but counted
+                      } else {
+                        try {
+                          item.write = parse_write_line(line);
+                        } catch (const Error& e) {
+                          item.malformed = fmt::format("line {}: {}", number, e.what());
+                        }
+                      }
+                      queue.push(std::move(item), 1);
+                    });
     } catch (const std::exception& e) {
       shared->fatal = e.what();
     }

@@ -26,6 +26,21 @@ std::string bytes_of(const pqxx::field& f) {
   return pqxx::binarystring(f).str();
 }
 
+// A Doc from a row of (doc_key, scope, doc_version, deleted, payload::text,
+// payload_hash, last_watermark), starting at column `first`.
+Doc doc_from_row(const std::string& topic, const pqxx::row& row, int first) {
+  Doc d;
+  d.topic = topic;
+  d.doc_key = row[first].as<std::string>();
+  d.scope = row[first + 1].as<std::string>();
+  d.doc_version = row[first + 2].as<std::int64_t>();
+  d.deleted = row[first + 3].as<bool>();
+  if (!row[first + 4].is_null()) d.payload = row[first + 4].as<std::string>();
+  d.payload_hash = bytes_of(row[first + 5]);
+  d.last_watermark = row[first + 6].as<std::int64_t>();
+  return d;
+}
+
 ResumeCheck check_in(pqxx::transaction_base& tx, const std::string& topic, const std::string& epoch,
                      std::int64_t watermark) {
   const pqxx::row row = tx.exec_params1(
@@ -151,15 +166,7 @@ StaleReason Reader::snapshot(const std::string& topic, const std::optional<std::
         header_sent = true;
       }
       for (const auto& row : rows) {
-        Doc d;
-        d.topic = topic;
-        d.doc_key = row[0].as<std::string>();
-        d.scope = row[1].as<std::string>();
-        d.doc_version = row[2].as<std::int64_t>();
-        d.deleted = row[3].as<bool>();
-        if (!row[4].is_null()) d.payload = row[4].as<std::string>();
-        d.payload_hash = bytes_of(row[5]);
-        d.last_watermark = row[6].as<std::int64_t>();
+        const Doc d = doc_from_row(topic, row, 0);
         on_doc(d);
         after_key = d.doc_key;
       }
@@ -180,8 +187,8 @@ std::optional<Doc> Reader::get_doc(const std::string& doc_key,
   return internal::db_step("get doc", [&]() -> std::optional<Doc> {
     pqxx::read_transaction tx(conn_);
     const pqxx::result rows = tx.exec_params(
-        "SELECT topic, scope, doc_version, deleted, payload::text, payload_hash, last_watermark "
-        "FROM oasync.docs WHERE doc_key = $1 AND ($2::text IS NULL OR topic = $2) "
+        "SELECT topic, doc_key, scope, doc_version, deleted, payload::text, payload_hash, "
+        "last_watermark FROM oasync.docs WHERE doc_key = $1 AND ($2::text IS NULL OR topic = $2) "
         "AND doc_version > 0 ORDER BY topic LIMIT 2",
         doc_key, topic ? topic->c_str() : nullptr);
     if (rows.empty()) return std::nullopt;
@@ -189,17 +196,7 @@ std::optional<Doc> Reader::get_doc(const std::string& doc_key,
       throw Error(fmt::format("doc key \"{}\" exists in topics \"{}\" and \"{}\"; pass --topic",
                               doc_key, rows[0][0].as<std::string>(), rows[1][0].as<std::string>()));
     }
-    const auto& row = rows[0];
-    Doc d;
-    d.topic = row[0].as<std::string>();
-    d.doc_key = doc_key;
-    d.scope = row[1].as<std::string>();
-    d.doc_version = row[2].as<std::int64_t>();
-    d.deleted = row[3].as<bool>();
-    if (!row[4].is_null()) d.payload = row[4].as<std::string>();
-    d.payload_hash = bytes_of(row[5]);
-    d.last_watermark = row[6].as<std::int64_t>();
-    return d;
+    return doc_from_row(rows[0][0].as<std::string>(), rows[0], 1);
   });
 }
 

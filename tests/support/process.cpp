@@ -183,9 +183,9 @@ void Child::close_stdin() {
   in_ = -1;
 }
 
-bool Child::read_exact(std::string& out, std::size_t n, int timeout_ms) {
+bool Child::fill(std::size_t want, const std::string& until, int timeout_ms) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (pending_.size() < n) {
+  while (pending_.size() < want && (until.empty() || pending_.find(until) == std::string::npos)) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                           deadline - std::chrono::steady_clock::now())
                           .count();
@@ -197,31 +197,22 @@ bool Child::read_exact(std::string& out, std::size_t n, int timeout_ms) {
     if (got <= 0) return false;
     pending_.append(buffer, static_cast<std::size_t>(got));
   }
+  return true;
+}
+
+bool Child::read_exact(std::string& out, std::size_t n, int timeout_ms) {
+  if (!fill(n, "", timeout_ms)) return false;
   out = pending_.substr(0, n);
   pending_.erase(0, n);
   return true;
 }
 
 bool Child::read_line(std::string& line, int timeout_ms) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  for (;;) {
-    const auto nl = pending_.find('\n');
-    if (nl != std::string::npos) {
-      line = pending_.substr(0, nl);
-      pending_.erase(0, nl + 1);
-      return true;
-    }
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          deadline - std::chrono::steady_clock::now())
-                          .count();
-    if (left <= 0) return false;
-    pollfd p{out_, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    char buffer[65536];
-    const ssize_t got = read(out_, buffer, sizeof buffer);
-    if (got <= 0) return false;
-    pending_.append(buffer, static_cast<std::size_t>(got));
-  }
+  if (!fill(std::string::npos, "\n", timeout_ms)) return false;
+  const auto nl = pending_.find('\n');
+  line = pending_.substr(0, nl);
+  pending_.erase(0, nl + 1);
+  return true;
 }
 
 void Child::kill(int signal) {

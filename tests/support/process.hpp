@@ -50,6 +50,10 @@ class Child {
   std::string stderr_text() const;
 
  private:
+  // Reads stdout into pending_ until it holds `want` bytes or contains
+  // `until`; false on EOF or timeout.
+  bool fill(std::size_t want, const std::string& until, int timeout_ms);
+
   pid_t pid_ = -1;
   int in_ = -1;
   int out_ = -1;
