@@ -2,8 +2,6 @@
 // safe default.
 #pragma once
 
-#include <chrono>
-
 namespace oasync {
 
 // Whether an operation only reports what it would do.
