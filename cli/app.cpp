@@ -49,6 +49,7 @@ int run(int argc, char** argv) {
   add_verify_command(app, ctx, commands);
   add_purge_command(app, ctx, commands);
   add_reproject_command(app, ctx, commands);
+  add_grants_command(app, ctx, commands);
 
   try {
     app.parse(argc, argv);

@@ -43,6 +43,7 @@ void add_inspect_command(CLI::App& app, Context& ctx, std::vector<Command>& out)
 void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_verify_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_grants_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 
 }  // namespace oasync::cli
