@@ -4,6 +4,7 @@
 #include <fstream>
 #include <map>
 #include <regex>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -226,6 +227,7 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
     });
   }
   // The lock is held: nobody else changes the recorded set from here on.
+  std::set<int> pending;
   for (const MigrationStatus& s : migration_status(conn, migrations)) {
     if (s.state == MigrationState::checksum_mismatch) {
       throw Error(
@@ -240,13 +242,10 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
                       "does not know; use a newer oasync",
                       s.version, s.name));
     }
+    if (s.state == MigrationState::pending) pending.insert(s.version);
   }
-  const auto status = migration_status(conn, migrations);
-  for (std::size_t i = 0; i < migrations.size(); ++i) {
-    const Migration& m = migrations[i];
-    const auto st = std::find_if(status.begin(), status.end(),
-                                 [&](const MigrationStatus& s) { return s.version == m.version; });
-    if (st->state != MigrationState::pending) continue;
+  for (const Migration& m : migrations) {
+    if (!pending.count(m.version)) continue;
     report.applied.push_back(m.name);
     if (dry_run == DryRun::yes) continue;
     pqxx::work tx(conn, "oasync_migrate");

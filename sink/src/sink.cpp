@@ -300,7 +300,8 @@ struct Sink::Impl {
   }
 
   // Runs the whole group inside `tx`. Returns one result list per batch.
-  // Throws oasync::Error (nothing to be committed) or RegistryChanged.
+  // Throws oasync::Error (nothing to be committed), RegistryChanged or
+  // DocCreatedConcurrently (roll back and run again).
   std::vector<std::vector<WriteResult>> run(pqxx::transaction_base& tx,
                                             const std::vector<const Batch*>& batches) {
     if (!registry_loaded) load_registry(tx);
@@ -314,13 +315,15 @@ struct Sink::Impl {
       results[b].resize(writes.size());
       valid[b].resize(writes.size());
       for (std::size_t i = 0; i < writes.size(); ++i) {
-        if (!refreshed && validate_static(writes[i]) == std::nullopt &&
-            registry.find(writes[i].topic) == registry.end()) {
+        ValidWrite v;
+        auto r = validate(writes[i], v);
+        if (r && r->reason == RejectReason::topic_not_registered && !refreshed) {
+          // The topic may have been registered since the registry was cached.
           load_registry(tx);
           refreshed = true;
+          r = validate(writes[i], v);
         }
-        ValidWrite v;
-        if (auto r = validate(writes[i], v)) {
+        if (r) {
           results[b][i] = std::move(*r);
         } else {
           valid[b][i] = std::move(v);

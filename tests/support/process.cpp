@@ -4,7 +4,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -222,11 +221,9 @@ void Child::kill(int signal) {
 int Child::wait() {
   if (!reaped_) {
     int status = 0;
-    struct rusage usage {};
-    while (wait4(pid_, &status, 0, &usage) < 0 && errno == EINTR) {
+    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
     }
     status_ = decode_status(status);
-    max_rss_kib_ = usage.ru_maxrss;
     reaped_ = true;
   }
   return status_;

@@ -45,8 +45,6 @@ class Child {
   void kill(int signal);
   // Waits for exit; returns the exit code or -signal.
   int wait();
-  // Peak resident set size of the child in KiB, once it was waited for.
-  long max_rss_kib() const { return max_rss_kib_; }
   std::string stderr_text() const;
 
  private:
@@ -61,7 +59,6 @@ class Child {
   std::string pending_;
   bool reaped_ = false;
   int status_ = 0;
-  long max_rss_kib_ = 0;
 };
 
 // Path of the oasync binary under test.
