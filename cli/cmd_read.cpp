@@ -215,11 +215,12 @@ int run_tail(const Context& ctx, const TailOptions& o) {
         }
       }
     } catch (const Error& e) {
-      if (e.retryable() == Retryable::no || !started) throw;
+      // A follower is long-lived: it also waits for a database that is not up yet.
+      if (e.retryable() == Retryable::no || (!started && !o.follow)) throw;
       fmt::print(stderr, "oasync tail: {}; reconnecting in {} ms, resuming after watermark {}\n",
                  e.what(), backoff.count(), tailer.last_watermark());
     } catch (const pqxx::broken_connection& e) {
-      if (!started) throw Error(e.what(), Retryable::yes);
+      if (!started && !o.follow) throw Error(e.what(), Retryable::yes);
       fmt::print(
           stderr,
           "oasync tail: connection lost; reconnecting in {} ms, resuming after watermark {}\n",
@@ -240,7 +241,8 @@ void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "longer resume (purged, ahead of the head, or from another epoch) prints a stale-cursor\n"
       "error envelope and exits 3: resync with `oasync snapshot`. --follow waits for commits\n"
       "(woken by the sink's notification, and polling every --poll-ms in case none comes),\n"
-      "and reconnects with backoff from the last printed watermark when the connection drops.");
+      "and reconnects with backoff from the last printed watermark when the connection drops\n"
+      "(at start too, until the database is reachable; each try is reported on stderr).");
   tail->add_option("TOPIC", t->topics, "Topics to read")->required();
   tail->add_option("--after", t->after, "Start after this watermark (0: from the beginning)")
       ->check(CLI::NonNegativeNumber);

@@ -267,7 +267,9 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   sub->footer(
       "\nUpserts docs and appends journal events, one transaction per group of input.\n"
       "  --stdio        port mode for a BEAM runtime: 4-byte big-endian length + protobuf\n"
-      "                 WriteBatch per frame, answered in order by length + BatchResult\n"
+      "                 WriteBatch per frame, answered in order by length + BatchResult;\n"
+      "                 while the database is unreachable (even at start) each frame is\n"
+      "                 answered with a retryable error, and the port stays up\n"
       "  --input FILE   NDJSON, one DocWrite per line (fields as in sink.proto, payload\n"
       "                 inline); '-' reads stdin. A summary goes to stderr; with --results,\n"
       "                 one JSON result per input line goes to stdout.\n"
@@ -304,6 +306,9 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
                    std::signal(SIGPIPE, SIG_IGN);
                    SinkOptions sink_options;
                    sink_options.notify = o->no_notify ? Notify::off : Notify::on;
+                   // A port outlives database restarts: it answers retryable
+                   // errors until the database is back, instead of exiting.
+                   sink_options.connect = resolved.stdio ? Connect::when_needed : Connect::now;
                    auto sink = Sink::open(ctx.database_url(), sink_options);
                    return resolved.stdio ? run_stdio(*sink, resolved) : run_ndjson(*sink, resolved);
                  }});

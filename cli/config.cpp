@@ -11,11 +11,12 @@
 
 namespace oasync::cli {
 
-Config load_config(const std::string& path) {
-  const YAML::Node root = load_yaml_file(path);
+namespace {
+
+Config config_from(const YAML::Node& root, const std::string& origin) {
   Config config;
   if (root.IsNull()) return config;
-  YamlContext ctx{path};
+  YamlContext ctx{origin};
   ctx.require_map(root, "the top level");
   for (const auto& item : root) {
     const std::string key = ctx.key(item);
@@ -42,6 +43,16 @@ Config load_config(const std::string& path) {
     }
   }
   return config;
+}
+
+}  // namespace
+
+Config load_config(const std::string& path) {
+  return config_from(load_yaml_file(path), path);
+}
+
+Config parse_config(std::string_view text, const std::string& origin) {
+  return config_from(parse_yaml(text, origin), origin);
 }
 
 std::string resolve_database_url(const std::string& flag, const Config& config) {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace oasync::cli {
 
@@ -35,6 +36,9 @@ struct Config {
 // Reads an oasync.yaml. Throws oasync::Error "PATH:LINE: message" on a bad
 // key, value or syntax.
 Config load_config(const std::string& path);
+
+// Parses oasync.yaml text; errors read "ORIGIN:LINE: message".
+Config parse_config(std::string_view text, const std::string& origin);
 
 // The connection string to use: the --database-url flag, else
 // OASYNC_DATABASE_URL, else (when PGHOST, PGDATABASE or PGSERVICE is set)

@@ -73,11 +73,8 @@ TopicSpec parse_topic(const YamlContext& ctx, const YAML::Node& node) {
   return spec;
 }
 
-}  // namespace
-
-std::vector<TopicSpec> load_topics_file(const std::string& path) {
-  const YAML::Node root = load_yaml_file(path);
-  const YamlContext ctx{path};
+std::vector<TopicSpec> topics_from(const YAML::Node& root, const std::string& origin) {
+  const YamlContext ctx{origin};
   ctx.require_map(root, "the top level");
   std::vector<TopicSpec> specs;
   bool has_topics = false;
@@ -91,6 +88,16 @@ std::vector<TopicSpec> load_topics_file(const std::string& path) {
   }
   if (!has_topics) ctx.fail(root, "the file needs a \"topics\" list");
   return specs;
+}
+
+}  // namespace
+
+std::vector<TopicSpec> load_topics_file(const std::string& path) {
+  return topics_from(load_yaml_file(path), path);
+}
+
+std::vector<TopicSpec> parse_topics(std::string_view text, const std::string& origin) {
+  return topics_from(parse_yaml(text, origin), origin);
 }
 
 }  // namespace oasync::cli

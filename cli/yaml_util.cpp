@@ -34,10 +34,18 @@ YAML::Node load_yaml_file(const std::string& path) {
   if (!in) throw Error(fmt::format("cannot read {}", path));
   std::ostringstream text;
   text << in.rdbuf();
+  return parse_yaml(text.str(), path);
+}
+
+YAML::Node parse_yaml(std::string_view text, const std::string& origin) {
+  if (text.size() > kMaxYamlBytes) {
+    throw Error(fmt::format("{}: {} bytes is larger than the {} bytes a config may have", origin,
+                            text.size(), kMaxYamlBytes));
+  }
   try {
-    return YAML::Load(text.str());
+    return YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    throw Error(fmt::format("{}:{}: {}", path, e.mark.line + 1, e.msg));
+    throw Error(fmt::format("{}:{}: {}", origin, e.mark.line + 1, e.msg));
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <yaml-cpp/yaml.h>
 
@@ -12,6 +13,11 @@ namespace oasync::cli {
 // and "cannot read PATH" when it cannot be opened. Files above 16 MiB are
 // refused before parsing.
 YAML::Node load_yaml_file(const std::string& path);
+
+// Parses YAML text; `origin` names it in errors ("ORIGIN:LINE: ..."). Texts
+// above 16 MiB are refused before parsing; nesting deeper than yaml-cpp's
+// depth guard is a syntax error, not a stack overflow.
+YAML::Node parse_yaml(std::string_view text, const std::string& origin);
 
 // Typed access to YAML nodes; every failure names the file, the line and the
 // key, and quotes the offending value.

@@ -238,12 +238,14 @@ struct Sink::Impl {
     conn->prepare(kReadCheckpoint, kReadCheckpointSql);
   }
 
-  // Reopens an owned connection that was lost.
+  // Opens the owned connection, or reopens it after it was lost.
   void ensure_connected() {
-    if (owned && !owned->is_open()) {
+    if (!conninfo.empty() && (!owned || !owned->is_open())) {
+      owned.reset();
+      conn = nullptr;
       owned = connect(conninfo);
       conn = owned.get();
-      prepare();
+      internal::db_step("prepare sink statements", [&] { prepare(); });
     }
   }
 
@@ -552,11 +554,18 @@ struct Sink::Impl {
 };
 
 std::unique_ptr<Sink> Sink::open(const std::string& conninfo, SinkOptions options) {
-  auto connection = connect(conninfo);
-  auto sink = std::make_unique<Sink>(*connection, options);
-  sink->impl_->conninfo = conninfo;
-  sink->impl_->owned = std::move(connection);
+  std::unique_ptr<Sink> sink(new Sink(conninfo, options));
+  try {
+    sink->impl_->ensure_connected();
+  } catch (const Error& e) {
+    if (options.connect == Connect::now || e.retryable() == Retryable::no) throw;
+  }
   return sink;
+}
+
+Sink::Sink(std::string conninfo, SinkOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->conninfo = std::move(conninfo);
+  impl_->options = options;
 }
 
 Sink::Sink(pqxx::connection_base& connection, SinkOptions options)

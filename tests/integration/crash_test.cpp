@@ -115,3 +115,80 @@ TEST_CASE("a terminated backend fails the batch as retryable: the retry applies 
   CHECK(sink->apply(batch).front().outcome == Outcome::duplicate);
   CHECK(journal_violations(db).empty());
 }
+
+namespace {
+
+// Makes `db` appear under the name `late_name` (it must have no connections),
+// and back again when done, so that its destructor finds it.
+struct LateDatabase {
+  const TestDatabase& db;
+  std::string late_name;
+  bool moved = false;
+  void arrive() {
+    pqxx::connection admin(admin_url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("ALTER DATABASE " + tx.quote_name(db.name()) + " RENAME TO " +
+            tx.quote_name(late_name));
+    moved = true;
+  }
+  ~LateDatabase() {
+    if (!moved) return;
+    pqxx::connection admin(admin_url());
+    pqxx::nontransaction tx(admin);
+    tx.exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = " +
+            tx.quote(late_name));
+    tx.exec("ALTER DATABASE " + tx.quote_name(late_name) + " RENAME TO " +
+            tx.quote_name(db.name()));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a port sink started before its database answers retryable errors, then applies") {
+  TestDatabase db;
+  LateDatabase late{db, db.name() + "_late"};
+  Child sink({oasync_binary(), "--database-url", with_dbname(admin_url(), late.late_name), "sink",
+              "--stdio"});
+  const Batch batch = batch_of({upsert("1", R"({"a":1})", 1)});
+  REQUIRE(send_batch(sink, batch));
+  DecodedResult answer;
+  REQUIRE(read_answer(sink, answer));
+  REQUIRE(answer.error_code.has_value());
+  CHECK(*answer.error_code == "database");
+  CHECK(answer.retryable);
+  CHECK(answer.error_message.find("cannot connect") != std::string::npos);
+
+  late.arrive();
+  REQUIRE(send_batch(sink, batch));
+  REQUIRE(read_answer(sink, answer));
+  CHECK_FALSE(answer.error_code.has_value());
+  REQUIRE(answer.results.size() == 1);
+  CHECK(answer.results[0].outcome == Outcome::applied);
+  CHECK(answer.results[0].watermark == 1);
+  sink.close_stdin();
+  CHECK(sink.wait() == 0);
+}
+
+TEST_CASE("tail --follow started before its database waits for it, a one-shot tail fails") {
+  TestDatabase db;
+  LateDatabase late{db, db.name() + "_late"};
+  const std::string url = with_dbname(admin_url(), late.late_name);
+  const ProcessResult once = run_oasync({"--database-url", url, "tail", kRuns, "--after", "0"});
+  CHECK(once.exit_code == 1);
+  CHECK(once.err.find("cannot connect") != std::string::npos);
+
+  Child tail({oasync_binary(), "--database-url", url, "tail", kRuns, "--after", "0", "--follow",
+              "--format", "ndjson"});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  late.arrive();
+  auto sink = Sink::open(url);
+  sink->apply(batch_of({upsert("1", R"({"a":1})"), upsert("2", R"({"a":2})")}));
+  std::string line;
+  REQUIRE(tail.read_line(line));
+  CHECK(line.find(R"("watermark":1,"doc_key":"run_summary:1")") != std::string::npos);
+  REQUIRE(tail.read_line(line));
+  CHECK(line.find(R"("watermark":2,"doc_key":"run_summary:2")") != std::string::npos);
+  tail.kill(SIGTERM);
+  tail.wait();
+  CHECK(tail.stderr_text().find("reconnecting in") != std::string::npos);
+}

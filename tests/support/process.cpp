@@ -193,7 +193,11 @@ bool Child::fill(std::size_t want, const std::string& until, int timeout_ms) {
     if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
     char buffer[65536];
     const ssize_t got = read(out_, buffer, sizeof buffer);
-    if (got <= 0) return false;
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) {
+      eof_ = true;
+      return false;
+    }
     pending_.append(buffer, static_cast<std::size_t>(got));
   }
   return true;

@@ -42,6 +42,8 @@ class Child {
   bool read_exact(std::string& out, std::size_t n, int timeout_ms = 30000);
   // Reads one line (without '\n'); false on EOF or timeout.
   bool read_line(std::string& line, int timeout_ms = 30000);
+  // True once stdout reached its end (the child closed it or exited).
+  bool at_eof() const { return eof_; }
   void kill(int signal);
   // Waits for exit; returns the exit code or -signal.
   int wait();
@@ -57,6 +59,7 @@ class Child {
   int out_ = -1;
   std::string err_path_;
   std::string pending_;
+  bool eof_ = false;
   bool reaped_ = false;
   int status_ = 0;
 };

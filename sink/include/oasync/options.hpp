@@ -15,6 +15,15 @@ enum class Notify { on, off };
 // transaction, sent when the transaction commits.
 inline constexpr const char* kNotifyChannel = "oasync_topic";
 
+// When a Sink that opens its own connection first connects.
+//   now:         Sink::open connects and throws if it cannot.
+//   when_needed: Sink::open returns even when the database is unreachable;
+//                each apply() connects if needed and, until it can, fails
+//                with a retryable error carrying the connection error. For
+//                long-lived sinks under a supervisor (`oasync sink --stdio`):
+//                a database restart must not crash them.
+enum class Connect { now, when_needed };
+
 struct SinkOptions {
   // Notify listeners after each commit. Turning it off saves one pg_notify per
   // topic per transaction; readers then find new events only by polling.
@@ -23,6 +32,8 @@ struct SinkOptions {
   // How often a transaction is retried when the topic registry changed under
   // it (a concurrent `oasync topics apply`). Each retry costs one rollback.
   int registry_retries = 3;
+  // See Connect; applies to Sink::open only.
+  Connect connect = Connect::now;
 };
 
 }  // namespace oasync

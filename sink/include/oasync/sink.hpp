@@ -36,7 +36,8 @@ namespace oasync {
 class Sink {
  public:
   // Opens a connection of its own. Throws oasync::Error (retryable) when the
-  // database cannot be reached.
+  // database cannot be reached, unless options.connect is
+  // Connect::when_needed.
   static std::unique_ptr<Sink> open(const std::string& conninfo, SinkOptions options = {});
 
   // Uses the caller's connection, which must outlive the Sink.
@@ -76,6 +77,8 @@ class Sink {
   std::optional<ProducerCheckpoint> checkpoint(std::string_view producer_id);
 
  private:
+  Sink(std::string conninfo, SinkOptions options);
+
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
