@@ -215,6 +215,15 @@ std::int64_t floor_of(const std::string& url, const std::string& topic,
 
 // ---------------------------------------------------------------- writers
 
+// A batch and where its attempts stand.
+struct Job {
+  std::int64_t batch = 0;
+  std::vector<Sent> plan;  // the writes, then the marker
+  int first_attempt = 1;
+  int attempt = 1;
+  std::int64_t key() const { return batch * 1000 + attempt; }
+};
+
 class Writer {
  public:
   Writer(int id, const Settings& settings, const std::string& url, Counters& counters,
@@ -230,18 +239,24 @@ class Writer {
 
   void run(const std::atomic<bool>& stop) {
     start_sink();
-    std::uint64_t number = 0;
     while (!stop) {
-      const std::int64_t batch = std::int64_t{id_ + 1} * 1'000'000'000 + std::int64_t(++number);
-      ++counters_.batches;
-      std::vector<Sent> plan = make_plan();
-      const bool acked = send_until_answered(batch, plan, 1, stop);
+      // Mostly one batch at a time; sometimes several frames back to back,
+      // which the sink may commit together (group commit).
+      std::vector<Job> jobs(static_cast<std::size_t>(chance(0.2) ? uniform(2, 4) : 1));
+      for (Job& job : jobs) job = new_job();
+      std::vector<Job> answered;
+      drive(std::move(jobs), answered, stop);
       // Now and then the producer resends a batch it already had answered,
       // as a projector does after losing its own bookkeeping.
-      if (acked && chance(0.03)) {
+      std::vector<Job> again;
+      for (Job job : answered) {
+        if (!chance(0.03)) continue;
         ++counters_.resent_after_ack;
-        send_until_answered(batch, plan, 500, stop);
+        job.first_attempt = job.attempt = 500;
+        again.push_back(std::move(job));
       }
+      std::vector<Job> ignored;
+      drive(std::move(again), ignored, stop);
       std::this_thread::sleep_for(std::chrono::microseconds(uniform(0, 3000)));
     }
     sink_->close_stdin();
@@ -263,9 +278,12 @@ class Writer {
         std::vector<std::string>{oasync_binary(), "--database-url", url_, "sink", "--stdio"});
   }
 
-  // The writes of one batch, before they are encoded for an attempt.
-  std::vector<Sent> make_plan() {
-    std::vector<Sent> plan;
+  // A new batch: its writes, then its marker.
+  Job new_job() {
+    ++counters_.batches;
+    Job job;
+    job.batch = std::int64_t{id_ + 1} * 1'000'000'000 + ++batches_;
+    std::vector<Sent>& plan = job.plan;
     const int n = static_cast<int>(uniform(1, 12));
     for (int i = 0; i < n; ++i) {
       Sent s;
@@ -279,16 +297,25 @@ class Writer {
       s.seq = chance(0.05) && next_seq_ > 1 ? uniform(1, next_seq_ - 1) : next_seq_++;
       plan.push_back(s);
     }
-    return plan;
+    Sent marker;
+    marker.topic = marker_index(id_);
+    marker.doc = -1;
+    marker.expected = 0;
+    plan.push_back(marker);
+    return job;
   }
 
   std::size_t slot(const Sent& s) const {
     return static_cast<std::size_t>(s.topic * settings_.docs + s.doc);
   }
 
-  Batch encode(std::int64_t batch, int attempt, const std::vector<Sent>& plan) const {
+  // The job's current attempt as a batch; the payloads name their attempt.
+  Batch encode(const Job& job) const {
+    const std::int64_t batch = job.batch;
+    const int attempt = job.attempt;
+    const std::vector<Sent>& plan = job.plan;
     Batch b;
-    for (std::size_t i = 0; i < plan.size(); ++i) {
+    for (std::size_t i = 0; i + 1 < plan.size(); ++i) {
       const Sent& s = plan[i];
       DocWrite w;
       w.topic = data_topic(s.topic);
@@ -332,59 +359,85 @@ class Writer {
     return b;
   }
 
-  // Sends attempts (numbered from first_attempt) until one is answered with
-  // results or the batch is abandoned. True when answered.
-  bool send_until_answered(std::int64_t batch, std::vector<Sent> plan, int first_attempt,
-                           const std::atomic<bool>& stop) {
-    Sent marker;
-    marker.topic = marker_index(id_);
-    marker.doc = -1;
-    marker.expected = 0;
-    plan.push_back(marker);
-    for (int attempt = first_attempt;; ++attempt) {
-      if (attempt > first_attempt) ++counters_.resent_after_fault;
-      if (attempt - first_attempt > 300 || (stop && attempt > first_attempt)) {
+  // Sends the jobs' attempts until each is answered (moved to `answered`)
+  // or abandoned.
+  void drive(std::vector<Job> jobs, std::vector<Job>& answered, const std::atomic<bool>& stop) {
+    while (!jobs.empty()) {
+      jobs = send_round(std::move(jobs), answered, stop);
+      if (!jobs.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  // One attempt of each job, as frames back to back; returns the jobs that
+  // need another attempt.
+  std::vector<Job> send_round(std::vector<Job> jobs, std::vector<Job>& answered,
+                              const std::atomic<bool>& stop) {
+    std::vector<Job> live;
+    for (Job& job : jobs) {
+      if (job.attempt - job.first_attempt > 300 || (stop && job.attempt > job.first_attempt)) {
         ++counters_.abandoned;
-        return false;
+      } else {
+        live.push_back(std::move(job));
       }
-      const std::int64_t key = batch * 1000 + attempt;
-      const Batch encoded = encode(batch, attempt, {plan.begin(), plan.end() - 1});
-      if (chance(0.01)) send_malformed();
+    }
+    if (live.empty()) return {};
+    if (chance(0.01)) send_malformed();
+    bool sent = true;
+    for (const Job& job : live) {
       ++counters_.attempts;
-      counters_.writes_sent += plan.size();
+      counters_.writes_sent += job.plan.size();
       {
         std::lock_guard lock(ledger_.mutex);
-        ledger_.unacked.emplace(key, plan);
+        ledger_.unacked.emplace(job.key(), job.plan);
       }
-      const bool sent = send_batch(*sink_, encoded);
-      if (!sent || chance(0.02)) {
-        // SIGKILL at a random moment: before, during or after the commit.
-        std::this_thread::sleep_for(std::chrono::microseconds(uniform(0, 20000)));
-        sink_->kill(SIGKILL);
-        sink_->wait();
-        ++counters_.sink_kills;
-        start_sink();
+      sent = sent && send_batch(*sink_, encode(job));
+    }
+    std::vector<Job> retry;
+    const auto again = [&](Job& job) {
+      ++job.attempt;
+      ++counters_.resent_after_fault;
+      retry.push_back(std::move(job));
+    };
+    if (!sent || chance(0.02)) {
+      // SIGKILL at a random moment: before, during or after the commit.
+      std::this_thread::sleep_for(std::chrono::microseconds(uniform(0, 20000)));
+      restart_sink();
+      for (Job& job : live) {
         if (chance(0.3)) {
           ++counters_.abandoned;
-          return false;
+        } else {
+          again(job);
         }
-        continue;
       }
-      DecodedResult answer;
-      if (!read_answer(*sink_, answer, 120000)) {
-        violations_.add(fmt::format("writer {}: the sink gave no answer within 120 s (exit {}): {}",
-                                    id_, sink_->wait(), sink_->stderr_text()));
-        start_sink();
-        continue;
-      }
-      if (answer.error_code) {
-        ++counters_.error_answers;
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        continue;
-      }
-      record(key, plan, answer);
-      return true;
+      return retry;
     }
+    bool lost = false;
+    for (Job& job : live) {
+      DecodedResult answer;
+      if (lost || !read_answer(*sink_, answer, 120000)) {
+        if (!lost) {
+          violations_.add(fmt::format("writer {}: the sink gave no answer within 120 s: {}", id_,
+                                      sink_->stderr_text()));
+          restart_sink();
+          lost = true;
+        }
+        again(job);
+      } else if (answer.error_code) {
+        ++counters_.error_answers;
+        again(job);
+      } else {
+        record(job.key(), job.plan, answer);
+        answered.push_back(std::move(job));
+      }
+    }
+    return retry;
+  }
+
+  void restart_sink() {
+    sink_->kill(SIGKILL);
+    sink_->wait();
+    ++counters_.sink_kills;
+    start_sink();
   }
 
   void send_malformed() {
@@ -462,6 +515,7 @@ class Writer {
   std::unique_ptr<Child> sink_;
   std::vector<std::int64_t> known_;  // last version this writer saw, per doc
   std::int64_t next_seq_ = 1;
+  std::int64_t batches_ = 0;
 };
 
 // ---------------------------------------------------------------- consumers
