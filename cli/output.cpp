@@ -21,6 +21,21 @@ std::string quoted(const std::string& s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
+// Appends `s` as a JSON string. Text that needs no escaping (the usual key,
+// topic or scope) is copied as is; anything else goes through the JSON
+// library, so escapes and invalid UTF-8 are handled in one place.
+void append_quoted(std::string& out, const std::string& s) {
+  for (const unsigned char c : s) {
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
+      out += quoted(s);
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
 pb::StaleReason to_proto(StaleReason r) {
   switch (r) {
     case StaleReason::retention_floor_breach:
@@ -101,12 +116,27 @@ void Output::event(const Event& e) {
     return;
   }
   // ndjson, built by hand so the stored canonical payload goes out verbatim.
-  fmt::format_to(
-      std::back_inserter(buffer_),
-      R"({{"topic":{},"epoch":"{}","watermark":{},"doc_key":{},"doc_version":{},"op":"{}","scope":{},"payload_hash":{},"payload":{})",
-      quoted(e.topic), e.epoch, e.watermark, quoted(e.doc_key), e.doc_version, e.op,
-      quoted(e.scope), e.payload_hash.empty() ? "null" : "\"" + to_hex(e.payload_hash) + "\"",
-      e.payload.empty() ? "null" : e.payload);
+  buffer_ += R"({"topic":)";
+  append_quoted(buffer_, e.topic);
+  buffer_ += R"(,"epoch":")";
+  buffer_ += e.epoch;
+  buffer_ += R"(","watermark":)";
+  fmt::format_to(std::back_inserter(buffer_), "{}", e.watermark);
+  buffer_ += R"(,"doc_key":)";
+  append_quoted(buffer_, e.doc_key);
+  fmt::format_to(std::back_inserter(buffer_), R"(,"doc_version":{},"op":"{}","scope":)",
+                 e.doc_version, e.op);
+  append_quoted(buffer_, e.scope);
+  buffer_ += R"(,"payload_hash":)";
+  if (e.payload_hash.empty()) {
+    buffer_ += "null";
+  } else {
+    buffer_ += '"';
+    buffer_ += to_hex(e.payload_hash);
+    buffer_ += '"';
+  }
+  buffer_ += R"(,"payload":)";
+  buffer_ += e.payload.empty() ? "null" : e.payload;
   if (e.payload_fetched) buffer_ += R"(,"payload_fetched":true)";
   buffer_ += "}\n";
 }

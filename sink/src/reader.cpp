@@ -1,5 +1,7 @@
 #include "oasync/reader.hpp"
 
+#include <string_view>
+
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
@@ -21,8 +23,28 @@ StaleReason parse_reason(const std::string& text) {
   return StaleReason::none;
 }
 
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  return -1;
+}
+
+// A bytea field's bytes. Postgres sends bytea as "\x" and lowercase hex
+// (bytea_output = hex, the default); that form is decoded in place, anything
+// else goes through libpq's unescaping.
 std::string bytes_of(const pqxx::field& f) {
   if (f.is_null()) return {};
+  const std::string_view text(f.c_str(), f.size());
+  if (text.size() % 2 == 0 && text.starts_with("\\x")) {
+    std::string out(text.size() / 2 - 1, '\0');
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const int hi = hex_value(text[2 + 2 * i]);
+      const int lo = hex_value(text[3 + 2 * i]);
+      if (hi < 0 || lo < 0) return pqxx::binarystring(f).str();
+      out[i] = static_cast<char>(hi << 4 | lo);
+    }
+    return out;
+  }
   return pqxx::binarystring(f).str();
 }
 
@@ -107,8 +129,7 @@ Page Reader::read(const std::string& topic, const std::string& epoch, std::int64
     pqxx::read_transaction tx(conn_);
     const pqxx::result rows = tx.exec_params(
         "SELECT watermark, doc_key, doc_version, scope, op, payload::text, payload_hash, "
-        "payload_fetched, committed_at::text, "
-        "(SELECT epoch::text FROM oasync.topics WHERE topic = $1) "
+        "payload_fetched, (SELECT epoch::text FROM oasync.topics WHERE topic = $1) "
         "FROM oasync.read_events($1, NULLIF($2, '')::uuid, $3, $4, $5)",
         topic, epoch, after, page.through, scope ? scope->c_str() : nullptr);
     page.events.reserve(rows.size());
@@ -123,8 +144,7 @@ Page Reader::read(const std::string& topic, const std::string& epoch, std::int64
       if (!row[5].is_null()) e.payload = row[5].as<std::string>();
       e.payload_hash = bytes_of(row[6]);
       e.payload_fetched = row[7].as<bool>();
-      e.committed_at = row[8].as<std::string>();
-      e.epoch = row[9].as<std::string>();
+      e.epoch = row[8].as<std::string>();
       page.events.push_back(std::move(e));
     }
     return page;

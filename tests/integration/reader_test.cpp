@@ -168,6 +168,34 @@ TEST_CASE("tail prints events in watermark order as NDJSON, filtered by scope, l
   CHECK(fresh.out.empty());
 }
 
+TEST_CASE("tail --format ndjson quotes keys and scopes exactly, escapes and all") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  const std::vector<std::string> ids = {"plain", "q\"uote", "back\\slash", "tab\there",
+                                        "nl\nand\x01", "caf\u00e9 \u20ac \U0001F600"};
+  Batch b;
+  for (const std::string& id : ids) {
+    DocWrite w = upsert(id, "{}");
+    w.scope = "org:" + id;
+    b.writes.push_back(w);
+  }
+  sink->apply(b);
+  const auto r =
+      run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0", "--format", "ndjson"});
+  REQUIRE(r.exit_code == 0);
+  const auto events = lines(r.out);
+  REQUIRE(events.size() == ids.size());
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    CHECK(events[i]["doc_key"] == "run_summary:" + ids[i]);
+    CHECK(events[i]["scope"] == "org:" + ids[i]);
+  }
+  // Plain text is copied verbatim; the rest is escaped as the JSON library does.
+  CHECK(r.out.find(R"("doc_key":"run_summary:plain","doc_version":1)") != std::string::npos);
+  CHECK(r.out.find(R"("doc_key":"run_summary:q\"uote")") != std::string::npos);
+  CHECK(r.out.find(R"("doc_key":"run_summary:nl\nand\u0001")") != std::string::npos);
+  CHECK(r.out.find("\"doc_key\":\"run_summary:caf\u00e9 \u20ac \U0001F600\"") != std::string::npos);
+}
+
 TEST_CASE("tail of a stale cursor prints the Error envelope and exits 3") {
   TestDatabase db;
   write_runs(db, 10);

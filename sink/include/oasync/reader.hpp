@@ -53,7 +53,6 @@ struct Event {
   // SHA-256 of the payload as written by the event (32 raw bytes); empty for
   // deletes.
   std::string payload_hash;
-  std::string committed_at;
 };
 
 // A read-model doc as stored.
