@@ -24,6 +24,11 @@ std::string quoted(const std::string& s) {
 // Appends `s` as a JSON string. Text that needs no escaping (the usual key,
 // topic or scope) is copied as is; anything else goes through the JSON
 // library, so escapes and invalid UTF-8 are handled in one place.
+void append_int(std::string& out, std::int64_t value) {
+  const fmt::format_int text(value);
+  out.append(text.data(), text.size());
+}
+
 void append_quoted(std::string& out, const std::string& s) {
   for (const unsigned char c : s) {
     if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
@@ -121,11 +126,14 @@ void Output::event(const Event& e) {
   buffer_ += R"(,"epoch":")";
   buffer_ += e.epoch;
   buffer_ += R"(","watermark":)";
-  fmt::format_to(std::back_inserter(buffer_), "{}", e.watermark);
+  append_int(buffer_, e.watermark);
   buffer_ += R"(,"doc_key":)";
   append_quoted(buffer_, e.doc_key);
-  fmt::format_to(std::back_inserter(buffer_), R"(,"doc_version":{},"op":"{}","scope":)",
-                 e.doc_version, e.op);
+  buffer_ += R"(,"doc_version":)";
+  append_int(buffer_, e.doc_version);
+  buffer_ += R"(,"op":")";
+  buffer_ += e.op;
+  buffer_ += R"(","scope":)";
   append_quoted(buffer_, e.scope);
   buffer_ += R"(,"payload_hash":)";
   if (e.payload_hash.empty()) {

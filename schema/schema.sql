@@ -49,6 +49,32 @@ $$;
 --
 
 CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p_through bigint, p_scope text DEFAULT NULL::text) RETURNS TABLE(watermark bigint, doc_key text, doc_version bigint, scope text, op text, payload json, payload_hash bytea, payload_fetched boolean, committed_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op,
+           CASE
+               WHEN e.op = 'delete' THEN NULL
+               WHEN (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) = 'inline'
+                   THEN e.payload
+               ELSE (SELECT d.payload FROM oasync.docs AS d
+                     WHERE d.topic = e.topic AND d.doc_key = e.doc_key)
+           END,
+           e.payload_hash,
+           e.op = 'upsert' AND (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) = 'pointer',
+           e.committed_at
+    FROM oasync.events AS e
+    WHERE (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) IS NOT NULL
+      AND e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
+      AND (p_scope IS NULL OR e.scope = p_scope)
+    ORDER BY e.watermark
+$$;
+
+
+--
+-- Name: resumable_mode(text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.resumable_mode(p_topic text, p_epoch uuid, p_after bigint) RETURNS text
     LANGUAGE plpgsql STABLE
     AS $$
 DECLARE
@@ -63,25 +89,7 @@ BEGIN
                                 c.purged_through, c.head, c.epoch);
     END IF;
     SELECT t.payload_mode INTO mode FROM oasync.topics AS t WHERE t.topic = p_topic;
-    IF mode = 'inline' THEN
-        RETURN QUERY
-            SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload,
-                   e.payload_hash, false, e.committed_at
-            FROM oasync.events AS e
-            WHERE e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
-              AND (p_scope IS NULL OR e.scope = p_scope)
-            ORDER BY e.watermark;
-    ELSE
-        RETURN QUERY
-            SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op,
-                   CASE WHEN e.op = 'upsert' THEN d.payload END, e.payload_hash,
-                   e.op = 'upsert', e.committed_at
-            FROM oasync.events AS e
-            LEFT JOIN oasync.docs AS d ON d.topic = e.topic AND d.doc_key = e.doc_key
-            WHERE e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
-              AND (p_scope IS NULL OR e.scope = p_scope)
-            ORDER BY e.watermark;
-    END IF;
+    RETURN mode;
 END
 $$;
 

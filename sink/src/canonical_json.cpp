@@ -164,11 +164,11 @@ std::array<std::uint8_t, 32> sha256(std::string_view bytes) {
 
 std::string to_hex(std::string_view bytes) {
   static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 0xf]);
+  std::string out(bytes.size() * 2, '\0');
+  char* p = out.data();
+  for (const unsigned char c : bytes) {
+    *p++ = kDigits[c >> 4];
+    *p++ = kDigits[c & 0xf];
   }
   return out;
 }

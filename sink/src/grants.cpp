@@ -54,6 +54,7 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
     tx.exec(
         "GRANT EXECUTE ON FUNCTION oasync.resume_check(text, uuid, bigint), "
         "oasync.read_events(text, uuid, bigint, bigint, text), "
+        "oasync.resumable_mode(text, uuid, bigint), "
         "oasync.snapshot_docs(text, text, bigint, text, integer), "
         "oasync.topic_position(text), oasync.ack_consumer(text, text, uuid, bigint) TO " +
         r);

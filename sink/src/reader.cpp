@@ -1,5 +1,7 @@
 #include "oasync/reader.hpp"
 
+#include <array>
+#include <cstdint>
 #include <string_view>
 
 #include <fmt/format.h>
@@ -23,11 +25,19 @@ StaleReason parse_reason(const std::string& text) {
   return StaleReason::none;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
+// A text field's bytes, sized from the result (no strlen); "" for NULL.
+std::string text_of(const pqxx::field& f) {
+  return f.is_null() ? std::string() : std::string(f.c_str(), f.size());
 }
+
+// Value of a lowercase hex digit, or -1.
+constexpr std::array<std::int8_t, 256> kHexValue = [] {
+  std::array<std::int8_t, 256> table{};
+  table.fill(-1);
+  for (int i = 0; i < 10; ++i) table['0' + i] = static_cast<std::int8_t>(i);
+  for (int i = 0; i < 6; ++i) table['a' + i] = static_cast<std::int8_t>(10 + i);
+  return table;
+}();
 
 // A bytea field's bytes. Postgres sends bytea as "\x" and lowercase hex
 // (bytea_output = hex, the default); that form is decoded in place, anything
@@ -37,11 +47,12 @@ std::string bytes_of(const pqxx::field& f) {
   const std::string_view text(f.c_str(), f.size());
   if (text.size() % 2 == 0 && text.starts_with("\\x")) {
     std::string out(text.size() / 2 - 1, '\0');
-    for (std::size_t i = 0; i < out.size(); ++i) {
-      const int hi = hex_value(text[2 + 2 * i]);
-      const int lo = hex_value(text[3 + 2 * i]);
-      if (hi < 0 || lo < 0) return pqxx::binarystring(f).str();
-      out[i] = static_cast<char>(hi << 4 | lo);
+    const auto* in = reinterpret_cast<const unsigned char*>(text.data()) + 2;
+    for (char& byte : out) {
+      const int hi = kHexValue[*in++];
+      const int lo = kHexValue[*in++];
+      if ((hi | lo) < 0) return pqxx::binarystring(f).str();
+      byte = static_cast<char>(hi << 4 | lo);
     }
     return out;
   }
@@ -53,11 +64,11 @@ std::string bytes_of(const pqxx::field& f) {
 Doc doc_from_row(const std::string& topic, const pqxx::row& row, int first) {
   Doc d;
   d.topic = topic;
-  d.doc_key = row[first].as<std::string>();
-  d.scope = row[first + 1].as<std::string>();
+  d.doc_key = text_of(row[first]);
+  d.scope = text_of(row[first + 1]);
   d.doc_version = row[first + 2].as<std::int64_t>();
   d.deleted = row[first + 3].as<bool>();
-  if (!row[first + 4].is_null()) d.payload = row[first + 4].as<std::string>();
+  d.payload = text_of(row[first + 4]);
   d.payload_hash = bytes_of(row[first + 5]);
   d.last_watermark = row[first + 6].as<std::int64_t>();
   return d;
@@ -137,14 +148,14 @@ Page Reader::read(const std::string& topic, const std::string& epoch, std::int64
       Event e;
       e.topic = topic;
       e.watermark = row[0].as<std::int64_t>();
-      e.doc_key = row[1].as<std::string>();
+      e.doc_key = text_of(row[1]);
       e.doc_version = row[2].as<std::int64_t>();
-      e.scope = row[3].as<std::string>();
-      e.op = row[4].as<std::string>();
-      if (!row[5].is_null()) e.payload = row[5].as<std::string>();
+      e.scope = text_of(row[3]);
+      e.op = text_of(row[4]);
+      e.payload = text_of(row[5]);
       e.payload_hash = bytes_of(row[6]);
       e.payload_fetched = row[7].as<bool>();
-      e.epoch = row[8].as<std::string>();
+      e.epoch = text_of(row[8]);
       page.events.push_back(std::move(e));
     }
     return page;

@@ -171,8 +171,8 @@ TEST_CASE("tail prints events in watermark order as NDJSON, filtered by scope, l
 TEST_CASE("tail --format ndjson quotes keys and scopes exactly, escapes and all") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
-  const std::vector<std::string> ids = {"plain", "q\"uote", "back\\slash", "tab\there",
-                                        "nl\nand\x01", "caf\u00e9 \u20ac \U0001F600"};
+  const std::vector<std::string> ids = {"plain",     "q\"uote",     "back\\slash",
+                                        "tab\there", "nl\nand\x01", "caf\u00e9 \u20ac \U0001F600"};
   Batch b;
   for (const std::string& id : ids) {
     DocWrite w = upsert(id, "{}");
