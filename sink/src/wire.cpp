@@ -212,18 +212,10 @@ void FrameDecoder::feed(std::string_view bytes) {
   }
   buffer_.append(bytes);
   // Check the pending length prefix now, before the frame's bytes pile up.
-  if (buffer_.size() >= 4) {
-    const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data());
-    const std::uint32_t length = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
-                                 (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
-    if (length > max_frame_bytes_) {
-      throw Error(fmt::format("frame {}: length {} exceeds the maximum of {} bytes; framing lost",
-                              frames_ + 1, length, max_frame_bytes_));
-    }
-  }
+  (void)pending_length();
 }
 
-std::optional<std::string> FrameDecoder::next() {
+std::optional<std::uint32_t> FrameDecoder::pending_length() const {
   if (buffer_.size() - offset_ < 4) return std::nullopt;
   const auto* p = reinterpret_cast<const unsigned char*>(buffer_.data() + offset_);
   const std::uint32_t length = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
@@ -232,9 +224,14 @@ std::optional<std::string> FrameDecoder::next() {
     throw Error(fmt::format("frame {}: length {} exceeds the maximum of {} bytes; framing lost",
                             frames_ + 1, length, max_frame_bytes_));
   }
-  if (buffer_.size() - offset_ - 4 < length) return std::nullopt;
-  std::string frame = buffer_.substr(offset_ + 4, length);
-  offset_ += 4 + length;
+  return length;
+}
+
+std::optional<std::string> FrameDecoder::next() {
+  const std::optional<std::uint32_t> length = pending_length();
+  if (!length || buffer_.size() - offset_ - 4 < *length) return std::nullopt;
+  std::string frame = buffer_.substr(offset_ + 4, *length);
+  offset_ += 4 + *length;
   ++frames_;
   return frame;
 }

@@ -17,8 +17,6 @@
 // Afterwards it checks the invariants listed at check_journal() and
 // check_consumers(), runs `oasync verify`, prints the counts, and exits 1 if
 // there was any violation.
-#include <fcntl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -32,7 +30,6 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>

@@ -68,6 +68,10 @@ class FrameDecoder {
   std::uint64_t frames() const noexcept { return frames_; }
 
  private:
+  // The length of the frame at the read position, checked against the
+  // maximum (throws as feed() says); nullopt while its 4 bytes are incomplete.
+  std::optional<std::uint32_t> pending_length() const;
+
   std::size_t max_frame_bytes_;
   std::string buffer_;
   std::size_t offset_ = 0;
