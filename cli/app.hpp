@@ -29,7 +29,8 @@ struct Context {
 };
 
 // A command: its CLI11 subcommand and what runs when it was chosen. run()
-// returns the exit code; errors are thrown as oasync::Error.
+// returns the exit code; failures are thrown as oasync::Error (an ExitError
+// to choose the exit code) and reported once, by run() above.
 struct Command {
   CLI::App* app = nullptr;
   std::function<int()> run;
@@ -39,10 +40,13 @@ struct Command {
 void add_migrate_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_topics_commands(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_tail_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_snapshot_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_doc_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_inspect_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
-void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_verify_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_consumers_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_grants_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 

@@ -1,9 +1,7 @@
-// oasync purge, oasync consumers.
+// oasync purge [--topic T]... [--older-than DURATION] [--keep-last N] [--dry-run] ...
 #include <unistd.h>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
-#include <pqxx/pqxx>
 
 #include "app.hpp"
 #include "exit_code.hpp"
@@ -81,52 +79,6 @@ void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
                       r.note.empty() ? "" : " (" + r.note + ")");
          }
          return to_int(refused ? ExitCode::error : ExitCode::ok);
-       }});
-
-  auto format = std::make_shared<std::string>("table");
-  CLI::App* consumers = app.add_subcommand("consumers", "List consumer cursors and their lag");
-  consumers->footer(
-      "\nConsumers record their position with `oasync tail --consumer NAME` (or\n"
-      "oasync.ack_consumer from a delivery service). Lag is head - watermark; a consumer whose\n"
-      "epoch or position no longer resumes is marked stale.");
-  consumers->add_option("--format", *format, "table or json")
-      ->check(CLI::IsMember({"table", "json"}));
-  out.push_back(
-      {consumers, [&ctx, format]() {
-         auto conn = ctx.connect();
-         pqxx::read_transaction tx(*conn);
-         const pqxx::result rows = tx.exec(
-             "SELECT c.name, c.topic, c.epoch::text, c.watermark, t.head, c.last_seen::text, "
-             "coalesce((SELECT NOT resumable FROM oasync.resume_check(c.topic, c.epoch, "
-             "c.watermark)), "
-             "true) FROM oasync.consumers c LEFT JOIN oasync.topics t ON t.topic = c.topic "
-             "ORDER BY c.name, c.topic");
-         if (*format == "json") {
-           nlohmann::ordered_json list = nlohmann::ordered_json::array();
-           for (const auto& r : rows) {
-             const std::int64_t head = r[4].is_null() ? 0 : r[4].as<std::int64_t>();
-             list.push_back({{"name", r[0].as<std::string>()},
-                             {"topic", r[1].as<std::string>()},
-                             {"epoch", r[2].as<std::string>()},
-                             {"watermark", r[3].as<std::int64_t>()},
-                             {"head", head},
-                             {"lag", head - r[3].as<std::int64_t>()},
-                             {"last_seen", r[5].as<std::string>()},
-                             {"stale", r[6].as<bool>()}});
-           }
-           fmt::print("{}\n", list.dump(2));
-           return to_int(ExitCode::ok);
-         }
-         fmt::print("{:<24} {:<34} {:>12} {:>12} {:>10}  {:<32} {}\n", "CONSUMER", "TOPIC",
-                    "WATERMARK", "HEAD", "LAG", "LAST SEEN", "STATE");
-         for (const auto& r : rows) {
-           const std::int64_t head = r[4].is_null() ? 0 : r[4].as<std::int64_t>();
-           fmt::print("{:<24} {:<34} {:>12} {:>12} {:>10}  {:<32} {}\n", r[0].as<std::string>(),
-                      r[1].as<std::string>(), r[3].as<std::int64_t>(), head,
-                      head - r[3].as<std::int64_t>(), r[5].as<std::string>(),
-                      r[6].as<bool>() ? "stale" : "ok");
-         }
-         return to_int(ExitCode::ok);
        }});
 }
 

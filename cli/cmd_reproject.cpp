@@ -47,6 +47,7 @@ void read_ndjson(int fd, std::size_t max_line, Reprojection& r) {
   for_each_line(fd, max_line, [&](std::uint64_t number, std::string_view line, bool too_long) {
     if (too_long) {
       throw Error(
+          Code::invalid_input,
           fmt::format("line {}: longer than {} bytes (nothing was deleted)", number, max_line));
     }
     if (line.find_first_not_of(" \t\r") == std::string_view::npos) return;
@@ -54,7 +55,8 @@ void read_ndjson(int fd, std::size_t max_line, Reprojection& r) {
     try {
       w = parse_write_line(line);
     } catch (const Error& e) {
-      throw Error(fmt::format("line {}: {} (nothing was deleted)", number, e.what()));
+      throw Error(Code::invalid_input,
+                  fmt::format("line {}: {} (nothing was deleted)", number, e.what()));
     }
     r.add(std::move(w), fmt::format("line {}", number));
   });
@@ -69,22 +71,26 @@ void read_proto(int fd, std::size_t max_message, Reprojection& r) {
     std::uint32_t size = 0;
     if (!in.ReadVarint32(&size)) {
       if (in.ExpectAtEnd() || raw.GetErrno() == 0) break;
-      throw Error(fmt::format("message {}: cannot read its length", number + 1));
+      throw Error(Code::invalid_input,
+                  fmt::format("message {}: cannot read its length", number + 1));
     }
     ++number;
     if (size > max_message) {
-      throw Error(fmt::format("message {}: length {} exceeds {} bytes (nothing was deleted)",
+      throw Error(Code::invalid_input,
+                  fmt::format("message {}: length {} exceeds {} bytes (nothing was deleted)",
                               number, size, max_message));
     }
     std::string bytes;
     if (!in.ReadString(&bytes, static_cast<int>(size))) {
-      throw Error(fmt::format("message {}: input ended inside it (nothing was deleted)", number));
+      throw Error(Code::invalid_input,
+                  fmt::format("message {}: input ended inside it (nothing was deleted)", number));
     }
     DocWrite w;
     try {
       w = decode_write(bytes);
     } catch (const Error& e) {
-      throw Error(fmt::format("message {}: {} (nothing was deleted)", number, e.what()));
+      throw Error(Code::invalid_input,
+                  fmt::format("message {}: {} (nothing was deleted)", number, e.what()));
     }
     r.add(std::move(w), fmt::format("message {}", number));
   }
@@ -119,13 +125,15 @@ void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& ou
          if (o->reset && !o->dry_run && !o->yes &&
              !confirm(fmt::format(
                  "--reset discards the history of \"{}\": every client will resync.", o->topic))) {
-           throw Error("--reset not confirmed (give --yes when there is no terminal to ask)");
+           throw Error(Code::refused,
+                       "--reset not confirmed (give --yes when there is no terminal to ask)");
          }
          int fd = STDIN_FILENO;
          if (o->input != "-") {
            fd = ::open(o->input.c_str(), O_RDONLY | O_CLOEXEC);
            if (fd < 0)
-             throw Error(fmt::format("cannot open {}: {}", o->input, std::strerror(errno)));
+             throw Error(Code::not_found,
+                         fmt::format("cannot open {}: {}", o->input, std::strerror(errno)));
          }
          const bool tty = isatty(STDERR_FILENO) != 0;
          Reprojection r(ctx.database_url(), o->topic, o->dry_run ? DryRun::yes : DryRun::no,

@@ -45,14 +45,38 @@ void write_stdout(std::string_view bytes) {
   write_all(STDOUT_FILENO, bytes, "answers to stdout");
 }
 
+// Outcomes counted for the summary on stderr. A new Outcome fails the build
+// here (-Werror=switch) until it is counted.
 struct Tally {
-  std::uint64_t counts[5] = {};
+  std::uint64_t applied = 0;
+  std::uint64_t unchanged = 0;
+  std::uint64_t duplicate = 0;
+  std::uint64_t conflict = 0;
+  std::uint64_t rejected = 0;
   std::uint64_t failed = 0;  // writes of batches that failed as a whole
 
-  void add(const WriteResult& r) { ++counts[static_cast<int>(r.outcome)]; }
+  void add(const WriteResult& r) {
+    switch (r.outcome) {
+      case Outcome::applied:
+        ++applied;
+        return;
+      case Outcome::unchanged:
+        ++unchanged;
+        return;
+      case Outcome::duplicate:
+        ++duplicate;
+        return;
+      case Outcome::conflict:
+        ++conflict;
+        return;
+      case Outcome::rejected:
+        ++rejected;
+        return;
+    }
+  }
   std::string summary() const {
-    return fmt::format("{} applied, {} unchanged, {} duplicate, {} conflict, {} rejected",
-                       counts[0], counts[1], counts[2], counts[3], counts[4]) +
+    return fmt::format("{} applied, {} unchanged, {} duplicate, {} conflict, {} rejected", applied,
+                       unchanged, duplicate, conflict, rejected) +
            (failed ? fmt::format(", {} in failed batches", failed) : "");
   }
 };
@@ -61,8 +85,8 @@ struct Tally {
 
 struct Frame {
   std::uint64_t number = 0;
-  std::optional<Batch> batch;  // unset when malformed
-  std::string malformed;       // why it did not decode
+  std::optional<Batch> batch;      // unset when malformed
+  std::optional<Error> malformed;  // why it did not decode
 };
 
 // What the reader thread shares with the committing thread. Owned jointly, so
@@ -71,7 +95,8 @@ template <typename Item>
 struct Shared {
   explicit Shared(std::size_t capacity) : queue(capacity) {}
   GroupQueue<Item> queue;
-  std::string fatal;  // set by the reader (input failure, framing lost) before close()
+  // Set by the reader (input failure, framing lost) before close().
+  std::optional<Error> fatal;
 };
 
 // Joins the reader on the normal path; detaches it (it may be blocked in
@@ -95,7 +120,8 @@ int run_stdio(Sink& sink, const Options& o) {
         const std::size_t n = read_some(STDIN_FILENO, buffer.data(), buffer.size());
         if (n == 0) {
           if (decoder.mid_frame()) {
-            throw Error(fmt::format("frame {}: input ended inside the frame; framing lost",
+            throw Error(Code::invalid_input,
+                        fmt::format("frame {}: input ended inside the frame; framing lost",
                                     decoder.frames() + 1));
           }
           break;
@@ -107,14 +133,16 @@ int run_stdio(Sink& sink, const Options& o) {
           try {
             frame.batch = decode_batch(*bytes);
           } catch (const Error& e) {
-            frame.malformed = fmt::format("frame {}: {}", frame.number, e.what());
+            frame.malformed = e.with_context(fmt::format("frame {}", frame.number));
           }
           const std::size_t weight = frame.batch ? frame.batch->writes.size() : 1;
           queue.push(std::move(frame), weight);
         }
       }
+    } catch (const Error& e) {
+      shared->fatal = e;
     } catch (const std::exception& e) {
-      shared->fatal = e.what();
+      shared->fatal = Error(Code::internal, e.what());
     }
     queue.close();
   })};
@@ -135,13 +163,13 @@ int run_stdio(Sink& sink, const Options& o) {
     for (const Frame& f : group) {
       ++frames;
       if (!f.batch) {
-        answers += encode_frame(encode_batch_error("malformed_frame", f.malformed, Retryable::no));
+        answers += encode_frame(encode_error(*f.malformed));
         continue;
       }
       const Sink::GroupResult& r = results[next++];
       if (r.error) {
         tally.failed += f.batch->writes.size();
-        answers += encode_frame(encode_results({}, &*r.error));
+        answers += encode_frame(encode_error(*r.error));
       } else {
         for (const auto& w : r.results) tally.add(w);
         answers += encode_frame(encode_results(r.results));
@@ -151,10 +179,7 @@ int run_stdio(Sink& sink, const Options& o) {
   }
   reader.join();
   fmt::print(stderr, "oasync sink: {} frames: {}\n", frames, tally.summary());
-  if (!shared->fatal.empty()) {
-    fmt::print(stderr, "oasync: error: {}\n", shared->fatal);
-    return to_int(ExitCode::error);
-  }
+  if (shared->fatal) throw *shared->fatal;
   return to_int(ExitCode::ok);
 }
 
@@ -163,14 +188,17 @@ int run_stdio(Sink& sink, const Options& o) {
 struct Line {
   std::uint64_t number = 0;
   std::optional<DocWrite> write;  // unset when malformed
-  std::string malformed;
+  std::string malformed;          // why, for the result's detail
 };
 
 int run_ndjson(Sink& sink, const Options& o) {
   int fd = STDIN_FILENO;
   if (o.input != "-") {
     fd = ::open(o.input.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error(fmt::format("cannot open {}: {}", o.input, std::strerror(errno)));
+    if (fd < 0) {
+      throw Error(Code::not_found,
+                  fmt::format("cannot open {}: {}", o.input, std::strerror(errno)));
+    }
   }
   auto shared = std::make_shared<Shared<Line>>(o.max_batch_writes * 2);
   ReaderThread reader{std::thread([shared, o, fd] {
@@ -194,15 +222,17 @@ int run_ndjson(Sink& sink, const Options& o) {
                       }
                       queue.push(std::move(item), 1);
                     });
+    } catch (const Error& e) {
+      shared->fatal = e;
     } catch (const std::exception& e) {
-      shared->fatal = e.what();
+      shared->fatal = Error(Code::internal, e.what());
     }
     queue.close();
   })};
 
   Tally tally;
   std::uint64_t lines = 0;
-  int exit_code = to_int(ExitCode::ok);
+  std::optional<Error> failure;
   for (;;) {
     std::vector<Line> group =
         shared->queue.take(o.max_batch_writes, std::chrono::milliseconds(o.max_delay_ms));
@@ -215,10 +245,9 @@ int run_ndjson(Sink& sink, const Options& o) {
     try {
       results = sink.apply(batch);
     } catch (const Error& e) {
-      fmt::print(stderr, "oasync: error: lines {} to {} were not applied: {}\n",
-                 group.front().number, group.back().number, e.what());
+      failure = e.with_context(fmt::format("lines {} to {} were not applied", group.front().number,
+                                           group.back().number));
       tally.failed += batch.writes.size();
-      exit_code = to_int(ExitCode::error);
       break;
     }
     std::string out;
@@ -246,16 +275,14 @@ int run_ndjson(Sink& sink, const Options& o) {
   }
   // After a database failure the reader may be blocked on input nobody will
   // send; it is left to the process exit (ReaderThread detaches it).
-  if (exit_code == to_int(ExitCode::ok)) {
+  if (!failure) {
     reader.join();
     if (fd != STDIN_FILENO) ::close(fd);
   }
   fmt::print(stderr, "oasync sink: {} lines: {}\n", lines, tally.summary());
-  if (exit_code == to_int(ExitCode::ok) && !shared->fatal.empty()) {
-    fmt::print(stderr, "oasync: error: {}\n", shared->fatal);
-    exit_code = to_int(ExitCode::error);
-  }
-  return exit_code;
+  if (failure) throw *failure;
+  if (shared->fatal) throw *shared->fatal;
+  return to_int(ExitCode::ok);
 }
 
 }  // namespace
@@ -292,7 +319,8 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       ->group("");
   out.push_back({sub, [&ctx, o]() {
                    if (!o->stdio && o->input.empty()) {
-                     throw Error("sink needs --stdio or --input FILE (see oasync sink --help)");
+                     throw Error(Code::invalid_argument,
+                                 "sink needs --stdio or --input FILE (see oasync sink --help)");
                    }
                    Options resolved = *o;
                    if (resolved.max_batch_writes == 0) {

@@ -1,4 +1,4 @@
-// oasync verify [TOPIC]... [--format text|json] [--sample N] [--since W]
+// oasync verify [TOPIC]... [--format table|json] [--sample N] [--since W]
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -12,7 +12,7 @@ namespace oasync::cli {
 void add_verify_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   struct Options {
     std::vector<std::string> topics;
-    std::string format = "text";
+    std::string format = "table";
     std::int64_t sample = 0;
     std::int64_t since = 0;
   };
@@ -30,7 +30,9 @@ void add_verify_command(CLI::App& app, Context& ctx, std::vector<Command>& out) 
       "Prints one line per problem (topic, place, expected, found), then a summary.\n"
       "Exits 0 when clean, 1 when a problem was found, 4 when it could not run to the end.");
   sub->add_option("TOPIC", o->topics, "Topics to check (default: all)");
-  sub->add_option("--format", o->format, "text or json")->check(CLI::IsMember({"text", "json"}));
+  // "text" is the name this format had before 0.2; still accepted.
+  sub->add_option("--format", o->format, "table or json")
+      ->check(CLI::IsMember({"table", "json", "text"}));
   sub->add_option("--sample", o->sample, "Recompute N random hashes per topic instead of all")
       ->check(CLI::PositiveNumber);
   sub->add_option("--since", o->since, "Check only events after watermark W (after an incident)")
@@ -59,10 +61,8 @@ void add_verify_command(CLI::App& app, Context& ctx, std::vector<Command>& out) 
                        }
                      });
                    } catch (const Error& e) {
-                     std::fflush(stdout);
-                     fmt::print(stderr, "oasync: error: verify could not run to the end: {}\n",
-                                e.what());
-                     return to_int(ExitCode::incomplete);
+                     throw ExitError(ExitCode::incomplete,
+                                     e.with_context("verify could not run to the end"));
                    }
                    if (json_out) {
                      nlohmann::ordered_json checks = nlohmann::ordered_json::object();

@@ -77,13 +77,15 @@ std::int64_t parse_duration(const std::string& text) {
   if (unit == "d") scale = 86400;
   if (unit == "w") scale = 7 * 86400;
   if (digits == 0 || digits > 12 || scale == 0) {
-    throw Error(
-        fmt::format("invalid duration \"{}\": use a whole number and a unit, like 90s, "
-                    "15m, 72h or 7d",
-                    text));
+    throw Error(Code::invalid_argument,
+                fmt::format("invalid duration \"{}\": use a whole number and a unit, like 90s, "
+                            "15m, 72h or 7d",
+                            text));
   }
   const std::int64_t value = std::stoll(text.substr(0, digits));
-  if (value <= 0) throw Error(fmt::format("invalid duration \"{}\": must be positive", text));
+  if (value <= 0)
+    throw Error(Code::invalid_argument,
+                fmt::format("invalid duration \"{}\": must be positive", text));
   return value * scale;
 }
 

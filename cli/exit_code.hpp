@@ -1,6 +1,8 @@
-// The exit codes of `oasync`, in one place. Listed in `oasync --help` and the
-// README.
+// The exit codes of `oasync`, in one place: what each means, and which one an
+// error ends a command with. Listed in `oasync --help` and the README.
 #pragma once
+
+#include "oasync/error.hpp"
 
 namespace oasync::cli {
 
@@ -27,6 +29,33 @@ inline constexpr const char* kExitCodeHelp =
 
 inline int to_int(ExitCode code) {
   return static_cast<int>(code);
+}
+
+// An error that ends its command with a given exit code, whatever its Code
+// (verify's "could not run to the end" is 4). Printed once, like any Error.
+class ExitError : public Error {
+ public:
+  ExitError(ExitCode exit_code, const Error& error) : Error(error), exit_code_(exit_code) {}
+  ExitCode exit_code() const noexcept { return exit_code_; }
+
+ private:
+  ExitCode exit_code_;
+};
+
+// The exit code an error ends a command with.
+inline ExitCode exit_code_for(const Error& error) {
+  if (const auto* exit = dynamic_cast<const ExitError*>(&error)) return exit->exit_code();
+  switch (error.code()) {
+    case Code::invalid_argument:
+    case Code::invalid_input:
+    case Code::not_found:
+    case Code::refused:
+    case Code::fenced:
+    case Code::database:
+    case Code::internal:
+      return ExitCode::error;
+  }
+  return ExitCode::error;
 }
 
 }  // namespace oasync::cli

@@ -18,7 +18,7 @@ void write_all(int fd, std::string_view bytes, const char* what) {
     const ssize_t n = ::write(fd, bytes.data(), bytes.size());
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw Error(fmt::format("cannot write {}: {}", what, std::strerror(errno)));
+      throw Error(Code::internal, fmt::format("cannot write {}: {}", what, std::strerror(errno)));
     }
     bytes.remove_prefix(static_cast<std::size_t>(n));
   }
@@ -28,7 +28,8 @@ std::size_t read_some(int fd, char* buffer, std::size_t size) {
   for (;;) {
     const ssize_t n = ::read(fd, buffer, size);
     if (n >= 0) return static_cast<std::size_t>(n);
-    if (errno != EINTR) throw Error(fmt::format("cannot read input: {}", std::strerror(errno)));
+    if (errno != EINTR)
+      throw Error(Code::invalid_input, fmt::format("cannot read input: {}", std::strerror(errno)));
   }
 }
 

@@ -75,7 +75,7 @@ Format parse_format(const std::string& name) {
   if (name == "ndjson") return Format::ndjson;
   if (name == "proto") return Format::proto;
   if (name == "json") return Format::json;
-  throw Error(fmt::format("unknown format \"{}\"", name));
+  throw Error(Code::invalid_argument, fmt::format("unknown format \"{}\"", name));
 }
 
 Output::~Output() {
@@ -108,16 +108,16 @@ void Output::event(const Event& e) {
     u->set_watermark(static_cast<std::uint64_t>(e.watermark));
     u->set_epoch(e.epoch);
     u->set_scope(e.scope);
-    u->set_op(e.op == "delete" ? pb::OP_DELETE : pb::OP_UPSERT);
+    u->set_op(e.op == Op::delete_ ? pb::OP_DELETE : pb::OP_UPSERT);
     u->set_payload_hash(e.payload_hash);
     u->set_fetch_required(e.payload_fetched);
     message(m.SerializeAsString());
     return;
   }
   if (format_ == Format::text) {
-    buffer_ +=
-        fmt::format("{} {} {} v{} {}{}{} {}\n", e.topic, e.watermark, e.doc_key, e.doc_version,
-                    e.op, e.scope.empty() ? "" : " ", e.scope, e.payload.empty() ? "-" : e.payload);
+    buffer_ += fmt::format("{} {} {} v{} {}{}{} {}\n", e.topic, e.watermark, e.doc_key,
+                           e.doc_version, to_string(e.op), e.scope.empty() ? "" : " ", e.scope,
+                           e.payload.empty() ? "-" : e.payload);
     return;
   }
   // ndjson, built by hand so the stored canonical payload goes out verbatim.
@@ -132,7 +132,7 @@ void Output::event(const Event& e) {
   buffer_ += R"(,"doc_version":)";
   append_int(buffer_, e.doc_version);
   buffer_ += R"(,"op":")";
-  buffer_ += e.op;
+  buffer_ += to_string(e.op);
   buffer_ += R"(","scope":)";
   append_quoted(buffer_, e.scope);
   buffer_ += R"(,"payload_hash":)";

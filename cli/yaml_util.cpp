@@ -25,13 +25,14 @@ std::string quote(const YAML::Node& node) {
 YAML::Node load_yaml_file(const std::string& path) {
   std::error_code ec;
   const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw Error(fmt::format("cannot read {}: {}", path, ec.message()));
+  if (ec) throw Error(Code::not_found, fmt::format("cannot read {}: {}", path, ec.message()));
   if (size > kMaxYamlBytes) {
-    throw Error(fmt::format("{}: {} bytes is larger than the {} bytes a config may have", path,
+    throw Error(Code::invalid_input,
+                fmt::format("{}: {} bytes is larger than the {} bytes a config may have", path,
                             size, kMaxYamlBytes));
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(fmt::format("cannot read {}", path));
+  if (!in) throw Error(Code::not_found, fmt::format("cannot read {}", path));
   std::ostringstream text;
   text << in.rdbuf();
   return parse_yaml(text.str(), path);
@@ -39,18 +40,19 @@ YAML::Node load_yaml_file(const std::string& path) {
 
 YAML::Node parse_yaml(std::string_view text, const std::string& origin) {
   if (text.size() > kMaxYamlBytes) {
-    throw Error(fmt::format("{}: {} bytes is larger than the {} bytes a config may have", origin,
+    throw Error(Code::invalid_input,
+                fmt::format("{}: {} bytes is larger than the {} bytes a config may have", origin,
                             text.size(), kMaxYamlBytes));
   }
   try {
     return YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    throw Error(fmt::format("{}:{}: {}", origin, e.mark.line + 1, e.msg));
+    throw Error(Code::invalid_input, fmt::format("{}:{}: {}", origin, e.mark.line + 1, e.msg));
   }
 }
 
 void YamlContext::fail(const YAML::Node& node, const std::string& message) const {
-  throw Error(fmt::format("{}:{}: {}", path, node.Mark().line + 1, message));
+  throw Error(Code::invalid_input, fmt::format("{}:{}: {}", path, node.Mark().line + 1, message));
 }
 
 void YamlContext::unknown(const YAML::Node& key_node, const std::string& key) const {

@@ -5,8 +5,8 @@
 --
 
 
--- Dumped from database version 15.20 (Debian 15.20-0+deb12u1)
--- Dumped by pg_dump version 15.20 (Debian 15.20-0+deb12u1)
+-- Dumped from database version 15.18 (Debian 15.18-0+deb12u1)
+-- Dumped by pg_dump version 15.18 (Debian 15.18-0+deb12u1)
 
 SET statement_timeout = 0;
 SET lock_timeout = 0;
@@ -41,6 +41,22 @@ CREATE FUNCTION oasync.ack_consumer(p_name text, p_topic text, p_epoch uuid, p_w
                          THEN greatest(c.watermark, excluded.watermark)
                          ELSE excluded.watermark END,
         last_seen = now()
+$$;
+
+
+--
+-- Name: get_doc(text, text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.get_doc(p_doc_key text, p_topic text DEFAULT NULL::text) RETURNS TABLE(topic text, doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint, epoch uuid)
+    LANGUAGE sql STABLE
+    AS $$
+    SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+           d.last_watermark, t.epoch
+    FROM oasync.topics AS t
+    JOIN oasync.docs AS d ON d.topic = t.topic AND d.doc_key = p_doc_key
+    WHERE (p_topic IS NULL OR t.topic = p_topic) AND d.doc_version > 0
+    ORDER BY t.topic COLLATE "C"
 $$;
 
 

@@ -2,6 +2,22 @@
 
 namespace oasync {
 
+const char* to_string(Op op) noexcept {
+  switch (op) {
+    case Op::upsert:
+      return "upsert";
+    case Op::delete_:
+      return "delete";
+  }
+  return "upsert";
+}
+
+std::optional<Op> parse_op(std::string_view text) noexcept {
+  if (text == "upsert") return Op::upsert;
+  if (text == "delete") return Op::delete_;
+  return std::nullopt;
+}
+
 const char* to_string(Outcome outcome) noexcept {
   switch (outcome) {
     case Outcome::applied:

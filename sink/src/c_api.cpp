@@ -57,23 +57,12 @@ int oasync_sink_apply(oasync_sink* sink, const uint8_t* request, size_t request_
   std::string encoded;
   try {
     const std::string_view bytes(reinterpret_cast<const char*>(request), request_len);
-    oasync::Batch batch;
-    bool decoded = false;
-    try {
-      batch = oasync::decode_batch(bytes);
-      decoded = true;
-    } catch (const oasync::Error& e) {
-      encoded = oasync::encode_batch_error("malformed_frame", e.what(), oasync::Retryable::no);
-    }
-    if (decoded) {
-      try {
-        encoded = oasync::encode_results(sink->sink->apply(batch));
-      } catch (const oasync::Error& e) {
-        encoded = oasync::encode_results({}, &e);
-      }
-    }
+    // decode_batch throws invalid_input, answered as "malformed_frame".
+    encoded = oasync::encode_results(sink->sink->apply(oasync::decode_batch(bytes)));
+  } catch (const oasync::Error& e) {
+    encoded = oasync::encode_error(e);
   } catch (const std::exception& e) {
-    encoded = oasync::encode_batch_error("internal", e.what(), oasync::Retryable::no);
+    encoded = oasync::encode_error(oasync::Error(oasync::Code::internal, e.what()));
   }
   char* out = copy_out(encoded);
   if (out == nullptr) return -1;

@@ -128,7 +128,8 @@ json parse_json(std::string_view text, int max_depth) {
   const bool ok = json::sax_parse(text.begin(), text.end(), &builder, json::input_format_t::json,
                                   /*strict=*/true);
   if (!ok) {
-    throw Error(builder.failure().empty() ? std::string("invalid JSON") : builder.failure());
+    throw Error(Code::invalid_input,
+                builder.failure().empty() ? std::string("invalid JSON") : builder.failure());
   }
   return std::move(builder.root());
 }
@@ -138,7 +139,8 @@ json parse_json(std::string_view text, int max_depth) {
 CanonicalJson canonicalize(std::string_view text, JsonShape shape, int max_depth) {
   const json value = internal::parse_json(text, max_depth);
   if (shape == JsonShape::object && !value.is_object()) {
-    throw Error(fmt::format("expected a JSON object, found {}", value.type_name()));
+    throw Error(Code::invalid_input,
+                fmt::format("expected a JSON object, found {}", value.type_name()));
   }
   CanonicalJson out;
   try {
@@ -146,7 +148,7 @@ CanonicalJson canonicalize(std::string_view text, JsonShape shape, int max_depth
     // escapes only what JSON requires and keeps UTF-8 raw (ensure_ascii=false).
     out.text = value.dump(-1, ' ', /*ensure_ascii=*/false, json::error_handler_t::strict);
   } catch (const json::exception& ex) {
-    throw Error(fmt::format("invalid UTF-8 in a string: {}", ex.what()));
+    throw Error(Code::invalid_input, fmt::format("invalid UTF-8 in a string: {}", ex.what()));
   }
   out.sha256 = sha256(out.text);
   return out;
@@ -157,7 +159,7 @@ std::array<std::uint8_t, 32> sha256(std::string_view bytes) {
   unsigned int length = 0;
   if (EVP_Digest(bytes.data(), bytes.size(), digest.data(), &length, EVP_sha256(), nullptr) != 1 ||
       length != digest.size()) {
-    throw Error("SHA-256 failed in OpenSSL");
+    throw Error(Code::internal, "SHA-256 failed in OpenSSL");
   }
   return digest;
 }

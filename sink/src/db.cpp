@@ -23,24 +23,25 @@ void rethrow_as_error(const std::string& step) {
   } catch (const Error& e) {
     throw e.with_context(step);
   } catch (const pqxx::in_doubt_error& e) {
-    throw Error(fmt::format("{}: connection lost during commit; the outcome is unknown ({})", step,
+    throw Error(Code::database,
+                fmt::format("{}: connection lost during commit; the outcome is unknown ({})", step,
                             e.what()),
                 Retryable::yes, "", step);
   } catch (const pqxx::broken_connection& e) {
-    throw Error(fmt::format("{}: connection lost: {}", step, e.what()), Retryable::yes, "08006",
-                step);
+    throw Error(Code::database, fmt::format("{}: connection lost: {}", step, e.what()),
+                Retryable::yes, "08006", step);
   } catch (const pqxx::sql_error& e) {
     std::string message = e.what();
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
       message.pop_back();
     }
-    throw Error(fmt::format("{}: {} (SQLSTATE {})", step, message, e.sqlstate()),
+    throw Error(Code::database, fmt::format("{}: {} (SQLSTATE {})", step, message, e.sqlstate()),
                 classify_sqlstate(e.sqlstate()), e.sqlstate(), step);
   } catch (const pqxx::failure& e) {
     // libpqxx reports a dead connection discovered mid-statement this way.
-    throw Error(fmt::format("{}: {}", step, e.what()), Retryable::yes, "", step);
+    throw Error(Code::database, fmt::format("{}: {}", step, e.what()), Retryable::yes, "", step);
   } catch (const std::exception& e) {
-    throw Error(fmt::format("{}: {}", step, e.what()), Retryable::no, "", step);
+    throw Error(Code::internal, fmt::format("{}: {}", step, e.what()), Retryable::no, "", step);
   }
 }
 
@@ -67,7 +68,8 @@ std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
       message.pop_back();
     }
-    throw Error(fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
+    throw Error(Code::database,
+                fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
                 Retryable::yes, "08001", "connect");
   }
 }

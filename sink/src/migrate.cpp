@@ -29,6 +29,20 @@ COMMENT ON TABLE oasync.schema_migrations IS
     'One row per applied migrations/NNNN_name.sql file, with the SHA-256 of its text.';
 )SQL";
 
+const char* const kMigrationsTableExistsSql =
+    "SELECT to_regclass('oasync.schema_migrations') IS NOT NULL AS present";
+
+const char* const kRecordedSql = R"SQL(
+SELECT version, name, sha256, applied_at::text AS applied_at FROM oasync.schema_migrations
+)SQL";
+
+const char* const kRecordSql = R"SQL(
+INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)
+)SQL";
+
+const char* const kLockSql = "SELECT pg_advisory_lock($1)";
+const char* const kUnlockSql = "SELECT pg_advisory_unlock($1)";
+
 struct Recorded {
   std::string name;
   std::string sha256;
@@ -37,12 +51,11 @@ struct Recorded {
 
 std::map<int, Recorded> recorded_migrations(pqxx::transaction_base& tx) {
   std::map<int, Recorded> out;
-  const pqxx::row exists = tx.exec1("SELECT to_regclass('oasync.schema_migrations') IS NOT NULL");
-  if (!exists[0].as<bool>()) return out;
-  for (const auto& row :
-       tx.exec("SELECT version, name, sha256, applied_at::text FROM oasync.schema_migrations")) {
-    out.emplace(row[0].as<int>(), Recorded{row[1].as<std::string>(), row[2].as<std::string>(),
-                                           row[3].as<std::string>()});
+  if (!tx.exec1(kMigrationsTableExistsSql)["present"].as<bool>()) return out;
+  for (const auto& row : tx.exec(kRecordedSql)) {
+    out.emplace(row["version"].as<int>(),
+                Recorded{row["name"].as<std::string>(), row["sha256"].as<std::string>(),
+                         row["applied_at"].as<std::string>()});
   }
   return out;
 }
@@ -50,7 +63,8 @@ std::map<int, Recorded> recorded_migrations(pqxx::transaction_base& tx) {
 void check_unique_versions(const std::vector<Migration>& migrations) {
   for (std::size_t i = 1; i < migrations.size(); ++i) {
     if (migrations[i].version == migrations[i - 1].version) {
-      throw Error(fmt::format("migrations {} and {} share version {}", migrations[i - 1].name,
+      throw Error(Code::invalid_input,
+                  fmt::format("migrations {} and {} share version {}", migrations[i - 1].name,
                               migrations[i].name, migrations[i].version));
     }
   }
@@ -62,13 +76,13 @@ class AdvisoryLock {
   explicit AdvisoryLock(pqxx::connection_base& conn) : conn_(conn) {
     internal::db_step("take the migration lock", [&] {
       pqxx::nontransaction tx(conn_);
-      tx.exec_params("SELECT pg_advisory_lock($1)", kMigrateLockKey);
+      tx.exec_params(kLockSql, kMigrateLockKey);
     });
   }
   ~AdvisoryLock() {
     try {
       pqxx::nontransaction tx(conn_);
-      tx.exec_params("SELECT pg_advisory_unlock($1)", kMigrateLockKey);
+      tx.exec_params(kUnlockSql, kMigrateLockKey);
     } catch (...) {
       // The lock dies with the session anyway.
     }
@@ -157,19 +171,22 @@ std::vector<Migration> load_migrations(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::directory_iterator it(dir, ec);
   if (ec)
-    throw Error(fmt::format("cannot read migrations folder {}: {}", dir.string(), ec.message()));
+    throw Error(Code::not_found,
+                fmt::format("cannot read migrations folder {}: {}", dir.string(), ec.message()));
   for (const auto& entry : it) {
     const std::string name = entry.path().filename().string();
     if (entry.path().extension() != ".sql") continue;
     std::smatch m;
     if (!std::regex_match(name, m, name_re)) {
-      throw Error(fmt::format("{}: migration files are named NNNN_name.sql (lowercase)",
+      throw Error(Code::invalid_input,
+                  fmt::format("{}: migration files are named NNNN_name.sql (lowercase)",
                               entry.path().string()));
     }
     std::ifstream in(entry.path(), std::ios::binary);
     std::ostringstream text;
     text << in.rdbuf();
-    if (!in.good() && !in.eof()) throw Error(fmt::format("cannot read {}", entry.path().string()));
+    if (!in.good() && !in.eof())
+      throw Error(Code::not_found, fmt::format("cannot read {}", entry.path().string()));
     Migration mig;
     mig.version = std::stoi(m[1].str());
     mig.name = name;
@@ -230,17 +247,17 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
   std::set<int> pending;
   for (const MigrationStatus& s : migration_status(conn, migrations)) {
     if (s.state == MigrationState::checksum_mismatch) {
-      throw Error(
-          fmt::format("{}: applied earlier, but its text has changed since (the recorded "
-                      "SHA-256 differs); restore the file, never edit an applied "
-                      "migration, and add a new one instead",
-                      s.name));
+      throw Error(Code::refused,
+                  fmt::format("{}: applied earlier, but its text has changed since (the recorded "
+                              "SHA-256 differs); restore the file, never edit an applied "
+                              "migration, and add a new one instead",
+                              s.name));
     }
     if (s.state == MigrationState::unknown_to_this_build) {
-      throw Error(
-          fmt::format("the database has migration {} ({}), which this build of oasync "
-                      "does not know; use a newer oasync",
-                      s.version, s.name));
+      throw Error(Code::refused,
+                  fmt::format("the database has migration {} ({}), which this build of oasync "
+                              "does not know; use a newer oasync",
+                              s.version, s.name));
     }
     if (s.state == MigrationState::pending) pending.insert(s.version);
   }
@@ -256,15 +273,14 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
         try {
           internal::rethrow_as_error(fmt::format("{}:{}", m.name, statement.line));
         } catch (const Error& e) {
-          throw Error(fmt::format("{} (rolled back: nothing of {} was applied)", e.what(), m.name),
+          throw Error(e.code(),
+                      fmt::format("{} (rolled back: nothing of {} was applied)", e.what(), m.name),
                       e.retryable(), e.sqlstate(), e.statement());
         }
       }
     }
     internal::db_step(fmt::format("{}: record", m.name), [&] {
-      tx.exec_params(
-          "INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)",
-          m.version, m.name, m.sha256);
+      tx.exec_params(kRecordSql, m.version, m.name, m.sha256);
       tx.commit();
     });
   }

@@ -59,34 +59,79 @@ std::string bytes_of(const pqxx::field& f) {
   return pqxx::binarystring(f).str();
 }
 
-// A Doc from a row of (doc_key, scope, doc_version, deleted, payload::text,
-// payload_hash, last_watermark), starting at column `first`.
-Doc doc_from_row(const std::string& topic, const pqxx::row& row, int first) {
+// A Doc from a row with the columns of snapshot_docs or get_doc.
+Doc doc_from_row(const std::string& topic, const pqxx::row& row) {
   Doc d;
   d.topic = topic;
-  d.doc_key = text_of(row[first]);
-  d.scope = text_of(row[first + 1]);
-  d.doc_version = row[first + 2].as<std::int64_t>();
-  d.deleted = row[first + 3].as<bool>();
-  d.payload = text_of(row[first + 4]);
-  d.payload_hash = bytes_of(row[first + 5]);
-  d.last_watermark = row[first + 6].as<std::int64_t>();
+  d.doc_key = text_of(row["doc_key"]);
+  d.scope = text_of(row["scope"]);
+  d.doc_version = row["doc_version"].as<std::int64_t>();
+  d.deleted = row["deleted"].as<bool>();
+  d.payload = text_of(row["payload"]);
+  d.payload_hash = bytes_of(row["payload_hash"]);
+  d.last_watermark = row["last_watermark"].as<std::int64_t>();
   return d;
+}
+
+const char* const kResumeCheckSql = R"SQL(
+SELECT resumable, reason, epoch::text AS epoch, head, purged_through
+FROM oasync.resume_check($1, NULLIF($2, '')::uuid, $3)
+)SQL";
+
+const char* const kTopicPositionSql = R"SQL(
+SELECT epoch::text AS epoch, head, purged_through FROM oasync.topic_position($1)
+)SQL";
+
+const char* const kSnapshotPageSql = R"SQL(
+SELECT doc_key, scope, doc_version, deleted, payload::text AS payload, payload_hash,
+       last_watermark
+FROM oasync.snapshot_docs($1, $2, $3, $4, $5)
+)SQL";
+
+const char* const kGetDocSql = R"SQL(
+SELECT topic, doc_key, scope, doc_version, deleted, payload::text AS payload, payload_hash,
+       last_watermark
+FROM oasync.get_doc($1, $2)
+)SQL";
+
+// A page read is a prepared statement: read_events is inlined into it, and
+// planning that afresh costs more than running a small page (about 0.7 ms
+// against 0.4 ms, measured with pgbench on a 5-event page).
+constexpr const char* kReadPage = "oasync_read_page";
+constexpr const char* kReadPageSql = R"SQL(
+SELECT watermark, doc_key, doc_version, scope, op, payload::text, payload_hash, payload_fetched,
+       (SELECT epoch::text FROM oasync.topics WHERE topic = $1)
+FROM oasync.read_events($1, NULLIF($2, '')::uuid, $3, $4, $5)
+)SQL";
+
+// An Event from a row of kReadPageSql. By column number: a replay reads
+// millions of rows, and looking a name up per field costs more than the rest.
+Event event_from_row(const std::string& topic, const pqxx::row& row) {
+  Event e;
+  e.topic = topic;
+  e.watermark = row[0].as<std::int64_t>();
+  e.doc_key = text_of(row[1]);
+  e.doc_version = row[2].as<std::int64_t>();
+  e.scope = text_of(row[3]);
+  e.op = parse_op(std::string_view(row[4].c_str(), row[4].size())).value_or(Op::upsert);
+  e.payload = text_of(row[5]);
+  e.payload_hash = bytes_of(row[6]);
+  e.payload_fetched = row[7].as<bool>();
+  e.epoch = text_of(row[8]);
+  return e;
 }
 
 ResumeCheck check_in(pqxx::transaction_base& tx, const std::string& topic, const std::string& epoch,
                      std::int64_t watermark) {
-  const pqxx::row row = tx.exec_params1(
-      "SELECT resumable, reason, epoch::text, head, purged_through "
-      "FROM oasync.resume_check($1, NULLIF($2, '')::uuid, $3)",
-      topic, epoch, watermark);
+  const pqxx::row row = tx.exec_params1(kResumeCheckSql, topic, epoch, watermark);
   ResumeCheck out;
-  out.reason = row[0].as<bool>() ? StaleReason::none : parse_reason(row[1].as<std::string>());
+  out.reason = row["resumable"].as<bool>() ? StaleReason::none
+                                           : parse_reason(row["reason"].as<std::string>());
   out.position.topic = topic;
-  if (!row[2].is_null()) {
-    out.position.epoch = row[2].as<std::string>();
-    out.position.head = row[3].as<std::int64_t>();
-    out.position.purged_through = row[4].as<std::int64_t>();
+  if (!row["epoch"].is_null()) {
+    out.position.epoch = row["epoch"].as<std::string>();
+    out.position.head = row["head"].as<std::int64_t>();
+    out.position.purged_through = row["purged_through"].as<std::int64_t>();
   }
   return out;
 }
@@ -96,7 +141,7 @@ void check_epoch_text(const std::string& epoch) {
   if (epoch.empty()) return;
   if (epoch.size() != 36 || epoch[8] != '-' || epoch[13] != '-' || epoch[18] != '-' ||
       epoch[23] != '-') {
-    throw Error(fmt::format("epoch \"{}\" is not a UUID", epoch));
+    throw Error(Code::invalid_argument, fmt::format("epoch \"{}\" is not a UUID", epoch));
   }
 }
 
@@ -118,15 +163,6 @@ const char* to_string(StaleReason reason) noexcept {
   return "";
 }
 
-// A page read is a prepared statement: read_events is inlined into it, and
-// planning that afresh costs more than running a small page (about 0.7 ms
-// against 0.4 ms, measured with pgbench on a 5-event page).
-constexpr const char* kReadPage = "oasync_read_page";
-constexpr const char* kReadPageSql =
-    "SELECT watermark, doc_key, doc_version, scope, op, payload::text, payload_hash, "
-    "payload_fetched, (SELECT epoch::text FROM oasync.topics WHERE topic = $1) "
-    "FROM oasync.read_events($1, NULLIF($2, '')::uuid, $3, $4, $5)";
-
 Reader::Reader(pqxx::connection_base& connection) : conn_(connection) {
   // Registers the statement (prepared on first use; again with the same text
   // when another Reader shares the connection).
@@ -142,32 +178,18 @@ ResumeCheck Reader::check(const std::string& topic, const std::string& epoch,
   });
 }
 
-Page Reader::read(const std::string& topic, const std::string& epoch, std::int64_t after,
-                  std::int64_t through, const std::optional<std::string>& scope,
-                  std::int64_t max_events) {
-  check_epoch_text(epoch);
+Page Reader::read(const ReadRequest& request) {
+  check_epoch_text(request.epoch);
   Page page;
-  page.through = std::min(through, after + max_events);
-  if (page.through < after) page.through = after;
+  page.through =
+      std::max(request.after, std::min(request.through, request.after + request.max_events));
   try {
     pqxx::read_transaction tx(conn_);
-    const pqxx::result rows = tx.exec_prepared(kReadPage, topic, epoch, after, page.through,
-                                               scope ? scope->c_str() : nullptr);
+    const pqxx::result rows =
+        tx.exec_prepared(kReadPage, request.topic, request.epoch, request.after, page.through,
+                         request.scope ? request.scope->c_str() : nullptr);
     page.events.reserve(rows.size());
-    for (const auto& row : rows) {
-      Event e;
-      e.topic = topic;
-      e.watermark = row[0].as<std::int64_t>();
-      e.doc_key = text_of(row[1]);
-      e.doc_version = row[2].as<std::int64_t>();
-      e.scope = text_of(row[3]);
-      e.op = text_of(row[4]);
-      e.payload = text_of(row[5]);
-      e.payload_hash = bytes_of(row[6]);
-      e.payload_fetched = row[7].as<bool>();
-      e.epoch = text_of(row[8]);
-      page.events.push_back(std::move(e));
-    }
+    for (const auto& row : rows) page.events.push_back(event_from_row(request.topic, row));
     return page;
   } catch (const pqxx::sql_error& e) {
     if (e.sqlstate() != kStaleSqlstate) internal::rethrow_as_error("read events");
@@ -176,7 +198,7 @@ Page Reader::read(const std::string& topic, const std::string& epoch, std::int64
   }
   // The cursor went stale; say exactly why.
   page.events.clear();
-  page.stale = check(topic, epoch, after);
+  page.stale = check(request.topic, request.epoch, request.after);
   return page;
 }
 
@@ -186,28 +208,25 @@ StaleReason Reader::snapshot(const std::string& topic, const std::optional<std::
                              const std::function<void(const Doc&)>& on_doc) {
   try {
     pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn_, "oasync_snapshot");
-    const auto pos = tx.exec_params(
-        "SELECT epoch::text, head, purged_through FROM oasync.topic_position($1)", topic);
-    if (pos.empty() || pos[0][0].is_null()) return StaleReason::unknown_topic;
+    const auto pos = tx.exec_params(kTopicPositionSql, topic);
+    if (pos.empty() || pos[0]["epoch"].is_null()) return StaleReason::unknown_topic;
     SnapshotHeader header;
-    header.position = {topic, pos[0][0].as<std::string>(), pos[0][1].as<std::int64_t>(),
-                       pos[0][2].as<std::int64_t>()};
+    header.position = {topic, pos[0]["epoch"].as<std::string>(), pos[0]["head"].as<std::int64_t>(),
+                       pos[0]["purged_through"].as<std::int64_t>()};
     header.since = since;
     bool header_sent = false;
     std::string after_key;
     const std::string since_text = since ? std::to_string(*since) : std::string();
     for (;;) {
-      const pqxx::result rows = tx.exec_params(
-          "SELECT doc_key, scope, doc_version, deleted, payload::text, payload_hash, "
-          "last_watermark FROM oasync.snapshot_docs($1, $2, $3, $4, $5)",
-          topic, scope ? scope->c_str() : nullptr, since ? since_text.c_str() : nullptr, after_key,
-          page_size);
+      const pqxx::result rows =
+          tx.exec_params(kSnapshotPageSql, topic, scope ? scope->c_str() : nullptr,
+                         since ? since_text.c_str() : nullptr, after_key, page_size);
       if (!header_sent) {
         on_header(header);
         header_sent = true;
       }
       for (const auto& row : rows) {
-        const Doc d = doc_from_row(topic, row, 0);
+        const Doc d = doc_from_row(topic, row);
         on_doc(d);
         after_key = d.doc_key;
       }
@@ -223,21 +242,15 @@ StaleReason Reader::snapshot(const std::string& topic, const std::optional<std::
   }
 }
 
-std::optional<Doc> Reader::get_doc(const std::string& doc_key,
-                                   const std::optional<std::string>& topic) {
-  return internal::db_step("get doc", [&]() -> std::optional<Doc> {
+std::vector<Doc> Reader::find_doc(const std::string& doc_key,
+                                  const std::optional<std::string>& topic) {
+  return internal::db_step("get doc", [&] {
     pqxx::read_transaction tx(conn_);
-    const pqxx::result rows = tx.exec_params(
-        "SELECT topic, doc_key, scope, doc_version, deleted, payload::text, payload_hash, "
-        "last_watermark FROM oasync.docs WHERE doc_key = $1 AND ($2::text IS NULL OR topic = $2) "
-        "AND doc_version > 0 ORDER BY topic LIMIT 2",
-        doc_key, topic ? topic->c_str() : nullptr);
-    if (rows.empty()) return std::nullopt;
-    if (rows.size() > 1) {
-      throw Error(fmt::format("doc key \"{}\" exists in topics \"{}\" and \"{}\"; pass --topic",
-                              doc_key, rows[0][0].as<std::string>(), rows[1][0].as<std::string>()));
+    std::vector<Doc> docs;
+    for (const auto& row : tx.exec_params(kGetDocSql, doc_key, topic ? topic->c_str() : nullptr)) {
+      docs.push_back(doc_from_row(row["topic"].as<std::string>(), row));
     }
-    return doc_from_row(rows[0][0].as<std::string>(), rows[0], 1);
+    return docs;
   });
 }
 

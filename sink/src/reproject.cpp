@@ -12,8 +12,39 @@
 #include "oasync/connection.hpp"
 #include "oasync/error.hpp"
 #include "oasync/sink.hpp"
+#include "topic_rows.hpp"
+#include "write_rules.hpp"
 
 namespace oasync {
+namespace {
+
+const char* const kCreateSeenKeysSql =
+    "CREATE TEMP TABLE oasync_reproject_keys (doc_key text PRIMARY KEY)";
+
+// Records a batch's keys as seen; returns those not seen before.
+const char* const kMarkSeenSql = R"SQL(
+INSERT INTO pg_temp.oasync_reproject_keys SELECT json_array_elements_text($1::json)
+ON CONFLICT DO NOTHING
+RETURNING doc_key
+)SQL";
+
+// The stored state of a batch's keys, as the sink's rules see it.
+const char* const kStoredDocsSql = R"SQL(
+SELECT doc_key, scope, doc_version, deleted, encode(payload_hash, 'hex') AS hash_hex
+FROM oasync.docs
+WHERE topic = $1 AND doc_version > 0 AND doc_key IN (SELECT json_array_elements_text($2::json))
+)SQL";
+
+// A page of live docs that the input did not list.
+const char* const kUnlistedDocsSql = R"SQL(
+SELECT d.doc_key FROM oasync.docs AS d
+WHERE d.topic = $1 AND NOT d.deleted AND d.doc_version > 0 AND d.doc_key > $2
+  AND NOT EXISTS (SELECT 1 FROM pg_temp.oasync_reproject_keys AS k WHERE k.doc_key = d.doc_key)
+ORDER BY d.doc_key
+LIMIT $3
+)SQL";
+
+}  // namespace
 
 struct Reprojection::Impl {
   std::unique_ptr<pqxx::connection> conn;
@@ -33,44 +64,42 @@ struct Reprojection::Impl {
     if (pending.empty()) return;
     nlohmann::json keys = nlohmann::json::array();
     for (const auto& p : pending) keys.push_back(p.write.doc_key);
-    std::map<std::string, std::pair<std::string, std::string>> stored;  // key -> (hash, scope)
+    std::map<std::string, internal::DocState> stored;
     internal::db_step("compare with the stored docs", [&] {
       pqxx::work tx(*conn, "oasync_reproject_compare");
-      const pqxx::result fresh = tx.exec_params(
-          "INSERT INTO pg_temp.oasync_reproject_keys SELECT json_array_elements_text($1::json) "
-          "ON CONFLICT DO NOTHING RETURNING doc_key",
-          keys.dump());
+      const pqxx::result fresh = tx.exec_params(kMarkSeenSql, keys.dump());
       if (fresh.size() != pending.size()) {
         std::set<std::string> inserted;
-        for (const auto& row : fresh) inserted.insert(row[0].as<std::string>());
+        for (const auto& row : fresh) inserted.insert(row["doc_key"].as<std::string>());
         for (const auto& p : pending) {
           if (!inserted.erase(p.write.doc_key)) {
-            throw Error(
-                fmt::format("{}: doc_key \"{}\" was already listed; each doc appears once "
-                            "in a desired set (nothing was deleted)",
-                            p.where, p.write.doc_key));
+            throw Error(Code::invalid_input,
+                        fmt::format("{}: doc_key \"{}\" was already listed; each doc appears once "
+                                    "in a desired set (nothing was deleted)",
+                                    p.where, p.write.doc_key));
           }
         }
       }
-      for (const auto& row : tx.exec_params(
-               "SELECT doc_key, encode(payload_hash, 'hex'), scope FROM oasync.docs WHERE topic = "
-               "$1 AND NOT deleted AND doc_key IN (SELECT json_array_elements_text($2::json))",
-               topic, keys.dump())) {
-        stored[row[0].as<std::string>()] = {row[1].as<std::string>(), row[2].as<std::string>()};
+      for (const auto& row : tx.exec_params(kStoredDocsSql, topic, keys.dump())) {
+        internal::DocState st;
+        st.scope = row["scope"].as<std::string>();
+        st.version = row["doc_version"].as<std::int64_t>();
+        st.deleted = row["deleted"].as<bool>();
+        st.hash_hex = row["hash_hex"].is_null() ? "" : row["hash_hex"].as<std::string>();
+        stored.emplace(row["doc_key"].as<std::string>(), std::move(st));
       }
       tx.commit();
     });
     Batch changes;
     for (auto& p : pending) {
       const auto it = stored.find(p.write.doc_key);
-      if (it == stored.end()) {
-        ++counts.created;
-      } else if (it->second.first == p.hash_hex && it->second.second == p.write.scope) {
+      const internal::DocState none;
+      const internal::DocState& doc = it == stored.end() ? none : it->second;
+      if (internal::unchanged(doc, Op::upsert, p.hash_hex, p.write.scope)) {
         ++counts.unchanged;
         continue;
-      } else {
-        ++counts.changed;
       }
+      ++(doc.live() ? counts.changed : counts.created);
       changes.writes.push_back(std::move(p.write));
     }
     pending.clear();
@@ -82,8 +111,8 @@ struct Reprojection::Impl {
     const auto results = sink->apply(batch);
     for (std::size_t i = 0; i < results.size(); ++i) {
       if (results[i].outcome == Outcome::rejected) {
-        throw Error(fmt::format("doc_key \"{}\" was rejected: {}", batch.writes[i].doc_key,
-                                results[i].detail));
+        throw Error(Code::invalid_input, fmt::format("doc_key \"{}\" was rejected: {}",
+                                                     batch.writes[i].doc_key, results[i].detail));
       }
     }
   }
@@ -92,17 +121,20 @@ struct Reprojection::Impl {
 Reprojection::Reprojection(const std::string& conninfo, std::string topic, DryRun dry_run,
                            std::int64_t batch_size)
     : impl_(std::make_unique<Impl>()) {
-  if (batch_size <= 0) throw Error("batch size must be positive");
+  if (batch_size <= 0) {
+    throw Error(Code::invalid_argument,
+                fmt::format("batch_size must be positive, found {}", batch_size));
+  }
   impl_->conn = connect(conninfo);
   impl_->topic = std::move(topic);
   impl_->dry_run = dry_run;
   impl_->batch_size = batch_size;
   internal::db_step("prepare reprojection", [&] {
     pqxx::work tx(*impl_->conn);
-    if (tx.exec_params("SELECT 1 FROM oasync.topics WHERE topic = $1", impl_->topic).empty()) {
-      throw Error(fmt::format("topic \"{}\" is not registered", impl_->topic));
+    if (!internal::read_topic_row(tx, impl_->topic)) {
+      throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", impl_->topic));
     }
-    tx.exec("CREATE TEMP TABLE oasync_reproject_keys (doc_key text PRIMARY KEY)");
+    tx.exec(kCreateSeenKeysSql);
     tx.commit();
   });
   impl_->sink = std::make_unique<Sink>(*impl_->conn);
@@ -110,27 +142,25 @@ Reprojection::Reprojection(const std::string& conninfo, std::string topic, DryRu
 
 Reprojection::~Reprojection() = default;
 
-const ReprojectCounts& Reprojection::counts() const {
-  return impl_->counts;
-}
-
 void Reprojection::add(DocWrite write, const std::string& where) {
   if (write.topic.empty()) write.topic = impl_->topic;
   if (write.topic != impl_->topic) {
-    throw Error(fmt::format("{}: topic \"{}\" is not the topic being reprojected (\"{}\")", where,
+    throw Error(Code::invalid_input,
+                fmt::format("{}: topic \"{}\" is not the topic being reprojected (\"{}\")", where,
                             write.topic, impl_->topic));
   }
   if (write.op != Op::upsert) {
-    throw Error(
-        fmt::format("{}: a desired doc set lists docs, not deletes; a missing doc is "
-                    "deleted (nothing was deleted)",
-                    where));
+    throw Error(Code::invalid_input,
+                fmt::format("{}: a desired doc set lists docs, not deletes; a missing doc is "
+                            "deleted (nothing was deleted)",
+                            where));
   }
   Impl::Pending p;
   try {
     p.hash_hex = to_hex(canonicalize(write.payload, JsonShape::object).sha256);
   } catch (const Error& e) {
-    throw Error(fmt::format("{}: payload of doc \"{}\": {} (nothing was deleted)", where,
+    throw Error(Code::invalid_input,
+                fmt::format("{}: payload of doc \"{}\": {} (nothing was deleted)", where,
                             write.doc_key, e.what()));
   }
   // Source positions and compare-and-set belong to the live projector's
@@ -154,19 +184,14 @@ ReprojectCounts Reprojection::finish(
   for (;;) {
     const pqxx::result missing = internal::db_step("find docs missing from the input", [&] {
       pqxx::read_transaction tx(*impl_->conn);
-      return tx.exec_params(
-          "SELECT d.doc_key FROM oasync.docs d WHERE d.topic = $1 AND NOT d.deleted AND "
-          "d.doc_version > 0 AND d.doc_key > $2 AND NOT EXISTS (SELECT 1 FROM "
-          "pg_temp.oasync_reproject_keys k WHERE k.doc_key = d.doc_key) ORDER BY d.doc_key LIMIT "
-          "$3",
-          impl_->topic, after, impl_->batch_size);
+      return tx.exec_params(kUnlistedDocsSql, impl_->topic, after, impl_->batch_size);
     });
     Batch removes;
     for (const auto& row : missing) {
       DocWrite w;
       w.topic = impl_->topic;
-      w.doc_key = row[0].as<std::string>();
-      w.op = Op::remove;
+      w.doc_key = row["doc_key"].as<std::string>();
+      w.op = Op::delete_;
       after = w.doc_key;
       removes.writes.push_back(std::move(w));
     }

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <utility>
+#include <variant>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -14,22 +15,16 @@
 #include "oasync/connection.hpp"
 #include "oasync/error.hpp"
 #include "oasync/topics.hpp"
+#include "topic_rows.hpp"
+#include "write_rules.hpp"
 
 namespace oasync {
 namespace {
 
 using json = nlohmann::json;
-
-// What the sink caches of a registered topic. config_revision tells whether
-// the cache is current: it is compared under the topic's row lock.
-struct TopicInfo {
-  std::string prefix;
-  PayloadMode mode = PayloadMode::inline_payload;
-  std::int64_t max_payload_bytes = 0;
-  std::int64_t config_revision = 0;
-};
-
-using Registry = std::map<std::string, TopicInfo, std::less<>>;
+using internal::DocKey;
+using internal::DocState;
+using internal::ValidWrite;
 
 // Thrown inside a transaction when the registry changed since it was cached;
 // the transaction is rolled back and run again with a fresh registry.
@@ -39,54 +34,18 @@ struct RegistryChanged {};
 // by a concurrent transaction; the transaction is rolled back and run again.
 struct DocCreatedConcurrently {};
 
-// A write that passed validation, with its canonical payload.
-struct ValidWrite {
-  const DocWrite* write = nullptr;
-  std::string canonical;  // empty for removes
-  std::string hash_hex;   // empty for removes
-};
-
-// A doc's state as locked in the database and then as the batch changes it.
-struct DocState {
-  std::string scope;
-  std::int64_t version = 0;
-  bool deleted = false;
-  std::string hash_hex;
-  std::string source_stream;
-  std::optional<std::int64_t> source_seq;
-  // Index into the transaction's events of this doc's latest applied change;
-  // -1 while the batch has not changed the doc.
-  std::ptrdiff_t last_event = -1;
-};
-
-using DocKey = std::pair<std::string, std::string>;  // (topic, doc_key)
-
-// An applied write's journal event; its watermark is set once the topic is locked.
-struct Event {
-  std::string topic;
-  std::string doc_key;
-  std::int64_t version = 0;
-  std::string scope;
-  bool deleted = false;
-  std::string payload;  // canonical JSON; empty for removes
-  std::string hash_hex;
-  std::int64_t watermark = 0;
-  WriteResult* result = nullptr;
-};
-
 const char* const kLockDocs = "oasync_sink_lock_docs";
 const char* const kCreateDocs = "oasync_sink_create_docs";
 const char* const kLockTopics = "oasync_sink_lock_topics";
 const char* const kWrite = "oasync_sink_write";
-const char* const kLoadRegistry = "oasync_sink_load_registry";
 const char* const kReadCheckpoint = "oasync_sink_read_checkpoint";
 
 // Phase 1 of locking the batch's docs: locks the existing ones in
 // (topic, doc_key) order and returns their state. Under READ COMMITTED, FOR
 // UPDATE waits for a concurrent writer and then returns the committed row.
 const char* const kLockDocsSql = R"SQL(
-SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, encode(d.payload_hash, 'hex'),
-       d.source_stream, d.source_seq
+SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted,
+       encode(d.payload_hash, 'hex') AS hash_hex, d.source_stream, d.source_seq
 FROM oasync.docs AS d
 JOIN json_to_recordset($1::json) AS k(t text, k text) ON d.topic = k.t AND d.doc_key = k.k
 ORDER BY d.topic COLLATE "C", d.doc_key COLLATE "C"
@@ -167,56 +126,87 @@ SELECT (SELECT count(*) FROM ev) AS events,
         FROM heads WHERE $6::boolean) AS notified
 )SQL";
 
-const char* const kLoadRegistrySql = R"SQL(
-SELECT topic, doc_key_prefix, payload_mode, max_payload_bytes, config_revision FROM oasync.topics
-)SQL";
-
 const char* const kReadCheckpointSql = R"SQL(
 SELECT epoch, position FROM oasync.producer_checkpoints WHERE producer_id = $1
 )SQL";
 
-bool has_nul(const std::string& s) {
-  return s.find('\0') != std::string::npos;
+// Reads a locked doc's state from a row of kLockDocsSql.
+DocState locked_doc(const pqxx::row& row) {
+  DocState st;
+  st.scope = row["scope"].as<std::string>();
+  st.version = row["doc_version"].as<std::int64_t>();
+  st.deleted = row["deleted"].as<bool>();
+  st.hash_hex = row["hash_hex"].is_null() ? "" : row["hash_hex"].as<std::string>();
+  st.source_stream = row["source_stream"].as<std::string>();
+  st.source_seq = internal::optional_int(row["source_seq"]);
+  return st;
 }
 
-WriteResult rejected(RejectReason reason, std::string detail) {
-  WriteResult r;
-  r.outcome = Outcome::rejected;
-  r.reason = reason;
-  r.detail = std::move(detail);
-  return r;
+// The sink's view of the registry.
+internal::Registry registry_of(std::vector<internal::TopicRow> rows) {
+  internal::Registry registry;
+  for (auto& row : rows) {
+    TopicSpec& spec = row.state.spec;
+    registry.emplace(spec.name,
+                     internal::TopicInfo{std::move(spec.doc_key_prefix), spec.payload_mode,
+                                         spec.max_payload_bytes, row.config_revision});
+  }
+  return registry;
 }
 
-// Checks what needs no database: sizes, NUL bytes, the op, the payload.
-std::optional<WriteResult> validate_static(const DocWrite& w) {
-  if (w.topic.empty() || w.topic.size() > kMaxTopicBytes || has_nul(w.topic)) {
-    return rejected(RejectReason::invalid_topic,
-                    fmt::format("topic must be 1..{} bytes without NUL (got {} bytes)",
-                                kMaxTopicBytes, w.topic.size()));
+// The JSON parameters of kWriteSql.
+struct WriteRows {
+  json events = json::array();
+  json docs = json::array();
+  json placeholders = json::array();
+  json heads = json::array();
+  json checkpoints = json::array();
+};
+
+WriteRows write_rows(const internal::Resolution& plan, const internal::Registry& registry,
+                     const std::map<std::string, std::int64_t>& heads,
+                     const std::map<std::string, ProducerCheckpoint>& checkpoints) {
+  WriteRows rows;
+  for (const auto& e : plan.events) {
+    const bool deleted = e.op == Op::delete_;
+    const bool inline_payload = registry.at(e.topic).mode == PayloadMode::inline_payload;
+    rows.events.push_back({{"t", e.topic},
+                           {"w", e.watermark},
+                           {"k", e.doc_key},
+                           {"v", e.version},
+                           {"s", e.scope},
+                           {"o", to_string(e.op)},
+                           {"p", deleted || !inline_payload ? json(nullptr) : json(e.payload)},
+                           {"h", deleted ? json(nullptr) : json(e.hash_hex)}});
   }
-  if (w.doc_key.empty() || w.doc_key.size() > kMaxDocKeyBytes || has_nul(w.doc_key)) {
-    return rejected(RejectReason::invalid_key,
-                    fmt::format("doc_key must be 1..{} bytes without NUL (got {} bytes)",
-                                kMaxDocKeyBytes, w.doc_key.size()));
+  for (const auto& doc : plan.docs) {
+    const auto& last = plan.events[doc.last_event];
+    const DocState& st = doc.state;
+    rows.docs.push_back({{"t", doc.key.first},
+                         {"k", doc.key.second},
+                         {"s", st.scope},
+                         {"v", st.version},
+                         {"d", st.deleted},
+                         {"p", st.deleted ? json(nullptr) : json(last.payload)},
+                         {"h", st.deleted ? json(nullptr) : json(st.hash_hex)},
+                         {"ss", st.source_stream},
+                         {"sq", st.source_seq ? json(*st.source_seq) : json(nullptr)},
+                         {"w", last.watermark}});
   }
-  if (w.scope.size() > kMaxScopeBytes || has_nul(w.scope)) {
-    return rejected(RejectReason::invalid_scope,
-                    fmt::format("scope must be at most {} bytes without NUL (got {} bytes)",
-                                kMaxScopeBytes, w.scope.size()));
+  for (const auto& [topic, key] : plan.unused_placeholders) {
+    rows.placeholders.push_back({{"t", topic}, {"k", key}});
   }
-  if (w.source_stream.size() > kMaxDocKeyBytes || has_nul(w.source_stream)) {
-    return rejected(
-        RejectReason::invalid_write,
-        fmt::format("source_stream must be at most {} bytes without NUL", kMaxDocKeyBytes));
+  for (const auto& [topic, head] : heads) rows.heads.push_back({{"t", topic}, {"head", head}});
+  for (const auto& [id, c] : checkpoints) {
+    rows.checkpoints.push_back({{"id", id}, {"e", c.epoch}, {"pos", c.position}});
   }
-  if ((w.source_seq && *w.source_seq < 0) || (w.expected_version && *w.expected_version < 0)) {
-    return rejected(RejectReason::invalid_write, "source_seq and expected_version must be >= 0");
-  }
-  return std::nullopt;
+  return rows;
 }
 
-std::string quote_key(const DocWrite& w) {
-  return fmt::format("\"{}\"", w.doc_key);
+Error fenced(const std::string& producer_id, std::int64_t epoch) {
+  return Error(Code::fenced, fmt::format("producer \"{}\" is fenced: epoch {} is below the stored "
+                                         "epoch",
+                                         producer_id, epoch));
 }
 
 }  // namespace
@@ -226,7 +216,7 @@ struct Sink::Impl {
   std::unique_ptr<pqxx::connection> owned;  // set when the Sink opened it
   pqxx::connection_base* conn = nullptr;
   SinkOptions options;
-  Registry registry;
+  internal::Registry registry;
   bool registry_loaded = false;
 
   void prepare() {
@@ -234,7 +224,6 @@ struct Sink::Impl {
     conn->prepare(kCreateDocs, kCreateDocsSql);
     conn->prepare(kLockTopics, kLockTopicsSql);
     conn->prepare(kWrite, kWriteSql);
-    conn->prepare(kLoadRegistry, kLoadRegistrySql);
     conn->prepare(kReadCheckpoint, kReadCheckpointSql);
   }
 
@@ -250,55 +239,96 @@ struct Sink::Impl {
   }
 
   void load_registry(pqxx::transaction_base& tx) {
-    const pqxx::result rows =
-        internal::db_step("load topic registry", [&] { return tx.exec_prepared(kLoadRegistry); });
-    registry.clear();
-    for (const auto& row : rows) {
-      TopicInfo info;
-      info.prefix = row[1].as<std::string>();
-      info.mode = row[2].as<std::string>() == "pointer" ? PayloadMode::pointer
-                                                        : PayloadMode::inline_payload;
-      info.max_payload_bytes = row[3].as<std::int64_t>();
-      info.config_revision = row[4].as<std::int64_t>();
-      registry.emplace(row[0].as<std::string>(), std::move(info));
-    }
+    registry = registry_of(
+        internal::db_step("load topic registry", [&] { return internal::read_topic_rows(tx); }));
     registry_loaded = true;
   }
 
-  // Validates one write against the registry. Returns the rejection, if any.
-  std::optional<WriteResult> validate(const DocWrite& w, ValidWrite& out) {
-    if (auto r = validate_static(w)) return r;
-    const auto topic = registry.find(w.topic);
-    if (topic == registry.end()) {
-      return rejected(RejectReason::topic_not_registered,
-                      fmt::format("topic \"{}\" is not registered", w.topic));
+  // Step 1: validates every write. Fills the rejections into `results` and
+  // returns the valid writes in input order, with where each one came from.
+  // An unknown topic refreshes the registry once (it may have been
+  // registered since it was cached).
+  std::vector<ValidWrite> validate(pqxx::transaction_base& tx,
+                                   const std::vector<const Batch*>& batches,
+                                   std::vector<std::vector<WriteResult>>& results,
+                                   std::vector<std::pair<std::size_t, std::size_t>>& origin) {
+    std::vector<ValidWrite> valid;
+    bool refreshed = false;
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      const auto& writes = batches[b]->writes;
+      results[b].resize(writes.size());
+      for (std::size_t i = 0; i < writes.size(); ++i) {
+        auto checked = internal::validate_write(writes[i], registry);
+        if (const auto* r = std::get_if<WriteResult>(&checked);
+            r && r->reason == RejectReason::topic_not_registered && !refreshed) {
+          load_registry(tx);
+          refreshed = true;
+          checked = internal::validate_write(writes[i], registry);
+        }
+        if (auto* v = std::get_if<ValidWrite>(&checked)) {
+          valid.push_back(std::move(*v));
+          origin.emplace_back(b, i);
+        } else {
+          results[b][i] = std::move(std::get<WriteResult>(checked));
+        }
+      }
     }
-    const TopicInfo& info = topic->second;
-    if (w.doc_key.size() <= info.prefix.size() ||
-        w.doc_key.compare(0, info.prefix.size(), info.prefix) != 0) {
-      return rejected(RejectReason::key_prefix_mismatch,
-                      fmt::format("doc_key {} does not start with \"{}\" followed by an id, as "
-                                  "topic \"{}\" requires",
-                                  quote_key(w), info.prefix, w.topic));
+    return valid;
+  }
+
+  // Step 3: locks every touched doc in (topic, doc_key) order (see sink.hpp)
+  // and returns its state; docs that do not exist get placeholders (version 0).
+  std::map<DocKey, DocState> lock_docs(pqxx::transaction_base& tx,
+                                       const std::vector<ValidWrite>& writes) {
+    std::set<DocKey> keys;
+    for (const ValidWrite& v : writes) keys.emplace(v.write->topic, v.write->doc_key);
+    std::map<DocKey, DocState> docs;
+    if (keys.empty()) return docs;
+    json lock_keys = json::array();
+    for (const auto& [topic, key] : keys) lock_keys.push_back({{"t", topic}, {"k", key}});
+    const pqxx::result rows = internal::db_step(
+        "lock docs", [&] { return tx.exec_prepared(kLockDocs, lock_keys.dump()); });
+    for (const auto& row : rows) {
+      docs.emplace(DocKey{row["topic"].as<std::string>(), row["doc_key"].as<std::string>()},
+                   locked_doc(row));
     }
-    out.write = &w;
-    if (w.op == Op::remove) return std::nullopt;
-    CanonicalJson canonical;
-    try {
-      canonical = canonicalize(w.payload, JsonShape::object);
-    } catch (const Error& e) {
-      return rejected(RejectReason::payload_not_object,
-                      fmt::format("payload of doc {}: {}", quote_key(w), e.what()));
+    json missing = json::array();
+    for (const auto& [topic, key] : keys) {
+      if (!docs.count(DocKey{topic, key})) missing.push_back({{"t", topic}, {"k", key}});
     }
-    if (static_cast<std::int64_t>(canonical.text.size()) > info.max_payload_bytes) {
-      return rejected(
-          RejectReason::payload_too_large,
-          fmt::format("payload of doc {} is {} bytes, topic \"{}\" allows {}", quote_key(w),
-                      canonical.text.size(), w.topic, info.max_payload_bytes));
+    if (missing.empty()) return docs;
+    const pqxx::result created = internal::db_step(
+        "create docs", [&] { return tx.exec_prepared(kCreateDocs, missing.dump()); });
+    if (created.size() != missing.size()) throw DocCreatedConcurrently{};
+    for (const auto& row : created) {
+      docs.emplace(DocKey{row["topic"].as<std::string>(), row["doc_key"].as<std::string>()},
+                   DocState{});
     }
-    out.canonical = std::move(canonical.text);
-    out.hash_hex = to_hex(canonical.sha256);
-    return std::nullopt;
+    return docs;
+  }
+
+  // Step 5: locks the topics that get events, in name order, checks that the
+  // cached registry is current for them, and returns their heads.
+  std::map<std::string, std::int64_t> lock_topics(pqxx::transaction_base& tx,
+                                                  const internal::Resolution& plan) {
+    std::map<std::string, std::int64_t> heads;
+    for (const auto& e : plan.events) heads.emplace(e.topic, 0);
+    if (heads.empty()) return heads;
+    json topic_names = json::array();
+    for (const auto& [topic, head] : heads) topic_names.push_back(topic);
+    const pqxx::result rows = internal::db_step(
+        "lock topics", [&] { return tx.exec_prepared(kLockTopics, topic_names.dump()); });
+    if (rows.size() != heads.size()) throw RegistryChanged{};
+    for (const auto& row : rows) {
+      const auto topic = row["topic"].as<std::string>();
+      const auto cached = registry.find(topic);
+      if (cached == registry.end() ||
+          cached->second.config_revision != row["config_revision"].as<std::int64_t>()) {
+        throw RegistryChanged{};
+      }
+      heads[topic] = row["head"].as<std::int64_t>();
+    }
+    return heads;
   }
 
   // Runs the whole group inside `tx`. Returns one result list per batch.
@@ -307,221 +337,37 @@ struct Sink::Impl {
   std::vector<std::vector<WriteResult>> run(pqxx::transaction_base& tx,
                                             const std::vector<const Batch*>& batches) {
     if (!registry_loaded) load_registry(tx);
-
-    // 1. Validate; unknown topics trigger one registry refresh.
     std::vector<std::vector<WriteResult>> results(batches.size());
-    std::vector<std::vector<std::optional<ValidWrite>>> valid(batches.size());
-    bool refreshed = false;
-    for (std::size_t b = 0; b < batches.size(); ++b) {
-      const auto& writes = batches[b]->writes;
-      results[b].resize(writes.size());
-      valid[b].resize(writes.size());
-      for (std::size_t i = 0; i < writes.size(); ++i) {
-        ValidWrite v;
-        auto r = validate(writes[i], v);
-        if (r && r->reason == RejectReason::topic_not_registered && !refreshed) {
-          // The topic may have been registered since the registry was cached.
-          load_registry(tx);
-          refreshed = true;
-          r = validate(writes[i], v);
-        }
-        if (r) {
-          results[b][i] = std::move(*r);
-        } else {
-          valid[b][i] = std::move(v);
-        }
-      }
+    std::vector<std::pair<std::size_t, std::size_t>> origin;  // (batch, write) per valid write
+    std::vector<ValidWrite> valid = validate(tx, batches, results, origin);
+    // 2. Fencing: a lower epoch after a higher one in the same group.
+    const auto checkpoints = internal::collect_checkpoints(batches);
+    auto locked = lock_docs(tx, valid);
+    // 4. Resolution: duplicate, conflict, unchanged or applied.
+    internal::Resolution plan = internal::resolve(std::move(locked), std::move(valid));
+    auto heads = lock_topics(tx, plan);
+    internal::number_events(plan, heads);
+    for (std::size_t i = 0; i < origin.size(); ++i) {
+      results[origin[i].first][origin[i].second] = std::move(plan.results[i]);
     }
-
-    // 2. Producer checkpoints: one per producer, the last one wins; a lower
-    // epoch after a higher one in the same group is a fenced batch.
-    std::map<std::string, ProducerCheckpoint> checkpoints;
-    for (const Batch* batch : batches) {
-      if (!batch->checkpoint) continue;
-      const ProducerCheckpoint& c = *batch->checkpoint;
-      if (c.producer_id.empty() || has_nul(c.producer_id) || c.epoch < 0 || c.position < 0) {
-        throw Error("checkpoint needs a non-empty producer_id and non-negative epoch and position");
-      }
-      auto [it, fresh] = checkpoints.emplace(c.producer_id, c);
-      if (!fresh) {
-        if (c.epoch < it->second.epoch) {
-          throw Error(fmt::format("producer \"{}\" is fenced: epoch {} is below epoch {}",
-                                  c.producer_id, c.epoch, it->second.epoch),
-                      Retryable::no, "", "fence");
-        }
-        it->second = c;
-      }
+    if (plan.events.empty() && plan.unused_placeholders.empty() && checkpoints.empty()) {
+      return results;
     }
-
-    // 3. Lock every touched doc in (topic, doc_key) order.
-    std::set<DocKey> keys;
-    for (const auto& batch_valid : valid) {
-      for (const auto& v : batch_valid) {
-        if (v) keys.emplace(v->write->topic, v->write->doc_key);
-      }
-    }
-    std::map<DocKey, DocState> docs;
-    if (!keys.empty()) {
-      json lock_keys = json::array();
-      for (const auto& [topic, key] : keys) lock_keys.push_back({{"t", topic}, {"k", key}});
-      const pqxx::result rows = internal::db_step(
-          "lock docs", [&] { return tx.exec_prepared(kLockDocs, lock_keys.dump()); });
-      for (const auto& row : rows) {
-        DocState st;
-        st.scope = row[2].as<std::string>();
-        st.version = row[3].as<std::int64_t>();
-        st.deleted = row[4].as<bool>();
-        st.hash_hex = row[5].is_null() ? "" : row[5].as<std::string>();
-        st.source_stream = row[6].as<std::string>();
-        if (!row[7].is_null()) st.source_seq = row[7].as<std::int64_t>();
-        docs.emplace(DocKey{row[0].as<std::string>(), row[1].as<std::string>()}, std::move(st));
-      }
-      json missing = json::array();
-      for (const auto& [topic, key] : keys) {
-        if (!docs.count(DocKey{topic, key})) missing.push_back({{"t", topic}, {"k", key}});
-      }
-      if (!missing.empty()) {
-        const pqxx::result created = internal::db_step(
-            "create docs", [&] { return tx.exec_prepared(kCreateDocs, missing.dump()); });
-        if (created.size() != missing.size()) throw DocCreatedConcurrently{};
-        for (const auto& row : created) {
-          docs.emplace(DocKey{row[0].as<std::string>(), row[1].as<std::string>()}, DocState{});
-        }
-      }
-    }
-
-    // 4. Resolve every write in input order against the evolving doc state.
-    std::vector<Event> events;
-    for (std::size_t b = 0; b < batches.size(); ++b) {
-      for (std::size_t i = 0; i < valid[b].size(); ++i) {
-        if (!valid[b][i]) continue;
-        ValidWrite& v = *valid[b][i];
-        const DocWrite& w = *v.write;
-        DocState& st = docs.at(DocKey{w.topic, w.doc_key});
-        WriteResult& r = results[b][i];
-        r.doc_version = st.version;
-        if (w.source_seq && st.source_seq && w.source_stream == st.source_stream &&
-            *w.source_seq <= *st.source_seq) {
-          r.outcome = Outcome::duplicate;
-          r.detail = fmt::format("source_seq {} is at or below the stored {} of stream \"{}\"",
-                                 *w.source_seq, *st.source_seq, st.source_stream);
-          continue;
-        }
-        if (w.expected_version && *w.expected_version != st.version) {
-          r.outcome = Outcome::conflict;
-          r.detail = fmt::format("expected version {}, doc {} is at version {}",
-                                 *w.expected_version, quote_key(w), st.version);
-          continue;
-        }
-        const bool live = st.version > 0 && !st.deleted;
-        if (w.op == Op::remove ? !live
-                               : (live && st.hash_hex == v.hash_hex && st.scope == w.scope)) {
-          r.outcome = Outcome::unchanged;
-          continue;
-        }
-        st.version += 1;
-        st.scope = w.scope;
-        st.deleted = w.op == Op::remove;
-        st.hash_hex = v.hash_hex;
-        if (w.source_seq) {
-          st.source_stream = w.source_stream;
-          st.source_seq = w.source_seq;
-        }
-        st.last_event = static_cast<std::ptrdiff_t>(events.size());
-        r.outcome = Outcome::applied;
-        r.doc_version = st.version;
-        Event e;
-        e.topic = w.topic;
-        e.doc_key = w.doc_key;
-        e.version = st.version;
-        e.scope = w.scope;
-        e.deleted = st.deleted;
-        e.payload = std::move(v.canonical);
-        e.hash_hex = v.hash_hex;
-        e.result = &r;
-        events.push_back(std::move(e));
-      }
-    }
-
-    // 5. Lock the topics that get events, in name order; hand out watermarks.
-    std::map<std::string, std::int64_t> heads;
-    for (const Event& e : events) heads.emplace(e.topic, 0);
-    if (!heads.empty()) {
-      json topic_names = json::array();
-      for (const auto& [topic, head] : heads) topic_names.push_back(topic);
-      const pqxx::result rows = internal::db_step(
-          "lock topics", [&] { return tx.exec_prepared(kLockTopics, topic_names.dump()); });
-      if (rows.size() != heads.size()) throw RegistryChanged{};
-      for (const auto& row : rows) {
-        const auto topic = row[0].as<std::string>();
-        const auto cached = registry.find(topic);
-        if (cached == registry.end() ||
-            cached->second.config_revision != row[2].as<std::int64_t>()) {
-          throw RegistryChanged{};
-        }
-        heads[topic] = row[1].as<std::int64_t>();
-      }
-    }
-
-    json event_rows = json::array();
-    for (Event& e : events) {
-      e.watermark = ++heads[e.topic];
-      e.result->watermark = e.watermark;
-      const bool inline_payload = registry.at(e.topic).mode == PayloadMode::inline_payload;
-      event_rows.push_back({{"t", e.topic},
-                            {"w", e.watermark},
-                            {"k", e.doc_key},
-                            {"v", e.version},
-                            {"s", e.scope},
-                            {"o", e.deleted ? "delete" : "upsert"},
-                            {"p", e.deleted || !inline_payload ? json(nullptr) : json(e.payload)},
-                            {"h", e.deleted ? json(nullptr) : json(e.hash_hex)}});
-    }
-
-    json doc_rows = json::array();
-    json placeholder_rows = json::array();
-    for (auto& [key, st] : docs) {
-      if (st.last_event >= 0) {
-        const Event& last = events[static_cast<std::size_t>(st.last_event)];
-        doc_rows.push_back({{"t", key.first},
-                            {"k", key.second},
-                            {"s", st.scope},
-                            {"v", st.version},
-                            {"d", st.deleted},
-                            {"p", st.deleted ? json(nullptr) : json(last.payload)},
-                            {"h", st.deleted ? json(nullptr) : json(st.hash_hex)},
-                            {"ss", st.source_stream},
-                            {"sq", st.source_seq ? json(*st.source_seq) : json(nullptr)},
-                            {"w", last.watermark}});
-      } else if (st.version == 0) {
-        placeholder_rows.push_back({{"t", key.first}, {"k", key.second}});
-      }
-    }
-    json head_rows = json::array();
-    for (const auto& [topic, head] : heads) head_rows.push_back({{"t", topic}, {"head", head}});
-    json checkpoint_rows = json::array();
-    for (const auto& [id, c] : checkpoints) {
-      checkpoint_rows.push_back({{"id", id}, {"e", c.epoch}, {"pos", c.position}});
-    }
-
-    if (events.empty() && placeholder_rows.empty() && checkpoints.empty()) return results;
-
     // 6. One statement writes it all.
+    const WriteRows rows = write_rows(plan, registry, heads, checkpoints);
     const pqxx::row written = internal::db_step("write events and docs", [&] {
-      return tx.exec_prepared1(kWrite, event_rows.dump(), doc_rows.dump(), placeholder_rows.dump(),
-                               head_rows.dump(), checkpoint_rows.dump(),
+      return tx.exec_prepared1(kWrite, rows.events.dump(), rows.docs.dump(),
+                               rows.placeholders.dump(), rows.heads.dump(), rows.checkpoints.dump(),
                                options.notify == Notify::on, kNotifyChannel);
     });
     std::set<std::string> stored;
-    if (!written[3].is_null()) {
-      for (const auto& id : json::parse(written[3].as<std::string>())) stored.insert(id);
+    if (!written["checkpoints"].is_null()) {
+      for (const auto& id : json::parse(written["checkpoints"].as<std::string>())) {
+        stored.insert(id);
+      }
     }
     for (const auto& [id, c] : checkpoints) {
-      if (!stored.count(id)) {
-        throw Error(fmt::format("producer \"{}\" is fenced: epoch {} is below the stored epoch", id,
-                                c.epoch),
-                    Retryable::no, "", "fence");
-      }
+      if (!stored.count(id)) throw fenced(id, c.epoch);
     }
     return results;
   }
@@ -538,12 +384,15 @@ struct Sink::Impl {
       } catch (const RegistryChanged&) {
         registry_loaded = false;
         if (attempt >= options.registry_retries) {
-          throw Error("the topic registry kept changing during the batch", Retryable::yes);
+          throw Error(Code::database, "the topic registry kept changing during the batch",
+                      Retryable::yes);
         }
       } catch (const DocCreatedConcurrently&) {
         // The doc exists now and is found (and locked) on the next attempt;
         // every attempt makes progress, so this ends.
-        if (attempt >= 100) throw Error("docs kept being created concurrently", Retryable::yes);
+        if (attempt >= 100) {
+          throw Error(Code::database, "docs kept being created concurrently", Retryable::yes);
+        }
       } catch (const Error&) {
         throw;
       } catch (...) {
@@ -610,10 +459,12 @@ std::vector<WriteResult> Sink::apply_within(pqxx::transaction_base& tx, const Ba
     return std::move(impl_->run(tx, {&batch}).front());
   } catch (const RegistryChanged&) {
     impl_->registry_loaded = false;
-    throw Error("the topic registry changed during the batch; abort and retry the transaction",
+    throw Error(Code::database,
+                "the topic registry changed during the batch; abort and retry the transaction",
                 Retryable::yes);
   } catch (const DocCreatedConcurrently&) {
-    throw Error("a doc of the batch was created concurrently; abort and retry the transaction",
+    throw Error(Code::database,
+                "a doc of the batch was created concurrently; abort and retry the transaction",
                 Retryable::yes);
   }
 }
@@ -624,8 +475,8 @@ std::optional<ProducerCheckpoint> Sink::checkpoint(std::string_view producer_id)
     pqxx::nontransaction tx(*impl_->conn);
     const pqxx::result rows = tx.exec_prepared(kReadCheckpoint, std::string(producer_id));
     if (rows.empty()) return std::nullopt;
-    return ProducerCheckpoint{std::string(producer_id), rows[0][0].as<std::int64_t>(),
-                              rows[0][1].as<std::int64_t>()};
+    return ProducerCheckpoint{std::string(producer_id), rows[0]["epoch"].as<std::int64_t>(),
+                              rows[0]["position"].as<std::int64_t>()};
   });
 }
 

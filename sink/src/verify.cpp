@@ -8,10 +8,12 @@
 #include "db.hpp"
 #include "oasync/canonical_json.hpp"
 #include "oasync/error.hpp"
+#include "topic_rows.hpp"
 
 namespace oasync {
 namespace {
 
+// Events whose version does not follow the doc's previous retained event.
 const char* const kVersionsSql = R"SQL(
 SELECT doc_key, watermark, doc_version, prev_version
 FROM (SELECT doc_key, watermark, doc_version,
@@ -34,7 +36,7 @@ WITH latest AS (
   SELECT doc_key, doc_version, deleted, payload::text AS payload, payload_hash, last_watermark
   FROM oasync.docs WHERE topic = $1 AND last_watermark > $2
 )
-SELECT coalesce(d.doc_key, e.doc_key), m.what, m.expected, m.found
+SELECT coalesce(d.doc_key, e.doc_key) AS doc_key, m.what, m.expected, m.found
 FROM latest e FULL JOIN doc d ON d.doc_key = e.doc_key
 CROSS JOIN LATERAL (SELECT d.doc_key IS NOT NULL AND e.doc_key IS NOT NULL AS both_sides) AS b
 CROSS JOIN LATERAL (VALUES
@@ -59,7 +61,7 @@ ORDER BY 1, 2
 )SQL";
 
 const char* const kPrefixSql = R"SQL(
-SELECT 'doc', doc_key, 0 FROM oasync.docs
+SELECT 'doc' AS kind, doc_key, 0 AS watermark FROM oasync.docs
 WHERE topic = $1 AND NOT starts_with(doc_key, $2) AND last_watermark > $3
 UNION ALL
 SELECT 'event', doc_key, watermark FROM oasync.events
@@ -68,7 +70,7 @@ ORDER BY 3, 2 LIMIT 1000
 )SQL";
 
 const char* const kUnregisteredSql = R"SQL(
-SELECT 'events', topic, count(*) FROM oasync.events
+SELECT 'events' AS table_name, topic, count(*) AS row_count FROM oasync.events
 WHERE topic NOT IN (SELECT topic FROM oasync.topics) GROUP BY topic
 UNION ALL
 SELECT 'docs', topic, count(*) FROM oasync.docs
@@ -76,6 +78,43 @@ WHERE topic NOT IN (SELECT topic FROM oasync.topics) GROUP BY topic
 ORDER BY 2, 1
 )SQL";
 
+// Events at or below the floor: there must be none.
+const char* const kBelowFloorSql = R"SQL(
+SELECT count(*) AS events, coalesce(min(watermark), 0) AS first
+FROM oasync.events WHERE topic = $1 AND watermark <= $2 AND watermark > $3
+)SQL";
+
+// One page of retained watermarks.
+const char* const kWatermarkPageSql = R"SQL(
+SELECT watermark FROM oasync.events WHERE topic = $1 AND watermark > $2
+ORDER BY watermark LIMIT $3
+)SQL";
+
+const char* const kDocCountSql = R"SQL(
+SELECT count(*) AS docs FROM oasync.docs WHERE topic = $1 AND last_watermark > $2
+)SQL";
+
+// Payloads with their hashes: a random sample of docs, of events; a page of
+// docs by key, of events by watermark.
+const char* const kSampleDocsSql = R"SQL(
+SELECT doc_key, payload::text AS payload, payload_hash FROM oasync.docs
+WHERE topic = $1 AND payload IS NOT NULL AND last_watermark > $2 ORDER BY random() LIMIT $3
+)SQL";
+const char* const kSampleEventsSql = R"SQL(
+SELECT watermark, payload::text AS payload, payload_hash FROM oasync.events
+WHERE topic = $1 AND payload IS NOT NULL AND watermark > $2 ORDER BY random() LIMIT $3
+)SQL";
+const char* const kDocPayloadPageSql = R"SQL(
+SELECT doc_key, payload::text AS payload, payload_hash FROM oasync.docs
+WHERE topic = $1 AND doc_key > $2 AND payload IS NOT NULL AND last_watermark > $3
+ORDER BY doc_key LIMIT $4
+)SQL";
+const char* const kEventPayloadPageSql = R"SQL(
+SELECT watermark, payload::text AS payload, payload_hash FROM oasync.events
+WHERE topic = $1 AND watermark > $2 AND payload IS NOT NULL ORDER BY watermark LIMIT $3
+)SQL";
+
+// What verify needs of a registered topic.
 struct TopicRow {
   std::string name;
   std::string prefix;
@@ -106,9 +145,9 @@ class Verifier {
   void unregistered() {
     for (const auto& row : tx_.exec(kUnregisteredSql)) {
       ++report_.checks["topics"].checked;
-      problem(row[1].as<std::string>(), "topics", fmt::format("{} table", row[0].as<std::string>()),
-              "a registered topic",
-              fmt::format("{} rows of an unregistered topic", row[2].as<std::int64_t>()));
+      problem(row["topic"].as<std::string>(), "topics",
+              fmt::format("{} table", row["table_name"].as<std::string>()), "a registered topic",
+              fmt::format("{} rows of an unregistered topic", row["row_count"].as<std::int64_t>()));
     }
   }
 
@@ -123,23 +162,17 @@ class Verifier {
   std::int64_t watermarks(const TopicRow& t) {
     std::int64_t read = 0;
     CheckCount& count = report_.checks["watermarks"];
-    const pqxx::row below = tx_.exec_params1(
-        "SELECT count(*), coalesce(min(watermark), 0) FROM oasync.events WHERE topic = $1 AND "
-        "watermark <= $2 AND watermark > $3",
-        t.name, t.purged_through, o_.since);
-    if (below[0].as<std::int64_t>() > 0) {
-      problem(t.name, "watermarks", fmt::format("watermark {}", below[1].as<std::int64_t>()),
+    const pqxx::row below = tx_.exec_params1(kBelowFloorSql, t.name, t.purged_through, o_.since);
+    if (below["events"].as<std::int64_t>() > 0) {
+      problem(t.name, "watermarks", fmt::format("watermark {}", below["first"].as<std::int64_t>()),
               fmt::format("no event at or below purged_through {}", t.purged_through),
-              fmt::format("{} such events", below[0].as<std::int64_t>()));
+              fmt::format("{} such events", below["events"].as<std::int64_t>()));
     }
     std::int64_t last = std::max(o_.since, t.purged_through);
     for (;;) {
-      const pqxx::result rows = tx_.exec_params(
-          "SELECT watermark FROM oasync.events WHERE topic = $1 AND watermark > $2 "
-          "ORDER BY watermark LIMIT $3",
-          t.name, last, o_.page_size);
+      const pqxx::result rows = tx_.exec_params(kWatermarkPageSql, t.name, last, o_.page_size);
       for (const auto& row : rows) {
-        const std::int64_t w = row[0].as<std::int64_t>();
+        const std::int64_t w = row["watermark"].as<std::int64_t>();
         ++count.checked;
         ++read;
         if (w > t.head) {
@@ -169,17 +202,16 @@ class Verifier {
     report_.checks["versions"].checked += events;
     const bool from_start = t.purged_through == 0 && o_.since == 0;
     for (const auto& row : tx_.exec_params(kVersionsSql, t.name, o_.since, from_start)) {
-      const std::string key = row[0].as<std::string>();
-      const std::int64_t v = row[2].as<std::int64_t>();
-      if (row[3].is_null()) {
-        problem(t.name, "versions",
-                fmt::format("doc_key \"{}\" at watermark {}", key, row[1].as<std::int64_t>()),
+      const std::string key = row["doc_key"].as<std::string>();
+      const std::int64_t watermark = row["watermark"].as<std::int64_t>();
+      const std::int64_t v = row["doc_version"].as<std::int64_t>();
+      if (row["prev_version"].is_null()) {
+        problem(t.name, "versions", fmt::format("doc_key \"{}\" at watermark {}", key, watermark),
                 "version 1 for the first event", fmt::format("version {}", v));
         continue;
       }
-      const std::int64_t prev = row[3].as<std::int64_t>();
-      problem(t.name, "versions",
-              fmt::format("doc_key \"{}\" at watermark {}", key, row[1].as<std::int64_t>()),
+      const std::int64_t prev = row["prev_version"].as<std::int64_t>();
+      problem(t.name, "versions", fmt::format("doc_key \"{}\" at watermark {}", key, watermark),
               fmt::format("version {}", prev + 1),
               v == prev ? fmt::format("version {} again (a duplicate)", v)
                         : fmt::format("version {}", v));
@@ -189,27 +221,24 @@ class Verifier {
   // Returns the number of docs compared.
   std::int64_t docs(const TopicRow& t) {
     const std::int64_t count =
-        tx_.exec_params1(
-               "SELECT count(*) FROM oasync.docs WHERE topic = $1 AND last_watermark > $2", t.name,
-               o_.since)[0]
-            .as<std::int64_t>();
+        tx_.exec_params1(kDocCountSql, t.name, o_.since)["docs"].as<std::int64_t>();
     report_.checks["docs"].checked += count;
     for (const auto& row :
          tx_.exec_params(kDocsSql, t.name, o_.since, t.purged_through, t.inline_payload)) {
-      problem(
-          t.name, "docs",
-          fmt::format("doc_key \"{}\" ({})", row[0].as<std::string>(), row[1].as<std::string>()),
-          row[2].as<std::string>(), row[3].as<std::string>());
+      problem(t.name, "docs",
+              fmt::format("doc_key \"{}\" ({})", row["doc_key"].as<std::string>(),
+                          row["what"].as<std::string>()),
+              row["expected"].as<std::string>(), row["found"].as<std::string>());
     }
     return count;
   }
 
   // Recomputes canonical form and SHA-256 of stored payloads, in pages.
   void hashes(const TopicRow& t) {
-    const auto check_one = [&](const std::string& where, const pqxx::field& payload,
-                               const pqxx::field& hash) {
+    const auto check_one = [&](const std::string& where, const pqxx::row& row) {
       ++report_.checks["hashes"].checked;
-      const std::string text = payload.as<std::string>();
+      const std::string text = row["payload"].as<std::string>();
+      const pqxx::field hash = row["payload_hash"];
       const std::string stored = hash.is_null() ? "" : to_hex(pqxx::binarystring(hash).str());
       try {
         const CanonicalJson c = canonicalize(text, JsonShape::object);
@@ -224,41 +253,30 @@ class Verifier {
       }
     };
     if (o_.sample) {
-      for (const auto& row : tx_.exec_params(
-               "SELECT doc_key, payload::text, payload_hash FROM oasync.docs WHERE topic = $1 AND "
-               "payload IS NOT NULL AND last_watermark > $2 ORDER BY random() LIMIT $3",
-               t.name, o_.since, *o_.sample)) {
-        check_one(fmt::format("doc_key \"{}\"", row[0].as<std::string>()), row[1], row[2]);
+      for (const auto& row : tx_.exec_params(kSampleDocsSql, t.name, o_.since, *o_.sample)) {
+        check_one(fmt::format("doc_key \"{}\"", row["doc_key"].as<std::string>()), row);
       }
-      for (const auto& row : tx_.exec_params(
-               "SELECT watermark, payload::text, payload_hash FROM oasync.events WHERE topic = $1 "
-               "AND payload IS NOT NULL AND watermark > $2 ORDER BY random() LIMIT $3",
-               t.name, o_.since, *o_.sample)) {
-        check_one(fmt::format("watermark {}", row[0].as<std::int64_t>()), row[1], row[2]);
+      for (const auto& row : tx_.exec_params(kSampleEventsSql, t.name, o_.since, *o_.sample)) {
+        check_one(fmt::format("watermark {}", row["watermark"].as<std::int64_t>()), row);
       }
       return;
     }
     std::string after_key;
     for (;;) {
-      const pqxx::result rows = tx_.exec_params(
-          "SELECT doc_key, payload::text, payload_hash FROM oasync.docs WHERE topic = $1 AND "
-          "doc_key > $2 AND payload IS NOT NULL AND last_watermark > $3 ORDER BY doc_key LIMIT $4",
-          t.name, after_key, o_.since, o_.page_size);
+      const pqxx::result rows =
+          tx_.exec_params(kDocPayloadPageSql, t.name, after_key, o_.since, o_.page_size);
       for (const auto& row : rows) {
-        after_key = row[0].as<std::string>();
-        check_one(fmt::format("doc_key \"{}\"", after_key), row[1], row[2]);
+        after_key = row["doc_key"].as<std::string>();
+        check_one(fmt::format("doc_key \"{}\"", after_key), row);
       }
       if (static_cast<int>(rows.size()) < o_.page_size) break;
     }
     std::int64_t after = o_.since;
     for (;;) {
-      const pqxx::result rows = tx_.exec_params(
-          "SELECT watermark, payload::text, payload_hash FROM oasync.events WHERE topic = $1 AND "
-          "watermark > $2 AND payload IS NOT NULL ORDER BY watermark LIMIT $3",
-          t.name, after, o_.page_size);
+      const pqxx::result rows = tx_.exec_params(kEventPayloadPageSql, t.name, after, o_.page_size);
       for (const auto& row : rows) {
-        after = row[0].as<std::int64_t>();
-        check_one(fmt::format("watermark {}", after), row[1], row[2]);
+        after = row["watermark"].as<std::int64_t>();
+        check_one(fmt::format("watermark {}", after), row);
       }
       if (static_cast<int>(rows.size()) < o_.page_size) break;
     }
@@ -267,12 +285,12 @@ class Verifier {
   void prefixes(const TopicRow& t, std::int64_t rows) {
     report_.checks["prefixes"].checked += rows;
     for (const auto& row : tx_.exec_params(kPrefixSql, t.name, t.prefix, o_.since)) {
-      const bool is_doc = row[0].as<std::string>() == "doc";
+      const std::string key = row["doc_key"].as<std::string>();
       problem(t.name, "prefixes",
-              is_doc ? fmt::format("doc_key \"{}\"", row[1].as<std::string>())
-                     : fmt::format("watermark {}", row[2].as<std::int64_t>()),
-              fmt::format("a doc_key starting with \"{}\"", t.prefix),
-              fmt::format("\"{}\"", row[1].as<std::string>()));
+              row["kind"].as<std::string>() == "doc"
+                  ? fmt::format("doc_key \"{}\"", key)
+                  : fmt::format("watermark {}", row["watermark"].as<std::int64_t>()),
+              fmt::format("a doc_key starting with \"{}\"", t.prefix), fmt::format("\"{}\"", key));
     }
   }
 
@@ -298,23 +316,11 @@ VerifyReport verify(pqxx::connection_base& conn, const VerifyOptions& options,
   internal::db_step("verify", [&] {
     pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn, "oasync_verify");
     Verifier verifier(tx, options, on_problem, report);
-    std::vector<TopicRow> topics;
-    for (const auto& row : tx.exec(
-             "SELECT topic, doc_key_prefix, payload_mode, head, purged_through FROM oasync.topics "
-             "ORDER BY topic COLLATE \"C\"")) {
-      topics.push_back({row[0].as<std::string>(), row[1].as<std::string>(),
-                        row[2].as<std::string>() == "inline", row[3].as<std::int64_t>(),
-                        row[4].as<std::int64_t>()});
-    }
-    for (const std::string& wanted : options.topics) {
-      bool found = false;
-      for (const auto& t : topics) found = found || t.name == wanted;
-      if (!found) throw Error(fmt::format("topic \"{}\" is not registered", wanted));
-    }
-    for (const TopicRow& t : topics) {
-      bool selected = options.topics.empty();
-      for (const std::string& wanted : options.topics) selected = selected || wanted == t.name;
-      if (selected) verifier.topic(t);
+    for (const auto& row : internal::select_topics(internal::read_topic_rows(tx), options.topics)) {
+      const TopicState& t = row.state;
+      verifier.topic({t.spec.name, t.spec.doc_key_prefix,
+                      t.spec.payload_mode == PayloadMode::inline_payload, t.head,
+                      t.purged_through});
     }
     if (options.topics.empty()) verifier.unregistered();
     tx.commit();

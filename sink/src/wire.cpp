@@ -19,7 +19,8 @@ constexpr std::uint64_t kMaxInt64 =
 
 std::int64_t checked_int64(std::uint64_t value, const char* field, std::size_t index) {
   if (value > kMaxInt64) {
-    throw Error(fmt::format("write {}: {} {} is above 2^63-1", index, field, value));
+    throw Error(Code::invalid_input,
+                fmt::format("write {}: {} {} is above 2^63-1", index, field, value));
   }
   return static_cast<std::int64_t>(value);
 }
@@ -50,18 +51,76 @@ Outcome from_proto(pb::Outcome o) {
       return Outcome::duplicate;
     case pb::OUTCOME_CONFLICT:
       return Outcome::conflict;
+    case pb::OUTCOME_REJECTED:
+      return Outcome::rejected;
     default:
+      // An outcome this build does not know (from a newer peer).
       return Outcome::rejected;
   }
 }
 
-// RejectReason and the proto enum share their order (none = UNSPECIFIED = 0).
 pb::RejectReason to_proto(RejectReason r) {
-  return static_cast<pb::RejectReason>(r);
+  switch (r) {
+    case RejectReason::none:
+      return pb::REJECT_REASON_UNSPECIFIED;
+    case RejectReason::topic_not_registered:
+      return pb::REJECT_REASON_TOPIC_NOT_REGISTERED;
+    case RejectReason::key_prefix_mismatch:
+      return pb::REJECT_REASON_KEY_PREFIX_MISMATCH;
+    case RejectReason::invalid_topic:
+      return pb::REJECT_REASON_INVALID_TOPIC;
+    case RejectReason::invalid_key:
+      return pb::REJECT_REASON_INVALID_KEY;
+    case RejectReason::invalid_scope:
+      return pb::REJECT_REASON_INVALID_SCOPE;
+    case RejectReason::payload_not_object:
+      return pb::REJECT_REASON_PAYLOAD_NOT_OBJECT;
+    case RejectReason::payload_too_large:
+      return pb::REJECT_REASON_PAYLOAD_TOO_LARGE;
+    case RejectReason::invalid_write:
+      return pb::REJECT_REASON_INVALID_WRITE;
+    case RejectReason::malformed:
+      return pb::REJECT_REASON_MALFORMED;
+  }
+  return pb::REJECT_REASON_UNSPECIFIED;
 }
+
+// A reason this build does not know (from a newer peer) reads as invalid_write.
 RejectReason from_proto(pb::RejectReason r) {
-  if (r < 0 || r > static_cast<int>(RejectReason::malformed)) return RejectReason::invalid_write;
-  return static_cast<RejectReason>(r);
+  switch (r) {
+    case pb::REJECT_REASON_UNSPECIFIED:
+      return RejectReason::none;
+    case pb::REJECT_REASON_TOPIC_NOT_REGISTERED:
+      return RejectReason::topic_not_registered;
+    case pb::REJECT_REASON_KEY_PREFIX_MISMATCH:
+      return RejectReason::key_prefix_mismatch;
+    case pb::REJECT_REASON_INVALID_TOPIC:
+      return RejectReason::invalid_topic;
+    case pb::REJECT_REASON_INVALID_KEY:
+      return RejectReason::invalid_key;
+    case pb::REJECT_REASON_INVALID_SCOPE:
+      return RejectReason::invalid_scope;
+    case pb::REJECT_REASON_PAYLOAD_NOT_OBJECT:
+      return RejectReason::payload_not_object;
+    case pb::REJECT_REASON_PAYLOAD_TOO_LARGE:
+      return RejectReason::payload_too_large;
+    case pb::REJECT_REASON_INVALID_WRITE:
+      return RejectReason::invalid_write;
+    case pb::REJECT_REASON_MALFORMED:
+      return RejectReason::malformed;
+    default:
+      return RejectReason::invalid_write;
+  }
+}
+
+pb::Op to_proto(Op op) {
+  switch (op) {
+    case Op::upsert:
+      return pb::OP_UPSERT;
+    case Op::delete_:
+      return pb::OP_DELETE;
+  }
+  return pb::OP_UPSERT;
 }
 
 }  // namespace
@@ -79,10 +138,11 @@ DocWrite from_proto(const pb::DocWrite& m, std::size_t index) {
       w.op = Op::upsert;
       break;
     case pb::OP_DELETE:
-      w.op = Op::remove;
+      w.op = Op::delete_;
       break;
     default:
-      throw Error(fmt::format("write {}: unknown op {}", index, static_cast<int>(m.op())));
+      throw Error(Code::invalid_input,
+                  fmt::format("write {}: unknown op {}", index, static_cast<int>(m.op())));
   }
   w.payload = m.payload();
   w.source_stream = m.source_stream();
@@ -99,7 +159,7 @@ DocWrite decode_write(std::string_view bytes) {
   pb::DocWrite message;
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
       !message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(fmt::format("not a valid DocWrite ({} bytes)", bytes.size()));
+    throw Error(Code::invalid_input, fmt::format("not a valid DocWrite ({} bytes)", bytes.size()));
   }
   return from_proto(message, 0);
 }
@@ -108,7 +168,8 @@ Batch decode_batch(std::string_view bytes) {
   pb::WriteBatch message;
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
       !message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(fmt::format("not a valid WriteBatch ({} bytes)", bytes.size()));
+    throw Error(Code::invalid_input,
+                fmt::format("not a valid WriteBatch ({} bytes)", bytes.size()));
   }
   Batch batch;
   batch.writes.reserve(static_cast<std::size_t>(message.writes_size()));
@@ -130,7 +191,7 @@ std::string encode_batch(const Batch& batch) {
     m->set_topic(w.topic);
     m->set_doc_key(w.doc_key);
     m->set_scope(w.scope);
-    m->set_op(w.op == Op::remove ? pb::OP_DELETE : pb::OP_UPSERT);
+    m->set_op(to_proto(w.op));
     m->set_payload(w.payload);
     m->set_source_stream(w.source_stream);
     if (w.source_seq) m->set_source_seq(static_cast<std::uint64_t>(*w.source_seq));
@@ -147,16 +208,8 @@ std::string encode_batch(const Batch& batch) {
   return message.SerializeAsString();
 }
 
-std::string encode_results(const std::vector<WriteResult>& results, const Error* error) {
+std::string encode_results(const std::vector<WriteResult>& results) {
   pb::BatchResult message;
-  if (error != nullptr) {
-    pb::BatchError* e = message.mutable_error();
-    e->set_code(error->statement() == "fence" ? "fenced" : "database");
-    e->set_message(error->what());
-    e->set_retryable(error->retryable() == Retryable::yes);
-    e->set_sqlstate(error->sqlstate());
-    return message.SerializeAsString();
-  }
   for (const WriteResult& r : results) {
     pb::WriteResult* m = message.add_results();
     m->set_outcome(to_proto(r.outcome));
@@ -168,21 +221,40 @@ std::string encode_results(const std::vector<WriteResult>& results, const Error*
   return message.SerializeAsString();
 }
 
-std::string encode_batch_error(std::string_view code, std::string_view message,
-                               Retryable retryable) {
-  pb::BatchResult result;
-  pb::BatchError* e = result.mutable_error();
-  e->set_code(std::string(code));
-  e->set_message(std::string(message));
-  e->set_retryable(retryable == Retryable::yes);
-  return result.SerializeAsString();
+const char* wire_code(Code code) noexcept {
+  switch (code) {
+    case Code::database:
+      return "database";
+    case Code::fenced:
+      return "fenced";
+    case Code::invalid_input:
+      return "malformed_frame";
+    case Code::invalid_argument:
+      return "invalid_batch";
+    case Code::not_found:
+    case Code::refused:
+    case Code::internal:
+      return "internal";
+  }
+  return "internal";
+}
+
+std::string encode_error(const Error& error) {
+  pb::BatchResult message;
+  pb::BatchError* e = message.mutable_error();
+  e->set_code(wire_code(error.code()));
+  e->set_message(error.what());
+  e->set_retryable(error.retryable() == Retryable::yes);
+  e->set_sqlstate(error.sqlstate());
+  return message.SerializeAsString();
 }
 
 DecodedResult decode_results(std::string_view bytes) {
   pb::BatchResult message;
   if (bytes.size() > static_cast<std::size_t>(std::numeric_limits<int>::max()) ||
       !message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    throw Error(fmt::format("not a valid BatchResult ({} bytes)", bytes.size()));
+    throw Error(Code::invalid_input,
+                fmt::format("not a valid BatchResult ({} bytes)", bytes.size()));
   }
   DecodedResult out;
   for (const pb::WriteResult& m : message.results()) {
@@ -221,7 +293,8 @@ std::optional<std::uint32_t> FrameDecoder::pending_length() const {
   const std::uint32_t length = (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) |
                                (std::uint32_t{p[2]} << 8) | std::uint32_t{p[3]};
   if (length > max_frame_bytes_) {
-    throw Error(fmt::format("frame {}: length {} exceeds the maximum of {} bytes; framing lost",
+    throw Error(Code::invalid_input,
+                fmt::format("frame {}: length {} exceeds the maximum of {} bytes; framing lost",
                             frames_ + 1, length, max_frame_bytes_));
   }
   return length;
@@ -242,7 +315,8 @@ bool FrameDecoder::mid_frame() const noexcept {
 
 std::string encode_frame(std::string_view payload) {
   if (payload.size() > std::numeric_limits<std::uint32_t>::max()) {
-    throw Error(fmt::format("frame of {} bytes does not fit a 4-byte length", payload.size()));
+    throw Error(Code::invalid_argument,
+                fmt::format("frame of {} bytes does not fit a 4-byte length", payload.size()));
   }
   const auto length = static_cast<std::uint32_t>(payload.size());
   std::string out;
@@ -271,7 +345,8 @@ const json& field_of(const json& object, const char* name, json::value_t type) {
     const char* expected = type == json::value_t::string            ? "a string"
                            : type == json::value_t::number_unsigned ? "a non-negative integer"
                                                                     : "an object";
-    throw Error(fmt::format("field \"{}\" must be {}, found {}", name, expected, quoted(value)));
+    throw Error(Code::invalid_input,
+                fmt::format("field \"{}\" must be {}, found {}", name, expected, quoted(value)));
   }
   return value;
 }
@@ -281,7 +356,8 @@ const json& field_of(const json& object, const char* name, json::value_t type) {
 DocWrite parse_write_line(std::string_view line) {
   const json object = internal::parse_json(line);
   if (!object.is_object()) {
-    throw Error(fmt::format("expected a JSON object per line, found {}", object.type_name()));
+    throw Error(Code::invalid_input,
+                fmt::format("expected a JSON object per line, found {}", object.type_name()));
   }
   DocWrite w;
   for (const auto& [key, value] : object.items()) {
@@ -296,14 +372,16 @@ DocWrite parse_write_line(std::string_view line) {
       if (op == "upsert") {
         w.op = Op::upsert;
       } else if (op == "delete") {
-        w.op = Op::remove;
+        w.op = Op::delete_;
       } else {
         throw Error(
+            Code::invalid_input,
             fmt::format("field \"op\" must be \"upsert\" or \"delete\", found {}", quoted(value)));
       }
     } else if (key == "payload") {
       if (!value.is_object()) {
         throw Error(
+            Code::invalid_input,
             fmt::format("field \"payload\" must be a JSON object, found {}", quoted(value)));
       }
       w.payload = value.dump(-1, ' ', false, json::error_handler_t::strict);
@@ -313,11 +391,12 @@ DocWrite parse_write_line(std::string_view line) {
       const auto number =
           field_of(object, key.c_str(), json::value_t::number_unsigned).get<std::uint64_t>();
       if (number > kMaxInt64) {
-        throw Error(fmt::format("field \"{}\" is above 2^63-1: {}", key, number));
+        throw Error(Code::invalid_input,
+                    fmt::format("field \"{}\" is above 2^63-1: {}", key, number));
       }
       (key == "source_seq" ? w.source_seq : w.expected_version) = static_cast<std::int64_t>(number);
     } else {
-      throw Error(fmt::format("unknown field \"{}\"", key));
+      throw Error(Code::invalid_input, fmt::format("unknown field \"{}\"", key));
     }
   }
   return w;

@@ -11,6 +11,7 @@
 
 #include "oasync/migrate.hpp"
 #include "process.hpp"
+#include "temp_dir.hpp"
 #include "test_db.hpp"
 
 using oasync::test::run_oasync;
@@ -18,23 +19,12 @@ using oasync::test::TestDatabase;
 
 namespace {
 
-class TempDir {
+// A migrations folder.
+class TempDir : public oasync::test::TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/oasync-migrations.XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() { std::filesystem::remove_all(path_); }
-  const std::string& path() const { return path_; }
-  void write(const std::string& name, const std::string& text) const {
-    std::ofstream(path_ + "/" + name) << text;
-  }
   void copy_bundled() const {
     for (const auto& m : oasync::bundled_migrations()) write(m.name, m.sql);
   }
-
- private:
-  std::string path_;
 };
 
 // What `migrate` prints when it applies every bundled migration, with `verb`.

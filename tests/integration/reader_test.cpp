@@ -16,6 +16,7 @@
 #include "oasync/reader.hpp"
 #include "oasync/sink.hpp"
 #include "process.hpp"
+#include "temp_dir.hpp"
 #include "test_db.hpp"
 #include "writes.hpp"
 
@@ -106,7 +107,7 @@ TEST_CASE("an empty topic and a fully purged topic follow the same rule") {
   CHECK(reader.check(kRuns, "", 5).reason == StaleReason::none);
   CHECK(reader.check(kRuns, "", 4).reason == StaleReason::retention_floor_breach);
   CHECK(reader.check(kRuns, "", 6).reason == StaleReason::cursor_ahead);
-  const Page page = reader.read(kRuns, "", 5, 5, std::nullopt, 100);
+  const Page page = reader.read({kRuns, "", 5, 5, std::nullopt, 100});
   CHECK_FALSE(page.stale.has_value());
   CHECK(page.events.empty());
 }
@@ -117,12 +118,12 @@ TEST_CASE("a read whose cursor a purge overtook reports stale instead of skippin
   auto conn = db.connect();
   Reader reader(*conn);
   purge_through(db, 6);  // between a reader's check and its read
-  const Page page = reader.read(kRuns, "", 3, 10, std::nullopt, 100);
+  const Page page = reader.read({kRuns, "", 3, 10, std::nullopt, 100});
   REQUIRE(page.stale.has_value());
   CHECK(page.stale->reason == StaleReason::retention_floor_breach);
   CHECK(page.stale->position.purged_through == 6);
   CHECK(page.events.empty());
-  const Page ok = reader.read(kRuns, "", 6, 10, std::nullopt, 2);
+  const Page ok = reader.read({kRuns, "", 6, 10, std::nullopt, 2});
   CHECK(ok.through == 8);
   REQUIRE(ok.events.size() == 2);
   CHECK(ok.events[0].watermark == 7);
@@ -409,6 +410,33 @@ TEST_CASE("doc get prints the current doc: an unknown key exits 1") {
   const auto missing = run_oasync({"--database-url", db.url(), "doc", "get", "run_summary:nope"});
   CHECK(missing.exit_code == 1);
   CHECK(missing.err == "oasync: error: no doc with key \"run_summary:nope\"\n");
+}
+
+TEST_CASE("doc get: a key in two topics asks for --topic; get_doc returns both with their epochs") {
+  TestDatabase db;
+  TempFile yaml(
+      "topics:\n"
+      "  - name: a.runs\n    doc_key_prefix: \"run:\"\n    payload_mode: inline\n"
+      "  - name: b.runs\n    doc_key_prefix: \"run:\"\n    payload_mode: pointer\n");
+  REQUIRE(run_oasync({"--database-url", db.url(), "topics", "apply", yaml.path}).exit_code == 0);
+  auto sink = Sink::open(db.url());
+  sink->apply(batch_of({upsert("1", R"({"in":"a"})", std::nullopt, "a.runs", "run:"),
+                        upsert("1", R"({"in":"b"})", std::nullopt, "b.runs", "run:")}));
+  const auto both = run_oasync({"--database-url", db.url(), "doc", "get", "run:1"});
+  CHECK(both.exit_code == 1);
+  CHECK(both.err ==
+        "oasync: error: doc key \"run:1\" exists in topics \"a.runs\" and \"b.runs\"; pass "
+        "--topic\n");
+  const auto b =
+      run_oasync({"--database-url", db.url(), "doc", "get", "run:1", "--topic", "b.runs"});
+  REQUIRE(b.exit_code == 0);
+  CHECK(json::parse(b.out)["payload"] == json::parse(R"({"in":"b"})"));
+  // The SQL function a delivery service calls: one row per topic, with the epoch.
+  CHECK(db.scalar("SELECT string_agg(g.topic || '=' || (g.epoch = t.epoch)::text, ',' ORDER BY "
+                  "g.topic) FROM oasync.get_doc('run:1') g JOIN oasync.topics t USING (topic)") ==
+        "a.runs=true,b.runs=true");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.get_doc('run:1', 'a.runs')") == "1");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.get_doc('run:2')") == "0");
 }
 
 TEST_CASE("a 1,000,000-event backlog tails with bounded memory") {

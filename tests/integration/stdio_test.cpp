@@ -152,6 +152,10 @@ TEST_CASE("NDJSON: a database failure exits 1 and says which lines were not appl
                  R"({"topic":"runtime.run_summaries","doc_key":"run_summary:a","payload":{}})"
                  "\n");
   CHECK(r.exit_code == 1);
-  CHECK(r.err.find("oasync: error: lines 1 to 1 were not applied: ") == 0);
+  // The summary first, then the error, reported once.
+  const std::string summary =
+      "oasync sink: 0 lines: 0 applied, 0 unchanged, 0 duplicate, 0 conflict, 0 rejected, 1 in "
+      "failed batches\n";
+  CHECK(r.err.find(summary + "oasync: error: lines 1 to 1 were not applied: ") == 0);
   CHECK(r.err.find("relation \"oasync.events\" does not exist") != std::string::npos);
 }

@@ -6,6 +6,7 @@
 
 #include "oasync/sink.hpp"
 #include "process.hpp"
+#include "temp_dir.hpp"
 #include "test_db.hpp"
 #include "writes.hpp"
 
@@ -18,15 +19,9 @@ std::string catalog() {
   return oasync::test::source_dir() + "/schema/topics.yaml";
 }
 
-struct TempYaml {
-  explicit TempYaml(const std::string& text) {
-    char tmpl[] = "/tmp/oasync-topics.XXXXXX";
-    dir = mkdtemp(tmpl);
-    path = dir + "/topics.yaml";
-    std::ofstream(path) << text;
-  }
-  ~TempYaml() { std::filesystem::remove_all(dir); }
-  std::string dir, path;
+// A topic catalog in a file of its own.
+struct TempYaml : oasync::test::TempFile {
+  explicit TempYaml(const std::string& text) : TempFile(text, "topics.yaml") {}
 };
 
 }  // namespace
@@ -129,4 +124,21 @@ TEST_CASE("usage errors exit 2 and --version prints the version") {
   const auto help = run_oasync({"--help"});
   CHECK(help.exit_code == 0);
   CHECK(help.out.find("3  resync required") != std::string::npos);
+}
+
+TEST_CASE("an unknown command is named, with the closest one") {
+  const auto typo = run_oasync({"--database-url", "x", "tial", "runtime.run_summaries"});
+  CHECK(typo.exit_code == 2);
+  CHECK(typo.err == "oasync: error: unknown command \"tial\"; did you mean \"tail\"?\n");
+  const auto nested = run_oasync({"topics", "lis"});
+  CHECK(nested.exit_code == 2);
+  CHECK(nested.err ==
+        "oasync: error: unknown command \"topics lis\"; did you mean \"topics list\"?\n");
+  const auto far = run_oasync({"nosuch"});
+  CHECK(far.exit_code == 2);
+  CHECK(far.err == "oasync: error: unknown command \"nosuch\"; see oasync --help\n");
+  // A known command with a missing argument is still CLI11's usage error.
+  const auto missing = run_oasync({"tail"});
+  CHECK(missing.exit_code == 2);
+  CHECK(missing.err.find("TOPIC is required") == 0);
 }

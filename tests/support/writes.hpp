@@ -31,7 +31,7 @@ inline DocWrite remove_doc(const std::string& id, const std::string& topic = kRu
   DocWrite w;
   w.topic = topic;
   w.doc_key = prefix + id;
-  w.op = Op::remove;
+  w.op = Op::delete_;
   return w;
 }
 

@@ -286,7 +286,7 @@ class Writer {
       Sent s;
       s.topic = static_cast<int>(uniform(0, kTopics - 1));
       s.doc = static_cast<int>(uniform(0, settings_.docs - 1));
-      s.op = chance(0.1) ? Op::remove : Op::upsert;
+      s.op = chance(0.1) ? Op::delete_ : Op::upsert;
       if (chance(0.04)) s.invalid = static_cast<Invalid>(uniform(1, 5));
       if (s.invalid == Invalid::not_object || s.invalid == Invalid::too_large) s.op = Op::upsert;
       if (chance(0.1)) s.expected = known_[slot(s)];
@@ -757,7 +757,7 @@ Journal load_journal(const std::string& url, int writers) {
       Event e;
       e.doc_key = row[1].as<std::string>();
       e.version = row[2].as<std::int64_t>();
-      e.op = row[3].as<std::string>() == "delete" ? Op::remove : Op::upsert;
+      e.op = row[3].as<std::string>() == "delete" ? Op::delete_ : Op::upsert;
       if (!row[4].is_null()) e.attempt = row[4].as<std::int64_t>();
       if (!row[5].is_null()) e.index = row[5].as<int>();
       if (!row[6].is_null()) e.stream = row[6].as<std::string>();
@@ -845,7 +845,7 @@ void check_journal(const Journal& j, const Ledger& ledger, Violations& violation
         const auto u = ledger.unacked.find(it->second);
         if (u == ledger.unacked.end()) continue;
         for (const Sent& s : u->second) {
-          if (s.topic == t && s.op == Op::remove && s.invalid == Invalid::none &&
+          if (s.topic == t && s.op == Op::delete_ && s.invalid == Invalid::none &&
               data_prefix(t) + std::to_string(s.doc) == e.doc_key) {
             explained = true;
           }

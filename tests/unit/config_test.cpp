@@ -10,32 +10,18 @@
 #include "config.hpp"
 #include "oasync/error.hpp"
 #include "process.hpp"
+#include "temp_dir.hpp"
 #include "topics_file.hpp"
 
 namespace {
 
-// A file in a fresh temporary folder, removed with it.
-class TempFile {
- public:
-  explicit TempFile(const std::string& text) {
-    char tmpl[] = "/tmp/oasync-config-test.XXXXXX";
-    dir_ = mkdtemp(tmpl);
-    path_ = dir_ + "/oasync.yaml";
-    std::ofstream(path_) << text;
-  }
-  ~TempFile() { std::filesystem::remove_all(dir_); }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string dir_;
-  std::string path_;
-};
+using oasync::test::TempFile;
 
 }  // namespace
 
 TEST_CASE("oasync.yaml is read with its defaults") {
   TempFile f("database_url: \"host=/tmp dbname=x\"\nsink:\n  max_batch_writes: 100\n");
-  const auto config = oasync::cli::load_config(f.path());
+  const auto config = oasync::cli::load_config(f.path);
   CHECK(config.database_url == "host=/tmp dbname=x");
   CHECK(config.sink.max_batch_writes == 100);
   CHECK(config.sink.max_delay_ms == 0);
@@ -60,8 +46,8 @@ TEST_CASE("oasync.yaml errors name file, line and the offending value") {
   for (const Case& c : cases) {
     CAPTURE(c.text);
     TempFile f(c.text);
-    CHECK_THROWS_WITH_AS(oasync::cli::load_config(f.path()),
-                         doctest::Contains((f.path() + c.message).c_str()), oasync::Error);
+    CHECK_THROWS_WITH_AS(oasync::cli::load_config(f.path),
+                         doctest::Contains((f.path + c.message).c_str()), oasync::Error);
   }
   CHECK_THROWS_WITH_AS(oasync::cli::load_config("/nonexistent/oasync.yaml"),
                        doctest::Contains("cannot read /nonexistent/oasync.yaml"), oasync::Error);
@@ -110,7 +96,7 @@ TEST_CASE("topic catalog errors name the line and the value") {
   for (const Case& c : cases) {
     CAPTURE(c.text);
     TempFile f(c.text);
-    CHECK_THROWS_WITH_AS(oasync::cli::load_topics_file(f.path()),
-                         doctest::Contains((f.path() + c.message).c_str()), oasync::Error);
+    CHECK_THROWS_WITH_AS(oasync::cli::load_topics_file(f.path),
+                         doctest::Contains((f.path + c.message).c_str()), oasync::Error);
   }
 }

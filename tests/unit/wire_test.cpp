@@ -7,6 +7,7 @@
 
 #include "oasync/error.hpp"
 #include "oasync/wire.hpp"
+#include "openagents/sync/v1/sink.pb.h"
 #include "openagents/sync/v1/sync.pb.h"
 #include "process.hpp"
 
@@ -33,7 +34,7 @@ oasync::Batch sample_batch() {
   oasync::DocWrite b;
   b.topic = "runtime.run_summaries";
   b.doc_key = "run_summary:run_0";
-  b.op = oasync::Op::remove;
+  b.op = oasync::Op::delete_;
   b.expected_version = 4;
   batch.writes.push_back(b);
   batch.checkpoint = oasync::ProducerCheckpoint{"runtime-projector", 3, 1234};
@@ -86,7 +87,7 @@ TEST_CASE("WriteBatch encoding is pinned by a golden fixture") {
   CHECK(decoded.writes[0].scope == "org:42");
   CHECK(decoded.writes[0].source_seq == std::optional<std::int64_t>(17));
   CHECK_FALSE(decoded.writes[0].expected_version.has_value());
-  CHECK(decoded.writes[1].op == oasync::Op::remove);
+  CHECK(decoded.writes[1].op == oasync::Op::delete_);
   CHECK(decoded.writes[1].expected_version == std::optional<std::int64_t>(4));
   REQUIRE(decoded.checkpoint.has_value());
   CHECK(decoded.checkpoint->producer_id == "runtime-projector");
@@ -139,7 +140,7 @@ TEST_CASE("NDJSON lines parse into writes: mistakes name the field and quote the
   const auto w = oasync::parse_write_line(
       R"({"topic":"t","doc_key":"k:1","scope":"org:1","op":"delete","source_stream":"s","source_seq":3,"expected_version":2})");
   CHECK(w.topic == "t");
-  CHECK(w.op == oasync::Op::remove);
+  CHECK(w.op == oasync::Op::delete_);
   CHECK(w.source_seq == std::optional<std::int64_t>(3));
   CHECK(w.expected_version == std::optional<std::int64_t>(2));
   const auto p =
@@ -182,4 +183,81 @@ TEST_CASE("NDJSON result lines have a stable shape") {
   CHECK(
       oasync::result_line(8, bad) ==
       R"({"line":8,"outcome":"rejected","reason":"invalid_key","detail":"x","doc_version":0,"watermark":0})");
+}
+
+namespace {
+
+// How many values a C++ enum has: its to_string answers "unknown" past the last.
+template <typename Enum>
+int enum_size() {
+  int n = 0;
+  while (std::string(oasync::to_string(static_cast<Enum>(n))) != "unknown") ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("every outcome and reason survives the proto round trip, and proto has no other") {
+  namespace pb = openagents::sync::v1;
+  // Each C++ value encodes to a proto value and decodes back to itself.
+  const int outcomes = enum_size<oasync::Outcome>();
+  const int reasons = enum_size<oasync::RejectReason>();
+  for (int o = 0; o < outcomes; ++o) {
+    for (int r = 0; r < reasons; ++r) {
+      oasync::WriteResult w;
+      w.outcome = static_cast<oasync::Outcome>(o);
+      w.reason = static_cast<oasync::RejectReason>(r);
+      const auto decoded = oasync::decode_results(oasync::encode_results({w}));
+      REQUIRE(decoded.results.size() == 1);
+      CHECK(decoded.results[0].outcome == w.outcome);
+      CHECK(decoded.results[0].reason == w.reason);
+    }
+  }
+  // Each proto value (but OUTCOME_UNSPECIFIED) has a C++ value: decoding and
+  // encoding again gives it back. A value added to sink.proto alone fails here.
+  using Field = pb::WriteResult;
+  const auto proto_round_trip = [](const google::protobuf::EnumDescriptor* values, int first,
+                                   void (*set)(Field*, int), int (*get)(const Field*)) {
+    for (int i = first; i < values->value_count(); ++i) {
+      CAPTURE(values->value(i)->name());
+      pb::BatchResult message;
+      set(message.add_results(), values->value(i)->number());
+      const auto decoded = oasync::decode_results(message.SerializeAsString());
+      pb::BatchResult again;
+      REQUIRE(again.ParseFromString(oasync::encode_results(decoded.results)));
+      CHECK(get(&again.results(0)) == values->value(i)->number());
+    }
+  };
+  CHECK(pb::RejectReason_descriptor()->value_count() == reasons);
+  proto_round_trip(
+      pb::RejectReason_descriptor(), 0,
+      [](Field* f, int v) { f->set_reason(static_cast<pb::RejectReason>(v)); },
+      [](const Field* f) { return static_cast<int>(f->reason()); });
+  CHECK(pb::Outcome_descriptor()->value_count() == outcomes + 1);
+  proto_round_trip(
+      pb::Outcome_descriptor(), 1,
+      [](Field* f, int v) { f->set_outcome(static_cast<pb::Outcome>(v)); },
+      [](const Field* f) { return static_cast<int>(f->outcome()); });
+}
+
+TEST_CASE("each error code has one wire code") {
+  using oasync::Code;
+  const std::vector<std::pair<Code, std::string>> expected = {
+      {Code::invalid_argument, "invalid_batch"},
+      {Code::invalid_input, "malformed_frame"},
+      {Code::not_found, "internal"},
+      {Code::refused, "internal"},
+      {Code::fenced, "fenced"},
+      {Code::database, "database"},
+      {Code::internal, "internal"}};
+  CHECK(expected.size() == static_cast<std::size_t>(enum_size<Code>()));
+  for (const auto& [code, wire] : expected) {
+    CAPTURE(oasync::to_string(code));
+    CHECK(oasync::wire_code(code) == wire);
+    const oasync::Error error(code, "boom", oasync::Retryable::yes, "40001");
+    const auto decoded = oasync::decode_results(oasync::encode_error(error));
+    CHECK(decoded.error_code == wire);
+    CHECK(decoded.error_message == "boom");
+    CHECK(decoded.retryable);
+  }
 }

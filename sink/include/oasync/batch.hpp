@@ -2,12 +2,18 @@
 //
 // These are plain values. The wire forms (proto/openagents/sync/v1/sink.proto
 // and the NDJSON lines of `oasync sink --input`) convert to and from them in
-// sink/src/codec.cpp.
+// oasync/wire.hpp.
+//
+// Adding an Outcome or a RejectReason: add it here, to its to_string, and to
+// sink.proto and wire.cpp's conversions. The compiler flags every switch that
+// misses it (-Werror=switch), and the unit test "every outcome and reason
+// survives the proto round trip" flags a proto enum that was forgotten.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace oasync {
@@ -17,7 +23,14 @@ inline constexpr std::size_t kMaxTopicBytes = 128;
 inline constexpr std::size_t kMaxDocKeyBytes = 512;
 inline constexpr std::size_t kMaxScopeBytes = 128;
 
-enum class Op { upsert, remove };
+// What a write does to its doc. Named as on the wire and in SQL ("upsert",
+// "delete"); `delete_` only because `delete` is a C++ keyword.
+enum class Op { upsert, delete_ };
+
+// "upsert" / "delete".
+const char* to_string(Op op) noexcept;
+// Parses "upsert" / "delete"; nullopt for anything else.
+std::optional<Op> parse_op(std::string_view text) noexcept;
 
 // The new state of one read-model doc.
 struct DocWrite {
@@ -27,7 +40,7 @@ struct DocWrite {
   std::string doc_key;
   // Tenant key such as "org:42"; may be empty.
   std::string scope;
-  // upsert stores payload; remove turns the doc into a tombstone.
+  // upsert stores payload; delete_ turns the doc into a tombstone.
   Op op = Op::upsert;
   // A JSON object, as text. Required for upserts, ignored for removes.
   std::string payload;
@@ -86,7 +99,7 @@ struct WriteResult {
 };
 
 // Stable lowercase names ("applied", "payload_too_large"), used by the NDJSON
-// results and the CLI summaries.
+// results and the CLI summaries; "unknown" for a value out of range.
 const char* to_string(Outcome outcome) noexcept;
 const char* to_string(RejectReason reason) noexcept;
 

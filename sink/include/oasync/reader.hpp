@@ -1,6 +1,8 @@
-// oasync::Reader: the journal as clients see it, through the SQL functions of
-// migrations/0002_read_functions.sql (the same ones a delivery service
-// calls), so that every reader applies the same resume rule.
+// oasync::Reader: the journal as clients see it, through the SQL functions a
+// delivery service calls too (resume_check, topic_position and snapshot_docs
+// of migrations/0002_read_functions.sql, read_events of
+// 0004_streaming_read_events.sql, get_doc of 0005_get_doc.sql), so that every
+// reader applies the same resume rule.
 //
 // The resume rule: a cursor (epoch, W) may resume iff the epoch matches and
 // purged_through <= W <= head. Otherwise the client must resync (snapshot).
@@ -13,6 +15,8 @@
 #include <vector>
 
 #include <pqxx/connection_base>
+
+#include "oasync/batch.hpp"
 
 namespace oasync {
 
@@ -44,8 +48,7 @@ struct Event {
   std::string doc_key;
   std::int64_t doc_version = 0;
   std::string scope;
-  // "upsert" or "delete".
-  std::string op;
+  Op op = Op::upsert;
   // Canonical JSON; empty for deletes. For pointer topics, the doc's current
   // payload (payload_fetched is then true).
   std::string payload;
@@ -65,6 +68,22 @@ struct Doc {
   std::string payload;       // canonical JSON; empty for tombstones
   std::string payload_hash;  // 32 raw bytes; empty for tombstones
   std::int64_t last_watermark = 0;
+};
+
+// What Reader::read reads: the events of `topic` with
+// after < watermark <= min(through, after + max_events).
+struct ReadRequest {
+  std::string topic;
+  // The cursor's epoch; empty skips the epoch comparison.
+  std::string epoch;
+  // The cursor: the last watermark the reader has.
+  std::int64_t after = 0;
+  // The highest watermark to read (the head the reader saw).
+  std::int64_t through = 0;
+  // Only events of this scope, when set.
+  std::optional<std::string> scope;
+  // The most events one page covers (its watermark range, not its rows).
+  std::int64_t max_events = 5000;
 };
 
 // A page of events, or the reason the cursor went stale while reading.
@@ -88,10 +107,9 @@ class Reader {
   // epoch comparison.
   ResumeCheck check(const std::string& topic, const std::string& epoch, std::int64_t watermark);
 
-  // Reads the events with after < watermark <= min(through, after + max_events),
-  // of `scope` when it is set, checking the resume rule in the same snapshot.
-  Page read(const std::string& topic, const std::string& epoch, std::int64_t after,
-            std::int64_t through, const std::optional<std::string>& scope, std::int64_t max_events);
+  // Reads one page (see ReadRequest), checking the resume rule in the same
+  // snapshot as the rows.
+  Page read(const ReadRequest& request);
 
   struct SnapshotHeader {
     TopicPosition position;
@@ -107,9 +125,10 @@ class Reader {
                        const std::function<void(const SnapshotHeader&)>& on_header,
                        const std::function<void(const Doc&)>& on_doc);
 
-  // The doc with this key (in `topic` when given). Throws oasync::Error when
-  // the key exists in more than one topic and none was given.
-  std::optional<Doc> get_doc(const std::string& doc_key, const std::optional<std::string>& topic);
+  // The docs with this key, tombstones included, in topic order: one per
+  // topic that has it (only `topic`'s when given), so at most one when
+  // `topic` is set. Empty when there is none.
+  std::vector<Doc> find_doc(const std::string& doc_key, const std::optional<std::string>& topic);
 
  private:
   pqxx::connection_base& conn_;

@@ -49,8 +49,6 @@ class Reprojection {
   // is called after each batch.
   ReprojectCounts finish(const std::function<void(const char*, std::int64_t)>& progress = {});
 
-  const ReprojectCounts& counts() const;
-
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

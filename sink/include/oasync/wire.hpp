@@ -24,8 +24,9 @@ namespace oasync {
 // Default largest frame or NDJSON line accepted: 16 MiB.
 inline constexpr std::size_t kDefaultMaxFrameBytes = 16u << 20;
 
-// Decodes an encoded WriteBatch. Throws oasync::Error when the bytes are not
-// a valid WriteBatch or a value is out of range (a uint64 above 2^63-1).
+// Decodes an encoded WriteBatch. Throws oasync::Error (invalid_input) when the
+// bytes are not a valid WriteBatch or a value is out of range (a uint64 above
+// 2^63-1).
 Batch decode_batch(std::string_view bytes);
 
 // Decodes one encoded DocWrite (as `oasync reproject --format proto` reads).
@@ -34,13 +35,18 @@ DocWrite decode_write(std::string_view bytes);
 // Encodes a WriteBatch (for tests, benchmarks and foreign callers' examples).
 std::string encode_batch(const Batch& batch);
 
-// Encodes a BatchResult: the per-write results, or, when `error` is set, the
-// batch error (code "fenced" for a fenced producer, "database" otherwise).
-std::string encode_results(const std::vector<WriteResult>& results, const Error* error = nullptr);
+// Encodes a BatchResult carrying the per-write results.
+std::string encode_results(const std::vector<WriteResult>& results);
 
-// Encodes a BatchResult carrying only an error with the given code.
-std::string encode_batch_error(std::string_view code, std::string_view message,
-                               Retryable retryable);
+// The BatchError code of an error (sink.proto, BatchError.code): "database",
+// "fenced", "malformed_frame" (invalid_input: the frame did not decode),
+// "invalid_batch" (invalid_argument: it decoded, but a field is not allowed),
+// "internal" for anything else. The one place these strings are chosen.
+const char* wire_code(Code code) noexcept;
+
+// Encodes a BatchResult carrying only `error`: its wire_code, message,
+// retryability and SQLSTATE.
+std::string encode_error(const Error& error);
 
 // Decodes a BatchResult into results and (if present) its error message.
 struct DecodedResult {

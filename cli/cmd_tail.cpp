@@ -1,17 +1,15 @@
-// Reading the journal: oasync tail, oasync snapshot, oasync doc get.
+// oasync tail TOPIC... [--after W] [--epoch E] [--follow] [--scope S] [--format ...]
 #include <chrono>
 #include <csignal>
-#include <limits>
 #include <thread>
 
 #include <fmt/format.h>
-#include <pqxx/pqxx>
 
 #include "app.hpp"
 #include "exit_code.hpp"
-#include "oasync/connection.hpp"
+#include "oasync/consumers.hpp"
 #include "oasync/error.hpp"
-#include "oasync/options.hpp"
+#include "oasync/listener.hpp"
 #include "oasync/reader.hpp"
 #include "output.hpp"
 
@@ -41,13 +39,6 @@ struct Cursor {
   std::int64_t watermark = 0;
 };
 
-// Receives the sink's commit notifications; only whether one came matters.
-class Wakeup : public pqxx::notification_receiver {
- public:
-  explicit Wakeup(pqxx::connection_base& conn) : notification_receiver(conn, kNotifyChannel) {}
-  void operator()(const std::string&, int) override {}
-};
-
 enum class TailEnd { caught_up, limit_reached, stale };
 
 // Tails the topics until they are caught up (or, following, forever). Returns
@@ -65,18 +56,14 @@ class Tailer {
       Cursor c{topic, o_.epoch, o_.after};
       if (!o_.consumer.empty() && o_.after < 0) {
         // A named consumer resumes from its acknowledged position.
-        pqxx::read_transaction tx(conn);
-        const pqxx::result saved = tx.exec_params(
-            "SELECT epoch::text, watermark FROM oasync.consumers WHERE name = $1 AND topic = $2",
-            o_.consumer, topic);
-        if (!saved.empty()) {
-          c.epoch = saved[0][0].as<std::string>();
-          c.watermark = saved[0][1].as<std::int64_t>();
+        if (const auto saved = consumer_position(conn, o_.consumer, topic)) {
+          c.epoch = saved->epoch;
+          c.watermark = saved->watermark;
         }
       }
       const ResumeCheck check = reader.check(topic, c.epoch, c.watermark < 0 ? 0 : c.watermark);
       if (check.reason == StaleReason::unknown_topic) {
-        throw Error(fmt::format("topic \"{}\" is not registered", topic));
+        throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
       }
       if (c.watermark < 0) {
         if (check.reason == StaleReason::epoch_changed) return stale(check, c);
@@ -102,10 +89,14 @@ class Tailer {
       }
       positions_.push_back(check.position);
       while (c.watermark < check.position.head) {
-        const std::optional<std::string> scope =
-            o_.has_scope ? std::optional<std::string>(o_.scope) : std::nullopt;
-        Page page =
-            reader.read(c.topic, c.epoch, c.watermark, check.position.head, scope, o_.page_size);
+        ReadRequest request;
+        request.topic = c.topic;
+        request.epoch = c.epoch;
+        request.after = c.watermark;
+        request.through = check.position.head;
+        if (o_.has_scope) request.scope = o_.scope;
+        request.max_events = o_.page_size;
+        const Page page = reader.read(request);
         if (page.stale) {
           stale(*page.stale, c);
           return TailEnd::stale;
@@ -159,11 +150,7 @@ class Tailer {
  private:
   // Records a named consumer's position: what was printed and flushed.
   void acknowledge(pqxx::connection_base& conn, const Cursor& c) {
-    if (o_.consumer.empty()) return;
-    pqxx::work tx(conn, "oasync_ack");
-    tx.exec_params("SELECT oasync.ack_consumer($1, $2, $3::uuid, $4)", o_.consumer, c.topic,
-                   c.epoch, c.watermark);
-    tx.commit();
+    if (!o_.consumer.empty()) ack_consumer(conn, o_.consumer, c.topic, {c.epoch, c.watermark});
   }
 
   // Prints the stale-cursor envelope and says so on stderr; returns false so
@@ -195,8 +182,8 @@ int run_tail(const Context& ctx, const TailOptions& o) {
     try {
       auto conn = ctx.connect();
       Reader reader(*conn);
-      std::unique_ptr<Wakeup> wakeup;
-      if (o.follow) wakeup = std::make_unique<Wakeup>(*conn);
+      std::unique_ptr<CommitListener> listener;
+      if (o.follow) listener = std::make_unique<CommitListener>(*conn);
       if (!started) {
         if (!tailer.start(reader, *conn)) return to_int(ExitCode::resync_required);
         started = true;
@@ -208,23 +195,13 @@ int run_tail(const Context& ctx, const TailOptions& o) {
         if (end == TailEnd::stale) return to_int(ExitCode::resync_required);
         if (end == TailEnd::limit_reached || !o.follow) return to_int(ExitCode::ok);
         tailer.heartbeat_if_due();
-        if (!progressed) {
-          const auto budget = tailer.wait_budget();
-          conn->await_notification(static_cast<long>(budget.count() / 1000000),
-                                   static_cast<long>(budget.count() % 1000000));
-        }
+        if (!progressed) listener->wait(tailer.wait_budget());
       }
     } catch (const Error& e) {
       // A follower is long-lived: it also waits for a database that is not up yet.
       if (e.retryable() == Retryable::no || (!started && !o.follow)) throw;
       fmt::print(stderr, "oasync tail: {}; reconnecting in {} ms, resuming after watermark {}\n",
                  e.what(), backoff.count(), tailer.last_watermark());
-    } catch (const pqxx::broken_connection& e) {
-      if (!started && !o.follow) throw Error(e.what(), Retryable::yes);
-      fmt::print(
-          stderr,
-          "oasync tail: connection lost; reconnecting in {} ms, resuming after watermark {}\n",
-          backoff.count(), tailer.last_watermark());
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
@@ -233,7 +210,7 @@ int run_tail(const Context& ctx, const TailOptions& o) {
 
 }  // namespace
 
-void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out) {
+void add_tail_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   auto t = std::make_shared<TailOptions>();
   CLI::App* tail = app.add_subcommand("tail", "Print a topic's journal events in watermark order");
   tail->footer(
@@ -266,94 +243,6 @@ void add_read_commands(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   out.push_back({tail, [&ctx, t]() {
                    t->has_scope = !t->scope.empty();
                    return run_tail(ctx, *t);
-                 }});
-
-  struct SnapshotOptions {
-    std::string topic;
-    std::string scope;
-    std::int64_t since = -1;
-    std::string format = "ndjson";
-    int page_size = 1000;
-  };
-  auto s = std::make_shared<SnapshotOptions>();
-  CLI::App* snapshot =
-      app.add_subcommand("snapshot", "Print every live doc of a topic, consistently");
-  snapshot->footer(
-      "\nReads in one REPEATABLE READ snapshot: first a header with the topic's epoch and head,\n"
-      "then one line per doc. `snapshot` followed by `tail --after HEAD --epoch EPOCH` misses\n"
-      "nothing and repeats nothing, even under concurrent writes: the way out of a stale cursor.\n"
-      "--since W (delta resync) prints only docs changed after W, tombstones included; it exits\n"
-      "3 when tombstones it would need were already purged.");
-  snapshot->add_option("TOPIC", s->topic, "Topic")->required();
-  snapshot->add_option("--scope", s->scope, "Only docs of this scope (tenant)");
-  snapshot->add_option("--since", s->since, "Only docs changed after this watermark")
-      ->check(CLI::NonNegativeNumber);
-  snapshot->add_option("--format", s->format, "ndjson or proto (length-delimited ServerMessage)")
-      ->check(CLI::IsMember({"ndjson", "proto"}));
-  snapshot->add_option("--page-size", s->page_size, "Docs read per query")
-      ->check(CLI::Range(1, 100000));
-  out.push_back({snapshot, [&ctx, s]() {
-                   std::signal(SIGPIPE, SIG_IGN);
-                   auto conn = ctx.connect();
-                   Reader reader(*conn);
-                   Output output(parse_format(s->format));
-                   const auto since =
-                       s->since < 0 ? std::nullopt : std::optional<std::int64_t>(s->since);
-                   const auto scope =
-                       s->scope.empty() ? std::nullopt : std::optional<std::string>(s->scope);
-                   const StaleReason reason = reader.snapshot(
-                       s->topic, scope, since, s->page_size,
-                       [&](const Reader::SnapshotHeader& h) { output.snapshot_header(h); },
-                       [&](const Doc& d) {
-                         output.doc(d);
-                         if (output.buffered() > (1 << 20)) output.flush();
-                       });
-                   if (reason == StaleReason::unknown_topic) {
-                     throw Error(fmt::format("topic \"{}\" is not registered", s->topic));
-                   }
-                   if (reason != StaleReason::none) {
-                     ResumeCheck check = reader.check(s->topic, "", s->since);
-                     check.reason = reason;
-                     output.stale(check, "", s->since);
-                     output.flush();
-                     fmt::print(stderr,
-                                "oasync: delta resync of \"{}\" since {} is no longer possible "
-                                "(tombstones were purged); take a full snapshot\n",
-                                s->topic, s->since);
-                     return to_int(ExitCode::resync_required);
-                   }
-                   return to_int(ExitCode::ok);
-                 }});
-
-  struct DocOptions {
-    std::string key;
-    std::string topic;
-    std::string format = "json";
-  };
-  auto d = std::make_shared<DocOptions>();
-  CLI::App* doc = app.add_subcommand("doc", "Read docs");
-  doc->require_subcommand(1);
-  CLI::App* get = doc->add_subcommand("get", "Print the current doc with this key");
-  get->footer(
-      "\nPrints topic, scope, version, hash, tombstone flag and last watermark. An unknown key\n"
-      "exits 1.");
-  get->add_option("KEY", d->key, "Doc key")->required();
-  get->add_option("--topic", d->topic, "The topic, when the key exists in several");
-  get->add_option("--format", d->format, "json or proto (length-delimited ServerMessage)")
-      ->check(CLI::IsMember({"json", "proto"}));
-  out.push_back({get, [&ctx, d]() {
-                   auto conn = ctx.connect();
-                   Reader reader(*conn);
-                   const auto topic =
-                       d->topic.empty() ? std::nullopt : std::optional<std::string>(d->topic);
-                   const auto found = reader.get_doc(d->key, topic);
-                   if (!found) {
-                     throw Error(fmt::format("no doc with key \"{}\"{}", d->key,
-                                             topic ? " in topic \"" + *topic + "\"" : ""));
-                   }
-                   Output output(parse_format(d->format));
-                   output.doc(*found);
-                   return to_int(ExitCode::ok);
                  }});
 }
 

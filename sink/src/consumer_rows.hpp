@@ -1,0 +1,23 @@
+// Internal: the consumer rows that purge's guard reads inside its own
+// transaction.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <pqxx/pqxx>
+
+#include "oasync/consumers.hpp"
+
+namespace oasync::internal {
+
+// Consumers of `topic` in `epoch` whose watermark is below `floor` and that
+// acknowledged within the last `window_seconds`, by name. resumable and head
+// are not filled in.
+std::vector<ConsumerState> recent_consumers_below(pqxx::transaction_base& tx,
+                                                  const std::string& topic,
+                                                  const std::string& epoch, std::int64_t floor,
+                                                  std::int64_t window_seconds);
+
+}  // namespace oasync::internal

@@ -1,0 +1,95 @@
+#include "oasync/consumers.hpp"
+
+#include <pqxx/pqxx>
+
+#include "consumer_rows.hpp"
+#include "db.hpp"
+
+namespace oasync {
+namespace {
+
+const char* const kPositionSql = R"SQL(
+SELECT epoch::text AS epoch, watermark FROM oasync.consumers WHERE name = $1 AND topic = $2
+)SQL";
+
+const char* const kAckSql = "SELECT oasync.ack_consumer($1, $2, $3::uuid, $4)";
+
+const char* const kListSql = R"SQL(
+SELECT c.name, c.topic, c.epoch::text AS epoch, c.watermark, coalesce(t.head, 0) AS head,
+       c.last_seen::text AS last_seen,
+       coalesce((SELECT r.resumable FROM oasync.resume_check(c.topic, c.epoch, c.watermark) AS r),
+                false) AS resumable
+FROM oasync.consumers AS c
+LEFT JOIN oasync.topics AS t ON t.topic = c.topic
+ORDER BY c.name COLLATE "C", c.topic COLLATE "C"
+)SQL";
+
+const char* const kRecentBelowSql = R"SQL(
+SELECT name, topic, epoch::text AS epoch, watermark, last_seen::text AS last_seen
+FROM oasync.consumers
+WHERE topic = $1 AND epoch = $2::uuid AND watermark < $3
+  AND last_seen >= now() - make_interval(secs => $4)
+ORDER BY name COLLATE "C"
+)SQL";
+
+ConsumerState consumer_from_row(const pqxx::row& row) {
+  ConsumerState c;
+  c.name = row["name"].as<std::string>();
+  c.topic = row["topic"].as<std::string>();
+  c.position = {row["epoch"].as<std::string>(), row["watermark"].as<std::int64_t>()};
+  c.last_seen = row["last_seen"].as<std::string>();
+  return c;
+}
+
+}  // namespace
+
+std::optional<ConsumerPosition> consumer_position(pqxx::connection_base& conn,
+                                                  const std::string& name,
+                                                  const std::string& topic) {
+  return internal::db_step("read consumer position", [&]() -> std::optional<ConsumerPosition> {
+    pqxx::read_transaction tx(conn);
+    const pqxx::result rows = tx.exec_params(kPositionSql, name, topic);
+    if (rows.empty()) return std::nullopt;
+    return ConsumerPosition{rows[0]["epoch"].as<std::string>(),
+                            rows[0]["watermark"].as<std::int64_t>()};
+  });
+}
+
+void ack_consumer(pqxx::connection_base& conn, const std::string& name, const std::string& topic,
+                  const ConsumerPosition& position) {
+  internal::db_step("record consumer position", [&] {
+    pqxx::work tx(conn, "oasync_ack");
+    tx.exec_params(kAckSql, name, topic, position.epoch, position.watermark);
+    tx.commit();
+  });
+}
+
+std::vector<ConsumerState> list_consumers(pqxx::connection_base& conn) {
+  return internal::db_step("list consumers", [&] {
+    pqxx::read_transaction tx(conn);
+    std::vector<ConsumerState> out;
+    for (const auto& row : tx.exec(kListSql)) {
+      ConsumerState c = consumer_from_row(row);
+      c.head = row["head"].as<std::int64_t>();
+      c.resumable = row["resumable"].as<bool>();
+      out.push_back(std::move(c));
+    }
+    return out;
+  });
+}
+
+namespace internal {
+
+std::vector<ConsumerState> recent_consumers_below(pqxx::transaction_base& tx,
+                                                  const std::string& topic,
+                                                  const std::string& epoch, std::int64_t floor,
+                                                  std::int64_t window_seconds) {
+  std::vector<ConsumerState> out;
+  for (const auto& row : tx.exec_params(kRecentBelowSql, topic, epoch, floor, window_seconds)) {
+    out.push_back(consumer_from_row(row));
+  }
+  return out;
+}
+
+}  // namespace internal
+}  // namespace oasync

@@ -1,0 +1,130 @@
+// Internal: the sink's decisions as pure functions over values, with no
+// database. Sink::Impl (sink.cpp) validates, locks the docs, calls resolve(),
+// locks the topics, calls number_events() and writes what they returned;
+// reproject asks unchanged() the same question the sink does. The unit tests
+// (tests/unit/write_rules_test.cpp) pin every rule here, table by table.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "oasync/batch.hpp"
+#include "oasync/topics.hpp"
+
+namespace oasync::internal {
+
+// What the sink needs of a registered topic. config_revision tells whether a
+// cached copy is current: the sink compares it under the topic's row lock.
+struct TopicInfo {
+  std::string prefix;
+  PayloadMode mode = PayloadMode::inline_payload;
+  std::int64_t max_payload_bytes = 0;
+  std::int64_t config_revision = 0;
+};
+
+// Registered topics by name.
+using Registry = std::map<std::string, TopicInfo, std::less<>>;
+
+// A write that passed validation, with its canonical payload.
+struct ValidWrite {
+  const DocWrite* write = nullptr;
+  std::string canonical;  // empty for deletes
+  std::string hash_hex;   // lowercase hex SHA-256 of canonical; empty for deletes
+};
+
+// Checks one write: sizes, NUL bytes, numbers (no registry needed), then
+// topic, key prefix, payload shape and size against `registry`. Returns the
+// valid write, or its rejection (outcome rejected, reason, detail).
+std::variant<ValidWrite, WriteResult> validate_write(const DocWrite& write,
+                                                     const Registry& registry);
+
+// The producer checkpoints a group of batches stores: one per producer, the
+// last one wins. Throws oasync::Error (invalid_argument) for a checkpoint
+// without a producer id or with a negative number, and (fenced) when a batch
+// carries a lower epoch than an earlier batch of the same producer.
+std::map<std::string, ProducerCheckpoint> collect_checkpoints(
+    const std::vector<const Batch*>& batches);
+
+using DocKey = std::pair<std::string, std::string>;  // (topic, doc_key)
+
+// A doc's state: as locked in the database, then as a batch changes it.
+// Version 0 means the doc does not exist.
+struct DocState {
+  std::string scope;
+  std::int64_t version = 0;
+  bool deleted = false;
+  std::string hash_hex;  // empty for tombstones and absent docs
+  std::string source_stream;
+  std::optional<std::int64_t> source_seq;
+
+  bool live() const { return version > 0 && !deleted; }
+};
+
+// Whether a write would leave the doc as it is: an upsert whose canonical hash
+// and scope equal a live doc's, or a delete of a doc that is absent or
+// already a tombstone.
+bool unchanged(const DocState& doc, Op op, std::string_view hash_hex, std::string_view scope);
+
+// An applied write's journal event.
+struct PlannedEvent {
+  std::string topic;
+  std::string doc_key;
+  std::int64_t version = 0;
+  std::string scope;
+  Op op = Op::upsert;
+  std::string payload;   // canonical JSON; empty for deletes
+  std::string hash_hex;  // empty for deletes
+  // Index of the write (in resolve()'s input) that made it.
+  std::size_t write = 0;
+  // Set by number_events(); 0 before.
+  std::int64_t watermark = 0;
+};
+
+// A doc the batch changed: its final state and the index of its last event.
+struct PlannedDoc {
+  DocKey key;
+  DocState state;
+  std::size_t last_event = 0;
+};
+
+struct Resolution {
+  // One per input write, in input order. Applied results carry watermark 0
+  // until number_events() runs.
+  std::vector<WriteResult> results;
+  // The applied writes' events, in input order.
+  std::vector<PlannedEvent> events;
+  // Every doc with at least one event, in (topic, doc_key) order.
+  std::vector<PlannedDoc> docs;
+  // Docs locked at version 0 (placeholders) that no write created: the write
+  // statement removes them again.
+  std::vector<DocKey> unused_placeholders;
+};
+
+// Decides every write in input order against the locked doc states, each
+// write seeing the effect of the ones before it (several writes to one doc in
+// one batch are applied one after another):
+//   duplicate  the write has a source_seq, the doc has one from the same
+//              source_stream, and the write's is not higher;
+//   conflict   expected_version is set and differs from the doc's version
+//              (0: the doc must not exist);
+//   unchanged  see unchanged();
+//   applied    the doc's version rises by 1, its scope, tombstone flag, hash
+//              and (when the write has a source_seq) source position become
+//              the write's, and one event is planned.
+// The checks run in that order. REQUIRES: `locked` holds a state for the
+// (topic, doc_key) of every write (version 0 for docs that do not exist).
+Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> writes);
+
+// Hands out watermarks: each event gets its topic's head + 1, in event order,
+// and its applied result the same watermark. `heads` holds the head of every
+// topic with events, as locked, and is advanced to the new heads.
+void number_events(Resolution& resolution, std::map<std::string, std::int64_t>& heads);
+
+}  // namespace oasync::internal
