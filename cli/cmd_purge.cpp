@@ -31,7 +31,9 @@ void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "go too, and the delta-resync floor follows them. Refuses to cross the position of a\n"
       "consumer seen within --consumer-window-days unless --force. Exits 1 when it refused.");
   sub->add_option("--topic", o->topics, "Only this topic (repeatable); default: all");
-  sub->add_option("--older-than", o->older_than, "Age limit for this run: 90s, 72h, 7d, ...");
+  sub->add_option("--older-than", o->older_than,
+                  "Age limit for this run: 90s, 72h, 7d, ...; 0s: everything that keep-last "
+                  "allows");
   sub->add_option("--keep-last", o->keep_last, "Keep at least N newest events")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--dry-run", o->dry_run, "Print what would happen; change nothing");
@@ -45,7 +47,8 @@ void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       {sub, [&ctx, o]() {
          PurgeOptions options;
          options.topics = o->topics;
-         if (!o->older_than.empty()) options.older_than_seconds = parse_duration(o->older_than);
+         if (!o->older_than.empty())
+           options.older_than_seconds = parse_duration(o->older_than, ZeroDuration::allowed);
          if (o->keep_last >= 0) options.keep_last = o->keep_last;
          options.dry_run = o->dry_run ? DryRun::yes : DryRun::no;
          options.batch_size = o->batch_size;

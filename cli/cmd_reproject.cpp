@@ -30,6 +30,7 @@ struct Options {
   bool reset = false;
   bool yes = false;
   std::int64_t batch_size = 1000;
+  std::int64_t as_of = -1;  // -1: the head at the start
 };
 
 // Asks on the terminal; false when there is none or the answer is not "yes".
@@ -108,6 +109,10 @@ void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& ou
       "tombstones, unchanged docs are untouched, so clients keep their cursors and receive\n"
       "only real changes. Streams its input in batches (bounded memory). Running it twice,\n"
       "the second run changes nothing. Any bad input line stops it before anything is deleted.\n"
+      "Beside a live projector: docs whose last change is above the topic's head at the start\n"
+      "(or --as-of W, the watermark the input corresponds to) are left alone and counted as\n"
+      "skipped, and every change and delete is a compare-and-set on the version it compared,\n"
+      "so a live write is never overwritten or deleted.\n"
       "--reset then rotates the topic's epoch: every client resyncs. It asks first unless --yes.");
   sub->add_option("TOPIC", o->topic, "Topic")->required();
   sub->add_option("--input", o->input, "NDJSON lines like `sink --input`, or - for stdin")
@@ -120,6 +125,10 @@ void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& ou
   sub->add_flag("--yes", o->yes, "Do not ask before --reset");
   sub->add_option("--batch-size", o->batch_size, "Docs per transaction (default 1000)")
       ->check(CLI::Range(1, 100000));
+  sub->add_option("--as-of", o->as_of,
+                  "The watermark the input reflects; docs changed after it are left alone "
+                  "(default: the head at the start)")
+      ->check(CLI::NonNegativeNumber);
   out.push_back(
       {sub, [&ctx, o]() {
          if (o->reset && !o->dry_run && !o->yes &&
@@ -136,8 +145,11 @@ void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& ou
                          fmt::format("cannot open {}: {}", o->input, std::strerror(errno)));
          }
          const bool tty = isatty(STDERR_FILENO) != 0;
-         Reprojection r(ctx.database_url(), o->topic, o->dry_run ? DryRun::yes : DryRun::no,
-                        o->batch_size);
+         ReprojectOptions options;
+         options.dry_run = o->dry_run ? DryRun::yes : DryRun::no;
+         options.batch_size = o->batch_size;
+         if (o->as_of >= 0) options.as_of = o->as_of;
+         Reprojection r(ctx.database_url(), o->topic, options);
          if (o->format == "proto") {
            read_proto(fd, ctx.config.sink.max_frame_bytes, r);
          } else {
@@ -148,8 +160,10 @@ void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& ou
            if (tty) fmt::print(stderr, "\rreproject {}: {} {}", o->topic, phase, n);
          });
          if (tty) fmt::print(stderr, "\n");
-         fmt::print("{}: {}{} unchanged, {} changed, {} new, {} deleted\n", o->topic,
-                    o->dry_run ? "would be: " : "", c.unchanged, c.changed, c.created, c.deleted);
+         fmt::print(
+             "{}: {}{} unchanged, {} changed, {} new, {} deleted, {} skipped (changed since {})\n",
+             o->topic, o->dry_run ? "would be: " : "", c.unchanged, c.changed, c.created, c.deleted,
+             c.skipped, r.as_of());
          if (o->reset && !o->dry_run) {
            auto conn = ctx.connect();
            fmt::print("{}: new epoch {}; every client resyncs\n", o->topic,

@@ -87,6 +87,8 @@ class Tailer {
         stale(check, c);
         return TailEnd::stale;
       }
+      // A cursor of an epoch that forked (a failover) resumes in the new one.
+      c.epoch = check.position.epoch;
       positions_.push_back(check.position);
       while (c.watermark < check.position.head) {
         ReadRequest request;

@@ -66,7 +66,7 @@ std::string resolve_database_url(const std::string& flag, const Config& config) 
   return config.database_url;
 }
 
-std::int64_t parse_duration(const std::string& text) {
+std::int64_t parse_duration(const std::string& text, ZeroDuration zero) {
   std::size_t digits = 0;
   while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') ++digits;
   const std::string unit = text.substr(digits);
@@ -83,9 +83,10 @@ std::int64_t parse_duration(const std::string& text) {
                             text));
   }
   const std::int64_t value = std::stoll(text.substr(0, digits));
-  if (value <= 0)
+  if (value == 0 && zero == ZeroDuration::refused) {
     throw Error(Code::invalid_argument,
                 fmt::format("invalid duration \"{}\": must be positive", text));
+  }
   return value * scale;
 }
 

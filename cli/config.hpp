@@ -45,8 +45,11 @@ Config parse_config(std::string_view text, const std::string& origin);
 // libpq's environment, else the config file's database_url.
 std::string resolve_database_url(const std::string& flag, const Config& config);
 
+// Whether a duration may be zero ("0s").
+enum class ZeroDuration { refused, allowed };
+
 // Parses "90s", "15m", "72h", "7d" (also "1w") into seconds. Throws
-// oasync::Error quoting the text on anything else.
-std::int64_t parse_duration(const std::string& text);
+// oasync::Error (invalid_argument) quoting the text on anything else.
+std::int64_t parse_duration(const std::string& text, ZeroDuration zero = ZeroDuration::refused);
 
 }  // namespace oasync::cli

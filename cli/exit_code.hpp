@@ -47,11 +47,13 @@ inline ExitCode exit_code_for(const Error& error) {
   if (const auto* exit = dynamic_cast<const ExitError*>(&error)) return exit->exit_code();
   switch (error.code()) {
     case Code::invalid_argument:
+      return ExitCode::usage;
     case Code::invalid_input:
     case Code::not_found:
     case Code::refused:
     case Code::fenced:
     case Code::database:
+    case Code::outcome_unknown:
     case Code::internal:
       return ExitCode::error;
   }

@@ -31,168 +31,80 @@ CREATE SCHEMA oasync;
 --
 
 CREATE FUNCTION oasync.ack_consumer(p_name text, p_topic text, p_epoch uuid, p_watermark bigint) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'oasync'
     AS $$
+DECLARE
+    t record;
+BEGIN
+    SELECT tp.epoch, tp.head INTO t FROM oasync.topics AS tp WHERE tp.topic = p_topic;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'topic "%" is not registered', p_topic USING ERRCODE = '22023';
+    END IF;
+    IF p_epoch IS DISTINCT FROM t.epoch THEN
+        RAISE EXCEPTION 'consumer "%": epoch % is not the current epoch % of topic "%"',
+            p_name, p_epoch, t.epoch, p_topic USING ERRCODE = '22023';
+    END IF;
+    IF p_watermark IS NULL OR p_watermark < 0 OR p_watermark > t.head THEN
+        RAISE EXCEPTION 'consumer "%": watermark % is outside 0..% (the head of "%")',
+            p_name, p_watermark, t.head, p_topic USING ERRCODE = '22023';
+    END IF;
     INSERT INTO oasync.consumers AS c (name, topic, epoch, watermark, last_seen)
     VALUES (p_name, p_topic, p_epoch, p_watermark, now())
     ON CONFLICT (name, topic) DO UPDATE
-    SET epoch = excluded.epoch,
-        watermark = CASE WHEN c.epoch = excluded.epoch
+    SET watermark = CASE WHEN c.epoch = excluded.epoch
                          THEN greatest(c.watermark, excluded.watermark)
                          ELSE excluded.watermark END,
-        last_seen = now()
-$$;
-
-
---
--- Name: get_doc(text, text); Type: FUNCTION; Schema: oasync; Owner: -
---
-
-CREATE FUNCTION oasync.get_doc(p_doc_key text, p_topic text DEFAULT NULL::text) RETURNS TABLE(topic text, doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint, epoch uuid)
-    LANGUAGE sql STABLE
-    AS $$
-    SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-           d.last_watermark, t.epoch
-    FROM oasync.topics AS t
-    JOIN oasync.docs AS d ON d.topic = t.topic AND d.doc_key = p_doc_key
-    WHERE (p_topic IS NULL OR t.topic = p_topic) AND d.doc_version > 0
-    ORDER BY t.topic COLLATE "C"
-$$;
-
-
---
--- Name: read_events(text, uuid, bigint, bigint, text); Type: FUNCTION; Schema: oasync; Owner: -
---
-
-CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p_through bigint, p_scope text DEFAULT NULL::text) RETURNS TABLE(watermark bigint, doc_key text, doc_version bigint, scope text, op text, payload json, payload_hash bytea, payload_fetched boolean, committed_at timestamp with time zone)
-    LANGUAGE sql STABLE
-    AS $$
-    SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op,
-           CASE
-               WHEN e.op = 'delete' THEN NULL
-               WHEN (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) = 'inline'
-                   THEN e.payload
-               ELSE (SELECT d.payload FROM oasync.docs AS d
-                     WHERE d.topic = e.topic AND d.doc_key = e.doc_key)
-           END,
-           e.payload_hash,
-           e.op = 'upsert' AND (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) = 'pointer',
-           e.committed_at
-    FROM oasync.events AS e
-    WHERE (SELECT oasync.resumable_mode(p_topic, p_epoch, p_after)) IS NOT NULL
-      AND e.topic = p_topic AND e.watermark > p_after AND e.watermark <= p_through
-      AND (p_scope IS NULL OR e.scope = p_scope)
-    ORDER BY e.watermark
-$$;
-
-
---
--- Name: resumable_mode(text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
---
-
-CREATE FUNCTION oasync.resumable_mode(p_topic text, p_epoch uuid, p_after bigint) RETURNS text
-    LANGUAGE plpgsql STABLE
-    AS $$
-DECLARE
-    c record;
-    mode text;
-BEGIN
-    SELECT * INTO c FROM oasync.resume_check(p_topic, p_epoch, p_after);
-    IF NOT c.resumable THEN
-        RAISE EXCEPTION 'stale cursor for topic "%": %', p_topic, c.reason
-            USING ERRCODE = 'OA410',
-                  HINT = format('reason=%s floor=%s head=%s epoch=%s', c.reason,
-                                c.purged_through, c.head, c.epoch);
-    END IF;
-    SELECT t.payload_mode INTO mode FROM oasync.topics AS t WHERE t.topic = p_topic;
-    RETURN mode;
+        epoch = excluded.epoch,
+        last_seen = now();
 END
 $$;
 
 
 --
--- Name: resume_check(text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+-- Name: current_timeline(); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
-CREATE FUNCTION oasync.resume_check(p_topic text, p_epoch uuid, p_watermark bigint, OUT resumable boolean, OUT reason text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
-    LANGUAGE sql STABLE
+CREATE FUNCTION oasync.current_timeline() RETURNS bigint
+    LANGUAGE sql
+    BEGIN ATOMIC
+ SELECT ((('x'::text || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8)))::bit(32))::bigint AS int8;
+END;
+
+
+--
+-- Name: drop_placeholders(json); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.drop_placeholders(p_keys json) RETURNS bigint
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'oasync'
     AS $$
-    SELECT coalesce(r.reason IS NULL, false),
-           coalesce(r.reason, 'unknown_topic'),
-           t.epoch, t.head, t.purged_through
-    FROM (SELECT 1) AS one
-    LEFT JOIN oasync.topics AS t ON t.topic = p_topic
-    LEFT JOIN LATERAL (
-        SELECT CASE
-                   WHEN t.topic IS NULL THEN 'unknown_topic'
-                   WHEN p_epoch IS NOT NULL AND p_epoch <> t.epoch THEN 'epoch_changed'
-                   WHEN p_watermark < t.purged_through THEN 'retention_floor_breach'
-                   WHEN p_watermark > t.head THEN 'cursor_ahead'
-               END AS reason
-    ) AS r ON true
+    WITH gone AS (
+        DELETE FROM oasync.docs AS d
+        USING json_to_recordset(p_keys) AS g(t text, k text)
+        WHERE d.topic = g.t AND d.doc_key = g.k AND d.doc_version = 0 AND NOT d.deleted
+        RETURNING 1
+    )
+    SELECT count(*) FROM gone
 $$;
 
 
 --
--- Name: snapshot_docs(text, text, bigint, text, integer); Type: FUNCTION; Schema: oasync; Owner: -
+-- Name: config_revisions; Type: SEQUENCE; Schema: oasync; Owner: -
 --
 
-CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint, p_after_key text, p_limit integer) RETURNS TABLE(doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint)
-    LANGUAGE plpgsql STABLE
-    AS $$
-DECLARE
-    floor bigint;
-BEGIN
-    IF p_since IS NOT NULL THEN
-        SELECT t.delta_floor INTO floor FROM oasync.topics AS t WHERE t.topic = p_topic;
-        IF p_since < floor THEN
-            RAISE EXCEPTION 'delta resync of topic "%" since % is no longer possible: tombstones up to % were purged',
-                p_topic, p_since, floor
-                USING ERRCODE = 'OA410', HINT = format('reason=retention_floor_breach floor=%s', floor);
-        END IF;
-    END IF;
-    RETURN QUERY
-        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-               d.last_watermark
-        FROM oasync.docs AS d
-        WHERE d.topic = p_topic AND d.doc_key > p_after_key AND d.doc_version > 0
-          AND (p_scope IS NULL OR d.scope = p_scope)
-          AND (CASE WHEN p_since IS NULL THEN NOT d.deleted ELSE d.last_watermark > p_since END)
-        ORDER BY d.doc_key
-        LIMIT p_limit;
-END
-$$;
-
-
---
--- Name: topic_position(text); Type: FUNCTION; Schema: oasync; Owner: -
---
-
-CREATE FUNCTION oasync.topic_position(p_topic text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
-    LANGUAGE sql STABLE
-    AS $$
-    SELECT t.epoch, t.head, t.purged_through FROM oasync.topics AS t WHERE t.topic = p_topic
-$$;
+CREATE SEQUENCE oasync.config_revisions
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
 
 
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
-
---
--- Name: consumers; Type: TABLE; Schema: oasync; Owner: -
---
-
-CREATE TABLE oasync.consumers (
-    name text NOT NULL,
-    topic text NOT NULL,
-    epoch uuid NOT NULL,
-    watermark bigint NOT NULL,
-    last_seen timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT consumers_name_check CHECK (((octet_length(name) >= 1) AND (octet_length(name) <= 128))),
-    CONSTRAINT consumers_watermark_check CHECK ((watermark >= 0))
-);
-
 
 --
 -- Name: docs; Type: TABLE; Schema: oasync; Owner: -
@@ -215,6 +127,158 @@ WITH (fillfactor='80');
 
 
 --
+-- Name: topics; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.topics (
+    topic text NOT NULL,
+    doc_key_prefix text NOT NULL,
+    payload_mode text NOT NULL,
+    max_payload_bytes integer NOT NULL,
+    retention_max_age interval,
+    retention_min_events bigint DEFAULT 0 NOT NULL,
+    tombstone_retention interval,
+    epoch uuid DEFAULT gen_random_uuid() NOT NULL,
+    head bigint DEFAULT 0 NOT NULL,
+    purged_through bigint DEFAULT 0 NOT NULL,
+    config_revision bigint DEFAULT nextval('oasync.config_revisions'::regclass) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    delta_floor bigint DEFAULT 0 NOT NULL,
+    timeline bigint,
+    CONSTRAINT topics_check CHECK (((purged_through >= 0) AND (purged_through <= head))),
+    CONSTRAINT topics_max_payload_bytes_check CHECK ((max_payload_bytes > 0)),
+    CONSTRAINT topics_payload_mode_check CHECK ((payload_mode = ANY (ARRAY['inline'::text, 'pointer'::text]))),
+    CONSTRAINT topics_retention_min_events_check CHECK ((retention_min_events >= 0)),
+    CONSTRAINT topics_topic_check CHECK (((octet_length(topic) >= 1) AND (octet_length(topic) <= 128)))
+);
+
+
+--
+-- Name: COLUMN topics.timeline; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON COLUMN oasync.topics.timeline IS 'PostgreSQL timeline of the topic''s last write; a write on another timeline forks the epoch.';
+
+
+--
+-- Name: get_doc(text, text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.get_doc(p_doc_key text, p_topic text DEFAULT NULL::text) RETURNS TABLE(topic text, doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint, epoch uuid)
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ SELECT d.topic,
+     d.doc_key,
+     d.scope,
+     d.doc_version,
+     d.deleted,
+     d.payload,
+     d.payload_hash,
+     d.last_watermark,
+     t.epoch
+    FROM (oasync.topics t
+      JOIN oasync.docs d ON (((d.topic = t.topic) AND (d.doc_key = get_doc.p_doc_key))))
+   WHERE (((get_doc.p_topic IS NULL) OR (t.topic = get_doc.p_topic)) AND (d.doc_version > 0))
+   ORDER BY (t.topic COLLATE "C");
+END;
+
+
+--
+-- Name: note_timeline(json); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.note_timeline(p_topics json) RETURNS SETOF text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'oasync'
+    AS $$
+DECLARE
+    now_timeline bigint := oasync.current_timeline();
+    t record;
+BEGIN
+    FOR t IN SELECT tp.topic, tp.epoch, tp.head, tp.timeline
+             FROM oasync.topics AS tp
+             WHERE tp.topic IN (SELECT json_array_elements_text(p_topics))
+               AND tp.timeline IS DISTINCT FROM now_timeline
+             ORDER BY tp.topic COLLATE "C"
+             FOR NO KEY UPDATE
+    LOOP
+        IF t.timeline IS NOT NULL THEN
+            UPDATE oasync.epoch_history SET valid_through = least(valid_through, t.head)
+            WHERE topic = t.topic;
+            INSERT INTO oasync.epoch_history (topic, epoch, valid_through)
+            VALUES (t.topic, t.epoch, t.head);
+            UPDATE oasync.topics SET epoch = gen_random_uuid(), timeline = now_timeline,
+                                     updated_at = now()
+            WHERE topic = t.topic;
+            RETURN NEXT t.topic;
+        ELSE
+            UPDATE oasync.topics SET timeline = now_timeline WHERE topic = t.topic;
+        END IF;
+    END LOOP;
+END
+$$;
+
+
+--
+-- Name: read_check(text, uuid, bigint, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.read_check(p_topic text, p_epoch uuid, p_after bigint, p_through bigint) RETURNS boolean
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'oasync'
+    AS $$
+DECLARE
+    c record;
+BEGIN
+    SELECT * INTO c FROM oasync.resume_check(p_topic, p_epoch, p_after);
+    IF NOT c.resumable THEN
+        RAISE EXCEPTION 'stale cursor for topic "%": %', p_topic, c.reason
+            USING ERRCODE = 'OA410',
+                  HINT = format('reason=%s floor=%s head=%s epoch=%s', c.reason,
+                                c.purged_through, c.head, c.epoch);
+    END IF;
+    IF p_through > c.head THEN
+        RAISE EXCEPTION 'read of topic "%" through % is above its head %: a cursor moved there would skip the events written later',
+            p_topic, p_through, c.head
+            USING ERRCODE = 'OA416', HINT = format('head=%s', c.head);
+    END IF;
+    RETURN true;
+END
+$$;
+
+
+--
+-- Name: session_scope(name); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.session_scope(p_role name) RETURNS text
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'oasync'
+    AS $$
+DECLARE
+    wanted text := current_setting('oasync.scope', true);
+BEGIN
+    IF coalesce(current_setting('oasync.unscoped', true), '') IN ('on', 'true', 'yes', '1') THEN
+        wanted := '';
+    ELSIF coalesce(wanted, '') = '' THEN
+        RETURN NULL;
+    END IF;
+    IF p_role IS DISTINCT FROM session_user
+       AND NOT EXISTS (SELECT 1 FROM pg_roles AS r
+                       WHERE r.rolname = p_role AND pg_has_role(session_user, r.oid, 'MEMBER')) THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM oasync.scope_bindings AS b WHERE b.role = p_role AND b.scope = wanted)
+    THEN
+        RETURN wanted;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+
+--
 -- Name: events; Type: TABLE; Schema: oasync; Owner: -
 --
 
@@ -228,7 +292,233 @@ CREATE TABLE oasync.events (
     payload json,
     payload_hash bytea,
     committed_at timestamp with time zone DEFAULT now() NOT NULL,
+    previous_scope text,
     CONSTRAINT events_op_check CHECK ((op = ANY (ARRAY['upsert'::text, 'delete'::text])))
+);
+
+
+--
+-- Name: COLUMN events.previous_scope; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON COLUMN oasync.events.previous_scope IS 'The scope the doc had before this event, when it differs from scope (a move); else NULL.';
+
+
+--
+-- Name: scope_exits; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.scope_exits (
+    topic text NOT NULL,
+    scope text NOT NULL,
+    watermark bigint NOT NULL,
+    doc_key text NOT NULL,
+    doc_version bigint NOT NULL,
+    committed_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: read_events(text, uuid, bigint, bigint, text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p_through bigint, p_scope text DEFAULT NULL::text) RETURNS TABLE(watermark bigint, doc_key text, doc_version bigint, scope text, op text, payload json, payload_hash bytea, payload_fetched boolean, committed_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ WITH v AS MATERIALIZED (
+          SELECT oasync.read_check(read_events.p_topic, read_events.p_epoch, read_events.p_after, read_events.p_through) AS ok,
+             COALESCE(read_events.p_scope, oasync.session_scope(CURRENT_USER)) AS scope
+         )
+  SELECT x.watermark,
+     x.doc_key,
+     x.doc_version,
+     x.scope,
+     x.op,
+     x.payload,
+     x.payload_hash,
+     x.payload_fetched,
+     x.committed_at
+    FROM ( SELECT e.watermark,
+             e.doc_key,
+             e.doc_version,
+             e.scope,
+             e.op,
+                 CASE
+                     WHEN (e.op = 'delete'::text) THEN NULL::json
+                     WHEN (e.payload IS NOT NULL) THEN e.payload
+                     ELSE ( SELECT d.payload
+                        FROM oasync.docs d
+                       WHERE ((d.topic = e.topic) AND (d.doc_key = e.doc_key) AND ((d.scope = e.scope) OR (( SELECT v.scope
+                                FROM v) IS NULL))))
+                 END AS payload,
+             e.payload_hash,
+             ((e.op = 'upsert'::text) AND (e.payload IS NULL)) AS payload_fetched,
+             e.committed_at
+            FROM oasync.events e
+           WHERE (( SELECT v.ok
+                    FROM v) AND (e.topic = read_events.p_topic) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through) AND ((e.scope = ( SELECT v.scope
+                    FROM v)) OR (( SELECT v.scope
+                    FROM v) IS NULL)))
+         UNION ALL
+          SELECT ex.watermark,
+             ex.doc_key,
+             ex.doc_version,
+             ex.scope,
+             'delete'::text,
+             NULL::json,
+             NULL::bytea,
+             false,
+             ex.committed_at
+            FROM oasync.scope_exits ex
+           WHERE (( SELECT v.ok
+                    FROM v) AND (ex.topic = read_events.p_topic) AND (ex.scope = ( SELECT v.scope
+                    FROM v)) AND (ex.watermark > read_events.p_after) AND (ex.watermark <= read_events.p_through))) x
+   ORDER BY x.watermark;
+END;
+
+
+--
+-- Name: epoch_history; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.epoch_history (
+    topic text NOT NULL,
+    epoch uuid NOT NULL,
+    valid_through bigint NOT NULL,
+    forked_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+--
+-- Name: resume_check(text, uuid, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.resume_check(p_topic text, p_epoch uuid, p_watermark bigint, OUT resumable boolean, OUT reason text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ SELECT (r.reason IS NULL),
+     r.reason,
+     t.epoch,
+     t.head,
+     t.purged_through
+    FROM ((( SELECT 1 AS "?column?") one
+      LEFT JOIN oasync.topics t ON ((t.topic = resume_check.p_topic)))
+      CROSS JOIN LATERAL ( SELECT
+                 CASE
+                     WHEN (t.topic IS NULL) THEN 'unknown_topic'::text
+                     WHEN ((resume_check.p_epoch IS NOT NULL) AND (resume_check.p_epoch <> t.epoch) AND (NOT (EXISTS ( SELECT 1
+                        FROM oasync.epoch_history h
+                       WHERE ((h.topic = t.topic) AND (h.epoch = resume_check.p_epoch) AND (resume_check.p_watermark <= h.valid_through)))))) THEN 'epoch_changed'::text
+                     WHEN (resume_check.p_watermark < t.purged_through) THEN 'retention_floor_breach'::text
+                     WHEN (resume_check.p_watermark > t.head) THEN 'cursor_ahead'::text
+                     ELSE NULL::text
+                 END AS reason) r);
+END;
+
+
+--
+-- Name: resume_check(text, text, bigint); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.resume_check(p_topic text, p_epoch text, p_watermark bigint, OUT resumable boolean, OUT reason text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ SELECT (r.resumable AND v.valid),
+         CASE
+             WHEN (v.valid OR (r.reason = 'unknown_topic'::text)) THEN r.reason
+             ELSE 'epoch_changed'::text
+         END AS "case",
+     r.epoch,
+     r.head,
+     r.purged_through
+    FROM (( SELECT ((resume_check.p_epoch IS NULL) OR (resume_check.p_epoch ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'::text)) AS valid) v
+      CROSS JOIN LATERAL oasync.resume_check(resume_check.p_topic,
+         CASE
+             WHEN v.valid THEN (resume_check.p_epoch)::uuid
+             ELSE NULL::uuid
+         END, resume_check.p_watermark) r(resumable, reason, epoch, head, purged_through));
+END;
+
+
+--
+-- Name: snapshot_docs(text, text, bigint, text, integer); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint, p_after_key text, p_limit integer) RETURNS TABLE(doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'oasync'
+    AS $$
+DECLARE
+    floor bigint;
+BEGIN
+    -- A session bound to a scope reads that scope's view (see read_events).
+    p_scope := coalesce(p_scope, oasync.session_scope(current_user));
+    IF p_since IS NOT NULL THEN
+        SELECT CASE WHEN p_scope IS NULL THEN t.delta_floor
+                    ELSE greatest(t.delta_floor, t.purged_through) END
+        INTO floor FROM oasync.topics AS t WHERE t.topic = p_topic;
+        IF p_since < floor THEN
+            RAISE EXCEPTION 'delta resync of topic "%" since % is no longer possible: the history up to % was purged',
+                p_topic, p_since, floor
+                USING ERRCODE = 'OA410', HINT = format('reason=retention_floor_breach floor=%s', floor);
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT s.doc_key, s.scope, s.doc_version, s.deleted, s.payload, s.payload_hash,
+               s.last_watermark
+        FROM (
+            SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+                   d.last_watermark
+            FROM oasync.docs AS d
+            WHERE d.topic = p_topic AND d.doc_key > p_after_key AND d.doc_version > 0
+              AND (p_scope IS NULL OR d.scope = p_scope)
+              AND (CASE WHEN p_since IS NULL THEN NOT d.deleted
+                        ELSE d.last_watermark > p_since END)
+            UNION ALL
+            (SELECT DISTINCT ON (x.doc_key) x.doc_key, x.scope, x.doc_version, true, NULL::json,
+                    NULL::bytea, x.watermark
+             FROM oasync.scope_exits AS x
+             WHERE p_scope IS NOT NULL AND p_since IS NOT NULL
+               AND x.topic = p_topic AND x.scope = p_scope AND x.watermark > p_since
+               AND x.doc_key > p_after_key
+               AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
+                               WHERE d.topic = p_topic AND d.doc_key = x.doc_key
+                                 AND d.scope = p_scope AND d.doc_version > 0)
+             ORDER BY x.doc_key, x.watermark DESC)
+        ) AS s
+        ORDER BY s.doc_key
+        LIMIT p_limit;
+END
+$$;
+
+
+--
+-- Name: topic_position(text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.topic_position(p_topic text, OUT epoch uuid, OUT head bigint, OUT purged_through bigint) RETURNS record
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ SELECT t.epoch,
+     t.head,
+     t.purged_through
+    FROM oasync.topics t
+   WHERE (t.topic = topic_position.p_topic);
+END;
+
+
+--
+-- Name: consumers; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.consumers (
+    name text NOT NULL,
+    topic text NOT NULL,
+    epoch uuid NOT NULL,
+    watermark bigint NOT NULL,
+    last_seen timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT consumers_name_check CHECK (((octet_length(name) >= 1) AND (octet_length(name) <= 128))),
+    CONSTRAINT consumers_watermark_check CHECK ((watermark >= 0))
 );
 
 
@@ -264,29 +554,12 @@ COMMENT ON TABLE oasync.schema_migrations IS 'One row per applied migrations/NNN
 
 
 --
--- Name: topics; Type: TABLE; Schema: oasync; Owner: -
+-- Name: scope_bindings; Type: TABLE; Schema: oasync; Owner: -
 --
 
-CREATE TABLE oasync.topics (
-    topic text NOT NULL,
-    doc_key_prefix text NOT NULL,
-    payload_mode text NOT NULL,
-    max_payload_bytes integer NOT NULL,
-    retention_max_age interval,
-    retention_min_events bigint DEFAULT 0 NOT NULL,
-    tombstone_retention interval,
-    epoch uuid DEFAULT gen_random_uuid() NOT NULL,
-    head bigint DEFAULT 0 NOT NULL,
-    purged_through bigint DEFAULT 0 NOT NULL,
-    config_revision bigint DEFAULT 1 NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    delta_floor bigint DEFAULT 0 NOT NULL,
-    CONSTRAINT topics_check CHECK (((purged_through >= 0) AND (purged_through <= head))),
-    CONSTRAINT topics_max_payload_bytes_check CHECK ((max_payload_bytes > 0)),
-    CONSTRAINT topics_payload_mode_check CHECK ((payload_mode = ANY (ARRAY['inline'::text, 'pointer'::text]))),
-    CONSTRAINT topics_retention_min_events_check CHECK ((retention_min_events >= 0)),
-    CONSTRAINT topics_topic_check CHECK (((octet_length(topic) >= 1) AND (octet_length(topic) <= 128)))
+CREATE TABLE oasync.scope_bindings (
+    role name NOT NULL,
+    scope text NOT NULL
 );
 
 
@@ -304,6 +577,14 @@ ALTER TABLE ONLY oasync.consumers
 
 ALTER TABLE ONLY oasync.docs
     ADD CONSTRAINT docs_pkey PRIMARY KEY (topic, doc_key);
+
+
+--
+-- Name: epoch_history epoch_history_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.epoch_history
+    ADD CONSTRAINT epoch_history_pkey PRIMARY KEY (topic, epoch);
 
 
 --
@@ -331,11 +612,34 @@ ALTER TABLE ONLY oasync.schema_migrations
 
 
 --
+-- Name: scope_bindings scope_bindings_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.scope_bindings
+    ADD CONSTRAINT scope_bindings_pkey PRIMARY KEY (role, scope);
+
+
+--
+-- Name: scope_exits scope_exits_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.scope_exits
+    ADD CONSTRAINT scope_exits_pkey PRIMARY KEY (topic, scope, watermark);
+
+
+--
 -- Name: topics topics_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
 --
 
 ALTER TABLE ONLY oasync.topics
     ADD CONSTRAINT topics_pkey PRIMARY KEY (topic);
+
+
+--
+-- Name: scope_exits_topic_watermark; Type: INDEX; Schema: oasync; Owner: -
+--
+
+CREATE INDEX scope_exits_topic_watermark ON oasync.scope_exits USING btree (topic, watermark);
 
 
 --

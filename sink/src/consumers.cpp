@@ -8,11 +8,18 @@
 namespace oasync {
 namespace {
 
+// Position and ack run on a caller's connection once per page: every name is
+// qualified (see db.hpp, pin_search_path).
 const char* const kPositionSql = R"SQL(
-SELECT epoch::text AS epoch, watermark FROM oasync.consumers WHERE name = $1 AND topic = $2
+SELECT epoch::pg_catalog.text AS epoch, watermark FROM oasync.consumers
+WHERE name OPERATOR(pg_catalog.=) $1::pg_catalog.text
+  AND topic OPERATOR(pg_catalog.=) $2::pg_catalog.text
 )SQL";
 
-const char* const kAckSql = "SELECT oasync.ack_consumer($1, $2, $3::uuid, $4)";
+const char* const kAckSql = R"SQL(
+SELECT oasync.ack_consumer($1::pg_catalog.text, $2::pg_catalog.text, $3::pg_catalog.uuid,
+                           $4::bigint)
+)SQL";
 
 const char* const kListSql = R"SQL(
 SELECT c.name, c.topic, c.epoch::text AS epoch, c.watermark, coalesce(t.head, 0) AS head,
@@ -67,6 +74,7 @@ void ack_consumer(pqxx::connection_base& conn, const std::string& name, const st
 std::vector<ConsumerState> list_consumers(pqxx::connection_base& conn) {
   return internal::db_step("list consumers", [&] {
     pqxx::read_transaction tx(conn);
+    internal::pin_search_path(tx);
     std::vector<ConsumerState> out;
     for (const auto& row : tx.exec(kListSql)) {
       ConsumerState c = consumer_from_row(row);

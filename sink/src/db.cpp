@@ -17,13 +17,17 @@ Retryable classify_sqlstate(std::string_view sqlstate) noexcept {
   return Retryable::no;
 }
 
+void pin_search_path(pqxx::transaction_base& tx) {
+  tx.exec("SET LOCAL search_path = pg_catalog, pg_temp");
+}
+
 void rethrow_as_error(const std::string& step) {
   try {
     throw;
   } catch (const Error& e) {
     throw e.with_context(step);
   } catch (const pqxx::in_doubt_error& e) {
-    throw Error(Code::database,
+    throw Error(Code::outcome_unknown,
                 fmt::format("{}: connection lost during commit; the outcome is unknown ({})", step,
                             e.what()),
                 Retryable::yes, "", step);
@@ -60,8 +64,9 @@ std::string redact_conninfo(std::string_view conninfo) {
 }
 
 std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
+  std::unique_ptr<pqxx::connection> conn;
   try {
-    return std::make_unique<pqxx::connection>(conninfo);
+    conn = std::make_unique<pqxx::connection>(conninfo);
   } catch (const std::exception& e) {
     // libpq's message names host and port, never the password.
     std::string message = e.what();
@@ -72,6 +77,13 @@ std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
                 fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
                 Retryable::yes, "08001", "connect");
   }
+  // oasync's own sessions resolve no name through a search_path the
+  // environment gave them (PGOPTIONS, a role's default).
+  internal::db_step("connect", [&] {
+    pqxx::nontransaction tx(*conn);
+    tx.exec("SET search_path = pg_catalog, pg_temp");
+  });
+  return conn;
 }
 
 }  // namespace oasync

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-#include <pqxx/connection_base>
+#include <pqxx/pqxx>
 
 #include "oasync/error.hpp"
 
@@ -19,6 +19,13 @@ Retryable classify_sqlstate(std::string_view sqlstate) noexcept;
 // oasync::Error whose message starts with `step`, and throws it. oasync::Error
 // passes through with the context added.
 [[noreturn]] void rethrow_as_error(const std::string& step);
+
+// Makes the rest of `tx` resolve unqualified names in pg_catalog only (then
+// pg_temp, for relations only), whatever search_path the caller's connection
+// has: oasync never resolves a name through it. Statements on the hot paths
+// (the sink's, Reader::read and Reader::check) qualify every name instead
+// and need no extra round trip.
+void pin_search_path(pqxx::transaction_base& tx);
 
 // Runs `fn`, converting any exception into oasync::Error named after `step`.
 template <typename Fn>

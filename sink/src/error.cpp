@@ -18,6 +18,8 @@ const char* to_string(Code code) noexcept {
       return "fenced";
     case Code::database:
       return "database";
+    case Code::outcome_unknown:
+      return "outcome_unknown";
     case Code::internal:
       return "internal";
   }

@@ -4,31 +4,45 @@
 #include <pqxx/pqxx>
 
 #include "db.hpp"
+#include "oasync/batch.hpp"
 #include "oasync/error.hpp"
 
 namespace oasync {
 namespace {
 
-const char* const kRoleExistsSql = "SELECT 1 FROM pg_roles WHERE rolname = $1";
+const char* const kRoleExistsSql = "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1";
 
 const char* const kTablesSql = R"SQL(
-SELECT format('%I.%I', schemaname, tablename) AS name FROM pg_tables WHERE schemaname = 'oasync'
+SELECT pg_catalog.format('%I.%I', schemaname, tablename) AS name
+FROM pg_catalog.pg_tables WHERE schemaname = 'oasync'
+)SQL";
+
+const char* const kSequencesSql = R"SQL(
+SELECT pg_catalog.format('%I.%I', schemaname, sequencename) AS name
+FROM pg_catalog.pg_sequences WHERE schemaname = 'oasync'
 )SQL";
 
 const char* const kFunctionsSql = R"SQL(
-SELECT p.oid::regprocedure::text AS name
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text AS name
+FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE n.nspname = 'oasync'
 )SQL";
 
-// Statements templates: {} is a quoted role or object name.
+const char* const kClearBindingsSql = "DELETE FROM oasync.scope_bindings WHERE role = $1";
+const char* const kBindScopeSql = R"SQL(
+INSERT INTO oasync.scope_bindings (role, scope) VALUES ($1, $2) ON CONFLICT DO NOTHING
+)SQL";
+
+// Statement templates: {} is a quoted role or object name.
 const char* const kOwnSchema = "ALTER SCHEMA oasync OWNER TO {}";
 const char* const kOwnTable = "ALTER TABLE {} OWNER TO {}";
+const char* const kOwnSequence = "ALTER SEQUENCE {} OWNER TO {}";
 const char* const kOwnFunction = "ALTER FUNCTION {} OWNER TO {}";
 
-// For the writer and the reader before their grants: nothing but what follows.
+// For each granted role before its grants: nothing but what follows.
 const char* const kResetRole[] = {
     "REVOKE ALL ON ALL TABLES IN SCHEMA oasync FROM {}",
+    "REVOKE ALL ON ALL SEQUENCES IN SCHEMA oasync FROM {}",
     "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA oasync FROM {}",
     "GRANT USAGE ON SCHEMA oasync TO {}",
 };
@@ -36,43 +50,55 @@ const char* const kResetRole[] = {
 const char* const kRevokeFunctionsFromPublic =
     "REVOKE ALL ON ALL FUNCTIONS IN SCHEMA oasync FROM PUBLIC";
 
-// The writer: exactly what Sink::apply touches. DELETE on docs removes the
-// batch's unused placeholder rows.
+// The writer: exactly what Sink::apply touches, and no DELETE.
 const char* const kWriterGrants[] = {
     "GRANT SELECT ON oasync.topics TO {}",
     "GRANT UPDATE (head) ON oasync.topics TO {}",
-    "GRANT SELECT, INSERT, UPDATE, DELETE ON oasync.docs TO {}",
-    "GRANT SELECT, INSERT ON oasync.events TO {}",
+    "GRANT SELECT, INSERT, UPDATE ON oasync.docs TO {}",
+    "GRANT SELECT, INSERT ON oasync.events, oasync.scope_exits TO {}",
     "GRANT SELECT, INSERT, UPDATE ON oasync.producer_checkpoints TO {}",
+    R"SQL(GRANT EXECUTE ON FUNCTION oasync.current_timeline(), oasync.note_timeline(json),
+                            oasync.drop_placeholders(json) TO {})SQL",
 };
 
-// The reader: read everything, through the read functions too, and record
-// its consumer position.
+// The reader (and the server): read everything, through the read functions
+// too, and acknowledge through ack_consumer.
 const char* const kReaderGrants[] = {
-    "GRANT SELECT ON oasync.topics, oasync.docs, oasync.events, oasync.consumers TO {}",
-    "GRANT INSERT, UPDATE ON oasync.consumers TO {}",
+    R"SQL(GRANT SELECT ON oasync.topics, oasync.docs, oasync.events, oasync.scope_exits,
+                   oasync.epoch_history, oasync.consumers TO {})SQL",
     R"SQL(GRANT EXECUTE ON FUNCTION oasync.resume_check(text, uuid, bigint),
+                            oasync.resume_check(text, text, bigint),
+                            oasync.read_check(text, uuid, bigint, bigint),
                             oasync.read_events(text, uuid, bigint, bigint, text),
-                            oasync.resumable_mode(text, uuid, bigint),
                             oasync.snapshot_docs(text, text, bigint, text, integer),
                             oasync.topic_position(text),
+                            oasync.get_doc(text, text),
                             oasync.ack_consumer(text, text, uuid, bigint),
-                            oasync.get_doc(text, text)
+                            oasync.session_scope(name)
       TO {})SQL",
 };
 
-// Scope security, per table ({0}); {1} is the reader, {2} the writer.
+// Scope security, per table ({0}); {1} is the reader, {2} the writer, {3}
+// the server (or the writer again when there is none).
+const char* const kScopedTables[] = {"oasync.docs", "oasync.events", "oasync.scope_exits"};
 const char* const kDropScopePolicies[] = {
     "DROP POLICY IF EXISTS oasync_scope_read ON {0}",
     "DROP POLICY IF EXISTS oasync_writer_all ON {0}",
+    "DROP POLICY IF EXISTS oasync_server_read ON {0}",
 };
 const char* const kScopeSecurityOff = "ALTER TABLE {0} DISABLE ROW LEVEL SECURITY";
 const char* const kScopeSecurityOn[] = {
     "ALTER TABLE {0} ENABLE ROW LEVEL SECURITY",
+    // (SELECT ...): evaluated once per query, not per row.
     R"SQL(CREATE POLICY oasync_scope_read ON {0} FOR SELECT TO {1}
-          USING (scope = current_setting('oasync.scope', true)))SQL",
+          USING (scope = (SELECT oasync.session_scope(CURRENT_USER))))SQL",
     "CREATE POLICY oasync_writer_all ON {0} FOR ALL TO {2} USING (true) WITH CHECK (true)",
+    "CREATE POLICY oasync_server_read ON {0} FOR SELECT TO {3} USING (true)",
 };
+
+void run(pqxx::transaction_base& tx, const char* statement, const std::string& name) {
+  tx.exec(fmt::format(fmt::runtime(statement), name));
+}
 
 }  // namespace
 
@@ -80,9 +106,19 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
   if (roles.writer.empty() || roles.reader.empty()) {
     throw Error(Code::invalid_argument, "grants need a writer role and a reader role");
   }
+  if (roles.reader_scopes) {
+    for (const std::string& scope : *roles.reader_scopes) {
+      if (scope.size() > kMaxScopeBytes || scope.find('\0') != std::string::npos) {
+        throw Error(Code::invalid_argument,
+                    fmt::format("reader_scopes: \"{}\" is not a scope (at most {} bytes, no NUL)",
+                                scope, kMaxScopeBytes));
+      }
+    }
+  }
   internal::db_step("grants", [&] {
     pqxx::work tx(conn, "oasync_grants");
-    for (const std::string* role : {&roles.writer, &roles.reader, &roles.owner}) {
+    internal::pin_search_path(tx);
+    for (const std::string* role : {&roles.writer, &roles.reader, &roles.owner, &roles.server}) {
       if (role->empty()) continue;
       if (tx.exec_params(kRoleExistsSql, *role).empty()) {
         throw Error(Code::not_found, fmt::format("role \"{}\" does not exist", *role));
@@ -90,32 +126,43 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
     }
     const std::string w = tx.quote_name(roles.writer);
     const std::string r = tx.quote_name(roles.reader);
+    const std::string s = roles.server.empty() ? "" : tx.quote_name(roles.server);
     if (!roles.owner.empty()) {
       const std::string o = tx.quote_name(roles.owner);
       tx.exec(fmt::format(fmt::runtime(kOwnSchema), o));
-      for (const auto& row : tx.exec(kTablesSql)) {
-        tx.exec(fmt::format(fmt::runtime(kOwnTable), row["name"].as<std::string>(), o));
-      }
-      for (const auto& row : tx.exec(kFunctionsSql)) {
-        tx.exec(fmt::format(fmt::runtime(kOwnFunction), row["name"].as<std::string>(), o));
+      for (const auto& [query, statement] :
+           {std::pair{kTablesSql, kOwnTable}, std::pair{kSequencesSql, kOwnSequence},
+            std::pair{kFunctionsSql, kOwnFunction}}) {
+        for (const auto& row : tx.exec(query)) {
+          tx.exec(fmt::format(fmt::runtime(statement), row["name"].as<std::string>(), o));
+        }
       }
     }
-    for (const std::string& role : {w, r}) {
-      for (const char* statement : kResetRole) tx.exec(fmt::format(fmt::runtime(statement), role));
+    for (const std::string& role : {w, r, s}) {
+      if (role.empty()) continue;
+      for (const char* statement : kResetRole) run(tx, statement, role);
     }
     tx.exec(kRevokeFunctionsFromPublic);
-    for (const char* statement : kWriterGrants) tx.exec(fmt::format(fmt::runtime(statement), w));
-    for (const char* statement : kReaderGrants) tx.exec(fmt::format(fmt::runtime(statement), r));
+    for (const char* statement : kWriterGrants) run(tx, statement, w);
+    for (const std::string& role : {r, s}) {
+      if (role.empty()) continue;
+      for (const char* statement : kReaderGrants) run(tx, statement, role);
+    }
+    if (roles.reader_scopes) {
+      tx.exec_params(kClearBindingsSql, roles.reader);
+      for (const std::string& scope : *roles.reader_scopes) {
+        tx.exec_params(kBindScopeSql, roles.reader, scope);
+      }
+    }
     if (roles.scope_security != ScopeSecurity::unchanged) {
-      for (const char* table : {"oasync.docs", "oasync.events"}) {
-        for (const char* statement : kDropScopePolicies)
-          tx.exec(fmt::format(fmt::runtime(statement), table));
+      for (const char* table : kScopedTables) {
+        for (const char* statement : kDropScopePolicies) run(tx, statement, table);
         if (roles.scope_security == ScopeSecurity::off) {
-          tx.exec(fmt::format(fmt::runtime(kScopeSecurityOff), table));
+          run(tx, kScopeSecurityOff, table);
           continue;
         }
         for (const char* statement : kScopeSecurityOn) {
-          tx.exec(fmt::format(fmt::runtime(statement), table, r, w));
+          tx.exec(fmt::format(fmt::runtime(statement), table, r, w, s.empty() ? w : s));
         }
       }
     }

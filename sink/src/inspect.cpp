@@ -13,7 +13,8 @@ const char* const kTopicCountsSql = R"SQL(
 SELECT (SELECT count(*) FROM oasync.events e WHERE e.topic = $1) AS retained_events,
        (SELECT count(*) FROM oasync.docs d WHERE d.topic = $1 AND NOT d.deleted
                                               AND d.doc_version > 0) AS live_docs,
-       (SELECT count(*) FROM oasync.docs d WHERE d.topic = $1 AND d.deleted) AS tombstones,
+       (SELECT count(*) FROM oasync.docs d WHERE d.topic = $1 AND d.deleted
+                                              AND d.doc_version > 0) AS tombstones,
        coalesce((SELECT extract(epoch FROM now() - e.committed_at)::bigint FROM oasync.events e
                  WHERE e.topic = $1 ORDER BY e.watermark LIMIT 1), 0) AS oldest_event_age_seconds
 )SQL";
@@ -31,6 +32,7 @@ ORDER BY c.relname
 Inspection inspect(pqxx::connection_base& conn, const std::optional<std::string>& topic) {
   return internal::db_step("inspect", [&] {
     pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn, "oasync_inspect");
+    internal::pin_search_path(tx);
     std::vector<std::string> wanted;
     if (topic) wanted.push_back(*topic);
     Inspection out;

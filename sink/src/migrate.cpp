@@ -1,6 +1,7 @@
 #include "oasync/migrate.hpp"
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -40,8 +41,8 @@ const char* const kRecordSql = R"SQL(
 INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)
 )SQL";
 
-const char* const kLockSql = "SELECT pg_advisory_lock($1)";
-const char* const kUnlockSql = "SELECT pg_advisory_unlock($1)";
+const char* const kLockSql = "SELECT pg_catalog.pg_advisory_lock($1::bigint)";
+const char* const kUnlockSql = "SELECT pg_catalog.pg_advisory_unlock($1::bigint)";
 
 struct Recorded {
   std::string name;
@@ -102,6 +103,9 @@ std::vector<SqlStatement> split_sql(const std::string& sql) {
   int line = 1;
   int start_line = 1;
   bool started = false;
+  // Inside BEGIN ATOMIC ... END: 1 + the CASE expressions open there.
+  int atomic_depth = 0;
+  std::string previous_word;
   std::size_t i = 0;
   const std::size_t n = sql.size();
   auto take = [&](std::size_t count) {
@@ -154,7 +158,26 @@ std::vector<SqlStatement> split_sql(const std::string& sql) {
       } else {
         take(1);
       }
-    } else if (c == ';') {
+    } else if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
+      // A word: BEGIN ATOMIC opens a SQL-standard function body, which ends at
+      // its own END; CASE ... END pairs inside it are counted on the way.
+      std::size_t end = i;
+      while (end < n && (std::isalnum(static_cast<unsigned char>(sql[end])) || sql[end] == '_' ||
+                         sql[end] == '$')) {
+        ++end;
+      }
+      std::string word = sql.substr(i, end - i);
+      for (char& ch : word) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      if (word == "ATOMIC" && previous_word == "BEGIN") {
+        atomic_depth = 1;
+      } else if (atomic_depth > 0 && word == "CASE") {
+        ++atomic_depth;
+      } else if (atomic_depth > 0 && word == "END") {
+        --atomic_depth;
+      }
+      previous_word = std::move(word);
+      take(end - i);
+    } else if (c == ';' && atomic_depth == 0) {
       take(1);
       flush();
     } else {
@@ -204,6 +227,7 @@ std::vector<MigrationStatus> migration_status(pqxx::connection_base& conn,
                                               const std::vector<Migration>& migrations) {
   std::map<int, Recorded> recorded = internal::db_step("read oasync.schema_migrations", [&] {
     pqxx::read_transaction tx(conn);
+    internal::pin_search_path(tx);
     return recorded_migrations(tx);
   });
   std::vector<MigrationStatus> out;
@@ -239,6 +263,7 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
   if (dry_run == DryRun::no) {
     internal::db_step("create oasync.schema_migrations", [&] {
       pqxx::work tx(conn, "oasync_migrate_bootstrap");
+      internal::pin_search_path(tx);
       tx.exec(kBootstrapSql);
       tx.commit();
     });
@@ -266,6 +291,7 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
     report.applied.push_back(m.name);
     if (dry_run == DryRun::yes) continue;
     pqxx::work tx(conn, "oasync_migrate");
+    internal::pin_search_path(tx);
     for (const SqlStatement& statement : split_sql(m.sql)) {
       try {
         tx.exec(statement.text);

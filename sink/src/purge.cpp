@@ -21,9 +21,22 @@ FROM (SELECT watermark FROM oasync.events
       ORDER BY watermark LIMIT 1) AS young
 )SQL";
 
+// A tombstone may go once it is old enough and none of its doc's events is
+// retained: its last event, the delete, is at or below the floor. Otherwise
+// the journal would hold versions of a doc that has no row, and the doc,
+// written again, would restart at version 1 beside them. The version-0 rows
+// that hold only a stream position go by age alone.
+const char* const kOldTombstonesWhere = R"SQL(
+topic = $1 AND deleted AND updated_at < now() - make_interval(secs => $2)
+  AND last_watermark <= (SELECT t.purged_through FROM oasync.topics AS t WHERE t.topic = $1)
+)SQL";
+
 const char* const kCountOldTombstonesSql = R"SQL(
-SELECT count(*) AS tombstones FROM oasync.docs
-WHERE topic = $1 AND deleted AND updated_at < now() - make_interval(secs => $2)
+SELECT count(*) AS tombstones FROM oasync.docs WHERE {}
+)SQL";
+
+const char* const kLockTopicSql = R"SQL(
+SELECT 1 FROM oasync.topics WHERE topic = $1 FOR NO KEY UPDATE
 )SQL";
 
 // Deletes (floor, upto] and moves the floor in one transaction; the floor
@@ -31,26 +44,33 @@ WHERE topic = $1 AND deleted AND updated_at < now() - make_interval(secs => $2)
 const char* const kDeleteEventsSql = R"SQL(
 WITH gone AS (
   DELETE FROM oasync.events WHERE topic = $1 AND watermark > $2 AND watermark <= $3 RETURNING 1
+), exits AS (
+  DELETE FROM oasync.scope_exits WHERE topic = $1 AND watermark > $2 AND watermark <= $3
 )
 UPDATE oasync.topics SET purged_through = $3 WHERE topic = $1 AND purged_through = $2
 RETURNING (SELECT count(*) FROM gone) AS deleted
 )SQL";
 
-// Removes up to $3 old tombstones; the delta-resync floor follows them.
+// Removes up to $3 old tombstones, locking them in key order as the sink does
+// (lock_order.hpp); the delta-resync floor follows them.
 const char* const kDeleteTombstonesSql = R"SQL(
-WITH gone AS (
-  DELETE FROM oasync.docs
-  WHERE ctid IN (SELECT ctid FROM oasync.docs
-                 WHERE topic = $1 AND deleted AND updated_at < now() - make_interval(secs => $2)
-                 LIMIT $3)
-    AND deleted
-  RETURNING last_watermark
+WITH doomed AS (
+  SELECT topic, doc_key FROM oasync.docs WHERE {}
+  ORDER BY topic COLLATE "C", doc_key COLLATE "C" LIMIT $3 FOR UPDATE
+), gone AS (
+  DELETE FROM oasync.docs AS d USING doomed
+  WHERE d.topic = doomed.topic AND d.doc_key = doomed.doc_key AND d.deleted
+  RETURNING d.last_watermark
 )
 UPDATE oasync.topics
 SET delta_floor = greatest(delta_floor, (SELECT coalesce(max(last_watermark), 0) FROM gone))
 WHERE topic = $1
 RETURNING (SELECT count(*) FROM gone) AS removed
 )SQL";
+
+std::string tombstones_sql(const char* statement) {
+  return fmt::format(fmt::runtime(statement), kOldTombstonesWhere);
+}
 
 // The cutoff by the prefix rule (see purge.hpp), as of now.
 std::int64_t cutoff(pqxx::transaction_base& tx, const TopicState& t, std::int64_t age,
@@ -72,6 +92,7 @@ std::vector<TopicPurge> purge(
   }
   const std::vector<internal::TopicRow> topics = internal::db_step("read retention policies", [&] {
     pqxx::read_transaction tx(conn);
+    internal::pin_search_path(tx);
     return internal::select_topics(internal::read_topic_rows(tx), o.topics);
   });
 
@@ -91,6 +112,7 @@ std::vector<TopicPurge> purge(
     } else {
       target = internal::db_step(fmt::format("{}: compute the cutoff", name), [&] {
         pqxx::read_transaction tx(conn);
+        internal::pin_search_path(tx);
         return cutoff(tx, p, *age, keep_last);
       });
       if (target == p.purged_through) {
@@ -103,6 +125,7 @@ std::vector<TopicPurge> purge(
     if (target > p.purged_through) {
       internal::db_step(fmt::format("{}: read consumers", name), [&] {
         pqxx::read_transaction tx(conn);
+        internal::pin_search_path(tx);
         for (const ConsumerState& c : internal::recent_consumers_below(tx, name, p.epoch, target,
                                                                        o.consumer_window_seconds)) {
           r.blocking.push_back({c.name, c.position.watermark, c.last_seen});
@@ -121,23 +144,43 @@ std::vector<TopicPurge> purge(
       if (tombstone_age) {
         r.tombstones_removed = internal::db_step(fmt::format("{}: count tombstones", name), [&] {
           pqxx::read_transaction tx(conn);
-          return tx.exec_params1(kCountOldTombstonesSql, name, *tombstone_age)["tombstones"]
+          internal::pin_search_path(tx);
+          return tx
+              .exec_params1(tombstones_sql(kCountOldTombstonesSql), name,
+                            *tombstone_age)["tombstones"]
               .as<std::int64_t>();
         });
       }
       results.push_back(std::move(r));
       continue;
     }
-    // Delete the prefix in batches, each advancing the floor with it.
+    // Delete the prefix in batches, each advancing the floor with it. Each
+    // batch checks the consumers again under the topic's row lock, in its own
+    // transaction: a consumer that appeared since is not crossed either.
     std::int64_t floor = p.purged_through;
     while (floor < target) {
       const std::int64_t upto = std::min(target, floor + o.batch_size);
-      internal::db_step(fmt::format("{}: delete events {}..{}", name, floor + 1, upto), [&] {
-        pqxx::work tx(conn, "oasync_purge");
-        const pqxx::row deleted = tx.exec_params1(kDeleteEventsSql, name, floor, upto);
-        r.events_deleted += deleted["deleted"].as<std::int64_t>();
-        tx.commit();
-      });
+      const bool deleted =
+          internal::db_step(fmt::format("{}: delete events {}..{}", name, floor + 1, upto), [&] {
+            pqxx::work tx(conn, "oasync_purge");
+            internal::pin_search_path(tx);
+            tx.exec_params(kLockTopicSql, name);
+            if (o.force == Force::no) {
+              for (const ConsumerState& c : internal::recent_consumers_below(
+                       tx, name, p.epoch, upto, o.consumer_window_seconds)) {
+                r.blocking.push_back({c.name, c.position.watermark, c.last_seen});
+              }
+              if (!r.blocking.empty()) return false;
+            }
+            r.events_deleted +=
+                tx.exec_params1(kDeleteEventsSql, name, floor, upto)["deleted"].as<std::int64_t>();
+            tx.commit();
+            return true;
+          });
+      if (!deleted) {
+        r.refused = true;
+        break;
+      }
       floor = upto;
       r.new_floor = floor;
       if (progress) progress(name, floor - p.purged_through, target - p.purged_through);
@@ -148,8 +191,9 @@ std::vector<TopicPurge> purge(
         const std::int64_t removed =
             internal::db_step(fmt::format("{}: remove tombstones", name), [&] {
               pqxx::work tx(conn, "oasync_purge_tombstones");
-              const pqxx::row row =
-                  tx.exec_params1(kDeleteTombstonesSql, name, *tombstone_age, o.batch_size);
+              internal::pin_search_path(tx);
+              const pqxx::row row = tx.exec_params1(tombstones_sql(kDeleteTombstonesSql), name,
+                                                    *tombstone_age, o.batch_size);
               tx.commit();
               return row["removed"].as<std::int64_t>();
             });

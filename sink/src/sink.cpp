@@ -37,18 +37,25 @@ struct DocCreatedConcurrently {};
 const char* const kLockDocs = "oasync_sink_lock_docs";
 const char* const kCreateDocs = "oasync_sink_create_docs";
 const char* const kLockTopics = "oasync_sink_lock_topics";
+const char* const kNoteTimeline = "oasync_sink_note_timeline";
 const char* const kWrite = "oasync_sink_write";
 const char* const kReadCheckpoint = "oasync_sink_read_checkpoint";
+const char* const kOneApplyWithin = "oasync_sink_one_apply_within";
+
+// Every statement of the sink names its functions, operators and types with
+// their schema: nothing resolves through the caller's search_path (a
+// borrowed connection may have any). Locks follow the order of lock_order.hpp.
 
 // Phase 1 of locking the batch's docs: locks the existing ones in
 // (topic, doc_key) order and returns their state. Under READ COMMITTED, FOR
 // UPDATE waits for a concurrent writer and then returns the committed row.
 const char* const kLockDocsSql = R"SQL(
 SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted,
-       encode(d.payload_hash, 'hex') AS hash_hex, d.source_stream, d.source_seq
+       pg_catalog.encode(d.payload_hash, 'hex') AS hash_hex, d.source_stream, d.source_seq
 FROM oasync.docs AS d
-JOIN json_to_recordset($1::json) AS k(t text, k text) ON d.topic = k.t AND d.doc_key = k.k
-ORDER BY d.topic COLLATE "C", d.doc_key COLLATE "C"
+JOIN pg_catalog.json_to_recordset($1::pg_catalog.json) AS k(t pg_catalog.text, k pg_catalog.text)
+  ON d.topic OPERATOR(pg_catalog.=) k.t AND d.doc_key OPERATOR(pg_catalog.=) k.k
+ORDER BY d.topic COLLATE pg_catalog."C", d.doc_key COLLATE pg_catalog."C"
 FOR UPDATE OF d
 )SQL";
 
@@ -59,75 +66,108 @@ FOR UPDATE OF d
 // deadlock: a transaction waits in phase 2 only on another's uncommitted
 // placeholder, and a transaction holding placeholders waits on nothing but
 // later placeholders, in the same global order, and topic rows.) A
-// placeholder that no write turns into a real doc is deleted by the write
-// statement, so readers never see one.
+// placeholder that no write turns into a real doc is removed by the write
+// statement (oasync.drop_placeholders), so readers never see one.
 const char* const kCreateDocsSql = R"SQL(
 INSERT INTO oasync.docs AS d (topic, doc_key, scope, doc_version, last_watermark)
 SELECT k.t, k.k, '', 0, 0
-FROM json_to_recordset($1::json) AS k(t text, k text)
-ORDER BY k.t COLLATE "C", k.k COLLATE "C"
+FROM pg_catalog.json_to_recordset($1::pg_catalog.json) AS k(t pg_catalog.text, k pg_catalog.text)
+ORDER BY k.t COLLATE pg_catalog."C", k.k COLLATE pg_catalog."C"
 ON CONFLICT (topic, doc_key) DO NOTHING
 RETURNING d.topic, d.doc_key
 )SQL";
 
-// Locks the topics that receive events, in name order, and returns their heads.
+// Locks the topics that receive events, in name order, and returns their
+// heads, and whether each was last written on this timeline.
 const char* const kLockTopicsSql = R"SQL(
-SELECT topic, head, config_revision
-FROM oasync.topics
-WHERE topic IN (SELECT json_array_elements_text($1::json))
-ORDER BY topic COLLATE "C"
+SELECT t.topic, t.head, t.config_revision,
+       coalesce(t.timeline OPERATOR(pg_catalog.=) oasync.current_timeline(), false)
+         AS same_timeline
+FROM oasync.topics AS t
+WHERE t.topic OPERATOR(pg_catalog.=) ANY (
+  SELECT pg_catalog.json_array_elements_text($1::pg_catalog.json))
+ORDER BY t.topic COLLATE pg_catalog."C"
 FOR NO KEY UPDATE
 )SQL";
 
-// Everything else in one statement: events, doc rows, placeholders, heads,
-// producer checkpoints and the notification (delivered at commit).
+// After a failover or a point-in-time restore: forks the epochs of the topics
+// first written on this timeline (see migrations/0006_contract.sql).
+const char* const kNoteTimelineSql = R"SQL(
+SELECT pg_catalog.count(*) AS forked FROM oasync.note_timeline($1::pg_catalog.json)
+)SQL";
+
+// Everything else in one statement: events (and the exits of scope moves),
+// doc rows, stream positions, placeholders, heads, producer checkpoints and
+// the notification (delivered at commit).
 const char* const kWriteSql = R"SQL(
 WITH ev AS (
-  INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op, payload,
-                             payload_hash)
-  SELECT e.t, e.w, e.k, e.v, e.s, e.o, e.p::json, decode(e.h, 'hex')
-  FROM json_to_recordset($1::json) AS e(t text, w bigint, k text, v bigint, s text, o text,
-                                        p text, h text)
+  INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, previous_scope, op,
+                             payload, payload_hash)
+  SELECT e.t, e.w, e.k, e.v, e.s, e.ps, e.o, e.p::pg_catalog.json, pg_catalog.decode(e.h, 'hex')
+  FROM pg_catalog.json_to_recordset($1::pg_catalog.json)
+       AS e(t pg_catalog.text, w bigint, k pg_catalog.text, v bigint, s pg_catalog.text,
+            ps pg_catalog.text, o pg_catalog.text, p pg_catalog.text, h pg_catalog.text)
+  RETURNING topic, watermark, doc_key, doc_version, previous_scope
+), exits AS (
+  INSERT INTO oasync.scope_exits (topic, scope, watermark, doc_key, doc_version)
+  SELECT ev.topic, ev.previous_scope, ev.watermark, ev.doc_key, ev.doc_version
+  FROM ev WHERE ev.previous_scope IS NOT NULL
   RETURNING 1
 ), docs AS (
   UPDATE oasync.docs AS d
-  SET scope = x.s, doc_version = x.v, deleted = x.d, payload = x.p::json,
-      payload_hash = decode(x.h, 'hex'), source_stream = x.ss, source_seq = x.sq,
-      last_watermark = x.w, updated_at = now()
-  FROM json_to_recordset($2::json) AS x(t text, k text, s text, v bigint, d boolean, p text,
-                                        h text, ss text, sq bigint, w bigint)
-  WHERE d.topic = x.t AND d.doc_key = x.k
+  SET scope = x.s, doc_version = x.v, deleted = x.d, payload = x.p::pg_catalog.json,
+      payload_hash = pg_catalog.decode(x.h, 'hex'), source_stream = x.ss, source_seq = x.sq,
+      last_watermark = x.w, updated_at = pg_catalog.now()
+  FROM pg_catalog.json_to_recordset($2::pg_catalog.json)
+       AS x(t pg_catalog.text, k pg_catalog.text, s pg_catalog.text, v bigint, d boolean,
+            p pg_catalog.text, h pg_catalog.text, ss pg_catalog.text, sq bigint, w bigint)
+  WHERE d.topic OPERATOR(pg_catalog.=) x.t AND d.doc_key OPERATOR(pg_catalog.=) x.k
   RETURNING 1
-), placeholders AS (
-  DELETE FROM oasync.docs AS d
-  USING json_to_recordset($3::json) AS g(t text, k text)
-  WHERE d.topic = g.t AND d.doc_key = g.k AND d.doc_version = 0
+), positions AS (
+  UPDATE oasync.docs AS d
+  SET source_stream = x.ss, source_seq = x.sq, deleted = x.d, updated_at = pg_catalog.now()
+  FROM pg_catalog.json_to_recordset($3::pg_catalog.json)
+       AS x(t pg_catalog.text, k pg_catalog.text, ss pg_catalog.text, sq bigint, d boolean)
+  WHERE d.topic OPERATOR(pg_catalog.=) x.t AND d.doc_key OPERATOR(pg_catalog.=) x.k
   RETURNING 1
 ), heads AS (
   UPDATE oasync.topics AS t SET head = h.head
-  FROM json_to_recordset($4::json) AS h(t text, head bigint)
-  WHERE t.topic = h.t
+  FROM pg_catalog.json_to_recordset($5::pg_catalog.json) AS h(t pg_catalog.text, head bigint)
+  WHERE t.topic OPERATOR(pg_catalog.=) h.t
   RETURNING t.topic, t.head
 ), checkpoints AS (
   INSERT INTO oasync.producer_checkpoints AS c (producer_id, epoch, position)
-  SELECT p.id, p.e, p.pos FROM json_to_recordset($5::json) AS p(id text, e bigint, pos bigint)
-  ORDER BY p.id COLLATE "C"
+  SELECT p.id, p.e, p.pos
+  FROM pg_catalog.json_to_recordset($6::pg_catalog.json)
+       AS p(id pg_catalog.text, e bigint, pos bigint)
+  ORDER BY p.id COLLATE pg_catalog."C"
   ON CONFLICT (producer_id) DO UPDATE
-    SET epoch = excluded.epoch, position = excluded.position, updated_at = now()
-    WHERE c.epoch <= excluded.epoch
+    SET epoch = excluded.epoch, position = excluded.position, updated_at = pg_catalog.now()
+    WHERE c.epoch OPERATOR(pg_catalog.<=) excluded.epoch
   RETURNING c.producer_id
 )
-SELECT (SELECT count(*) FROM ev) AS events,
-       (SELECT count(*) FROM docs) AS docs,
-       (SELECT count(*) FROM placeholders) AS placeholders,
-       (SELECT json_agg(producer_id) FROM checkpoints) AS checkpoints,
-       (SELECT count(pg_notify($7,
-                               '{"topic":' || to_json(topic)::text || ',"head":' || head || '}'))
-        FROM heads WHERE $6::boolean) AS notified
+SELECT (SELECT pg_catalog.count(*) FROM ev) AS events,
+       (SELECT pg_catalog.count(*) FROM exits) AS exits,
+       (SELECT pg_catalog.count(*) FROM docs) AS docs,
+       (SELECT pg_catalog.count(*) FROM positions) AS positions,
+       CASE WHEN pg_catalog.json_array_length($4::pg_catalog.json) OPERATOR(pg_catalog.>) 0
+            THEN oasync.drop_placeholders($4::pg_catalog.json) ELSE 0 END AS placeholders,
+       (SELECT pg_catalog.json_agg(producer_id) FROM checkpoints) AS checkpoints,
+       (SELECT pg_catalog.count(pg_catalog.pg_notify($8, pg_catalog.concat(
+                 '{"topic":', pg_catalog.to_json(topic)::pg_catalog.text, ',"head":', head, '}')))
+        FROM heads WHERE $7::boolean) AS notified
 )SQL";
 
 const char* const kReadCheckpointSql = R"SQL(
-SELECT epoch, position FROM oasync.producer_checkpoints WHERE producer_id = $1
+SELECT epoch, position FROM oasync.producer_checkpoints
+WHERE producer_id OPERATOR(pg_catalog.=) $1
+)SQL";
+
+// apply_within's guard: whether the transaction already ran one (a second one
+// could deadlock against another transaction doing the same), and the mark.
+const char* const kOneApplyWithinSql = R"SQL(
+SELECT pg_catalog.current_setting('oasync.sink_applied', true) AS applied,
+       pg_catalog.set_config('oasync.sink_applied', 'yes', true) AS marked
 )SQL";
 
 // Reads a locked doc's state from a row of kLockDocsSql.
@@ -158,6 +198,7 @@ internal::Registry registry_of(std::vector<internal::TopicRow> rows) {
 struct WriteRows {
   json events = json::array();
   json docs = json::array();
+  json positions = json::array();
   json placeholders = json::array();
   json heads = json::array();
   json checkpoints = json::array();
@@ -175,6 +216,7 @@ WriteRows write_rows(const internal::Resolution& plan, const internal::Registry&
                            {"k", e.doc_key},
                            {"v", e.version},
                            {"s", e.scope},
+                           {"ps", e.previous_scope ? json(*e.previous_scope) : json(nullptr)},
                            {"o", to_string(e.op)},
                            {"p", deleted || !inline_payload ? json(nullptr) : json(e.payload)},
                            {"h", deleted ? json(nullptr) : json(e.hash_hex)}});
@@ -192,6 +234,13 @@ WriteRows write_rows(const internal::Resolution& plan, const internal::Registry&
                          {"ss", st.source_stream},
                          {"sq", st.source_seq ? json(*st.source_seq) : json(nullptr)},
                          {"w", last.watermark}});
+  }
+  for (const auto& p : plan.positions) {
+    rows.positions.push_back({{"t", p.key.first},
+                              {"k", p.key.second},
+                              {"ss", p.source_stream},
+                              {"sq", p.source_seq},
+                              {"d", p.deleted}});
   }
   for (const auto& [topic, key] : plan.unused_placeholders) {
     rows.placeholders.push_back({{"t", topic}, {"k", key}});
@@ -223,8 +272,10 @@ struct Sink::Impl {
     conn->prepare(kLockDocs, kLockDocsSql);
     conn->prepare(kCreateDocs, kCreateDocsSql);
     conn->prepare(kLockTopics, kLockTopicsSql);
+    conn->prepare(kNoteTimeline, kNoteTimelineSql);
     conn->prepare(kWrite, kWriteSql);
     conn->prepare(kReadCheckpoint, kReadCheckpointSql);
+    conn->prepare(kOneApplyWithin, kOneApplyWithinSql);
   }
 
   // Opens the owned connection, or reopens it after it was lost.
@@ -301,14 +352,17 @@ struct Sink::Impl {
         "create docs", [&] { return tx.exec_prepared(kCreateDocs, missing.dump()); });
     if (created.size() != missing.size()) throw DocCreatedConcurrently{};
     for (const auto& row : created) {
+      DocState placeholder;
+      placeholder.placeholder = true;
       docs.emplace(DocKey{row["topic"].as<std::string>(), row["doc_key"].as<std::string>()},
-                   DocState{});
+                   placeholder);
     }
     return docs;
   }
 
   // Step 5: locks the topics that get events, in name order, checks that the
-  // cached registry is current for them, and returns their heads.
+  // cached registry is current for them, notes a new timeline (a failover or
+  // a restore forks the epochs), and returns their heads.
   std::map<std::string, std::int64_t> lock_topics(pqxx::transaction_base& tx,
                                                   const internal::Resolution& plan) {
     std::map<std::string, std::int64_t> heads;
@@ -319,6 +373,7 @@ struct Sink::Impl {
     const pqxx::result rows = internal::db_step(
         "lock topics", [&] { return tx.exec_prepared(kLockTopics, topic_names.dump()); });
     if (rows.size() != heads.size()) throw RegistryChanged{};
+    bool new_timeline = false;
     for (const auto& row : rows) {
       const auto topic = row["topic"].as<std::string>();
       const auto cached = registry.find(topic);
@@ -327,6 +382,11 @@ struct Sink::Impl {
         throw RegistryChanged{};
       }
       heads[topic] = row["head"].as<std::int64_t>();
+      new_timeline = new_timeline || !row["same_timeline"].as<bool>();
+    }
+    if (new_timeline) {
+      internal::db_step("note the timeline",
+                        [&] { tx.exec_prepared(kNoteTimeline, topic_names.dump()); });
     }
     return heads;
   }
@@ -350,13 +410,14 @@ struct Sink::Impl {
     for (std::size_t i = 0; i < origin.size(); ++i) {
       results[origin[i].first][origin[i].second] = std::move(plan.results[i]);
     }
-    if (plan.events.empty() && plan.unused_placeholders.empty() && checkpoints.empty()) {
+    if (plan.events.empty() && plan.positions.empty() && plan.unused_placeholders.empty() &&
+        checkpoints.empty()) {
       return results;
     }
     // 6. One statement writes it all.
     const WriteRows rows = write_rows(plan, registry, heads, checkpoints);
     const pqxx::row written = internal::db_step("write events and docs", [&] {
-      return tx.exec_prepared1(kWrite, rows.events.dump(), rows.docs.dump(),
+      return tx.exec_prepared1(kWrite, rows.events.dump(), rows.docs.dump(), rows.positions.dump(),
                                rows.placeholders.dump(), rows.heads.dump(), rows.checkpoints.dump(),
                                options.notify == Notify::on, kNotifyChannel);
     });
@@ -370,6 +431,30 @@ struct Sink::Impl {
       if (!stored.count(id)) throw fenced(id, c.epoch);
     }
     return results;
+  }
+
+  // Applies `batches` (n > 0 of them) as one group; when the group fails,
+  // applies each half as a group of its own, and so on down to single batches,
+  // so that a batch that always fails (whatever the error: a fenced producer,
+  // a statement timeout, a full disk) fails alone and its neighbours apply.
+  // The happy path costs one transaction and no savepoint. The one error it
+  // never splits on is a commit whose outcome is unknown: some batches may
+  // have committed, and applying them again could apply them twice.
+  void apply_bisecting(const std::vector<const Batch*>& batches, GroupResult* out) {
+    try {
+      auto results = run_own(batches);
+      for (std::size_t b = 0; b < batches.size(); ++b) out[b].results = std::move(results[b]);
+      return;
+    } catch (const Error& e) {
+      if (batches.size() == 1 || e.code() == Code::outcome_unknown) {
+        for (std::size_t b = 0; b < batches.size(); ++b) out[b].error = e;
+        return;
+      }
+    }
+    const std::size_t half = batches.size() / 2;
+    apply_bisecting({batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(half)}, out);
+    apply_bisecting({batches.begin() + static_cast<std::ptrdiff_t>(half), batches.end()},
+                    out + half);
   }
 
   // Runs the group in a transaction of its own, retrying on registry changes.
@@ -432,29 +517,19 @@ std::vector<WriteResult> Sink::apply(const Batch& batch) {
 
 std::vector<Sink::GroupResult> Sink::apply_group(const std::vector<const Batch*>& batches) {
   std::vector<GroupResult> out(batches.size());
-  if (batches.empty()) return out;
-  try {
-    auto results = impl_->run_own(batches);
-    for (std::size_t b = 0; b < batches.size(); ++b) out[b].results = std::move(results[b]);
-    return out;
-  } catch (const Error& e) {
-    if (batches.size() == 1 || e.retryable() == Retryable::yes) {
-      for (auto& o : out) o.error = e;
-      return out;
-    }
-  }
-  // A non-retryable failure of a group: find the culprit by applying alone.
-  for (std::size_t b = 0; b < batches.size(); ++b) {
-    try {
-      out[b].results = std::move(impl_->run_own({batches[b]}).front());
-    } catch (const Error& e) {
-      out[b].error = e;
-    }
-  }
+  if (!batches.empty()) impl_->apply_bisecting(batches, out.data());
   return out;
 }
 
 std::vector<WriteResult> Sink::apply_within(pqxx::transaction_base& tx, const Batch& batch) {
+  const pqxx::row guard =
+      internal::db_step("apply within", [&] { return tx.exec_prepared1(kOneApplyWithin); });
+  if (!guard["applied"].is_null() && guard["applied"].as<std::string>() == "yes") {
+    throw Error(Code::refused,
+                "this transaction already ran apply_within: a second one could deadlock against "
+                "another transaction doing the same (it locks docs after holding topic locks); put "
+                "all of the transaction's writes in one batch");
+  }
   try {
     return std::move(impl_->run(tx, {&batch}).front());
   } catch (const RegistryChanged&) {

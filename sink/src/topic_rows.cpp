@@ -10,15 +10,17 @@
 namespace oasync::internal {
 namespace {
 
+// The sink reads it inside a caller's transaction (apply_within): every name
+// is qualified, nothing resolves through the caller's search_path.
 const char* const kTopicRowsSql = R"SQL(
 SELECT topic, doc_key_prefix, payload_mode, max_payload_bytes,
-       extract(epoch FROM retention_max_age)::bigint AS retention_max_age_seconds,
+       EXTRACT(epoch FROM retention_max_age)::bigint AS retention_max_age_seconds,
        retention_min_events,
-       extract(epoch FROM tombstone_retention)::bigint AS tombstone_retention_seconds,
-       epoch::text AS epoch, head, purged_through, config_revision, delta_floor
+       EXTRACT(epoch FROM tombstone_retention)::bigint AS tombstone_retention_seconds,
+       epoch::pg_catalog.text AS epoch, head, purged_through, config_revision, delta_floor
 FROM oasync.topics
-WHERE $1::text IS NULL OR topic = $1
-ORDER BY topic COLLATE "C"
+WHERE $1::pg_catalog.text IS NULL OR topic OPERATOR(pg_catalog.=) $1::pg_catalog.text
+ORDER BY topic COLLATE pg_catalog."C"
 )SQL";
 
 TopicRow topic_row(const pqxx::row& row) {

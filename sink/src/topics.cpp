@@ -1,5 +1,6 @@
 #include "oasync/topics.hpp"
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -28,15 +29,33 @@ ON CONFLICT (topic) DO UPDATE SET
   max_payload_bytes = excluded.max_payload_bytes, retention_max_age = excluded.retention_max_age,
   retention_min_events = excluded.retention_min_events,
   tombstone_retention = excluded.tombstone_retention,
-  config_revision = t.config_revision + 1, updated_at = now()
+  config_revision = nextval('oasync.config_revisions'), updated_at = now()
 )SQL";
 
-const char* const kTopicInUseSql = R"SQL(
-SELECT EXISTS (SELECT 1 FROM oasync.docs WHERE topic = $1)
-    OR EXISTS (SELECT 1 FROM oasync.events WHERE topic = $1) AS in_use
+// Locks every registered topic row, in name order (lock_order.hpp): a sink
+// that writes to a topic holds its row until it commits, so from here on no
+// writer can add a doc or event to a topic this transaction removes.
+const char* const kLockAllTopicsSql = R"SQL(
+SELECT topic FROM oasync.topics ORDER BY topic COLLATE "C" FOR UPDATE
 )SQL";
 
-const char* const kDeleteTopicSql = "DELETE FROM oasync.topics WHERE topic = $1";
+// What a topic still holds; asked under the topic's row lock before removing
+// it, and before registering a name, which must not find rows left over.
+// all_docs counts the version-0 rows that hold only a stream position.
+const char* const kTopicRowsLeftSql = R"SQL(
+SELECT (SELECT count(*) FROM oasync.docs WHERE topic = $1 AND doc_version > 0) AS docs,
+       (SELECT count(*) FROM oasync.docs WHERE topic = $1) AS all_docs,
+       (SELECT count(*) FROM oasync.events WHERE topic = $1) AS events
+)SQL";
+
+// Removes a topic with what only it refers to: docs at version 0 (stream
+// positions of docs that never existed), epoch history, scope exits.
+const char* const kDeleteTopicSql = R"SQL(
+WITH holders AS (DELETE FROM oasync.docs WHERE topic = $1 AND doc_version = 0),
+     history AS (DELETE FROM oasync.epoch_history WHERE topic = $1),
+     exits AS (DELETE FROM oasync.scope_exits WHERE topic = $1)
+DELETE FROM oasync.topics WHERE topic = $1
+)SQL";
 
 const char* const kResetEpochSql = R"SQL(
 UPDATE oasync.topics SET epoch = gen_random_uuid(), updated_at = now()
@@ -88,6 +107,7 @@ void validate(const TopicSpec& spec) {
 std::vector<TopicState> list_topics(pqxx::connection_base& conn) {
   return internal::db_step("list topics", [&] {
     pqxx::read_transaction tx(conn);
+    internal::pin_search_path(tx);
     std::vector<TopicState> out;
     for (auto& row : internal::read_topic_rows(tx)) out.push_back(std::move(row.state));
     return out;
@@ -100,23 +120,44 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
   for (const TopicSpec& spec : specs) {
     validate(spec);
     if (!names.insert(spec.name).second) {
-      throw Error(Code::invalid_argument, fmt::format("topic \"{}\" is listed twice", spec.name));
+      throw Error(Code::invalid_input, fmt::format("topic \"{}\" is listed twice", spec.name));
     }
   }
   return internal::db_step("apply topics", [&] {
     pqxx::work tx(conn, "oasync_topics_apply");
-    // One registry writer at a time. Sinks are not blocked: a sink that cached
-    // an old registry notices the bumped config_revision and retries.
+    internal::pin_search_path(tx);
+    // One registry writer at a time. A sink that cached an old registry
+    // notices the new config_revision under its topic lock and retries.
     tx.exec_params(kLockRegistrySql, kTopicsLockKey);
+    if (dry_run == DryRun::no) tx.exec(kLockAllTopicsSql);
+    // (docs, events) of a name; `all` counts the version-0 rows too.
+    const auto rows_left = [&](const std::string& name, bool all) {
+      const pqxx::row left = tx.exec_params1(kTopicRowsLeftSql, name);
+      return std::pair{left[all ? "all_docs" : "docs"].as<std::int64_t>(),
+                       left["events"].as<std::int64_t>()};
+    };
     std::map<std::string, TopicState> current;
     for (auto& row : internal::read_topic_rows(tx)) {
       current.emplace(row.name(), std::move(row.state));
     }
 
     TopicsReport report;
-    for (const TopicSpec& spec : specs) {
+    // In name order, as every writer of topic rows goes (lock_order.hpp).
+    std::vector<const TopicSpec*> sorted;
+    for (const TopicSpec& spec : specs) sorted.push_back(&spec);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const TopicSpec* a, const TopicSpec* b) { return a->name < b->name; });
+    for (const TopicSpec* spec_ptr : sorted) {
+      const TopicSpec& spec = *spec_ptr;
       const auto it = current.find(spec.name);
       if (it == current.end()) {
+        if (const auto [docs, events] = rows_left(spec.name, true); docs > 0 || events > 0) {
+          throw Error(Code::refused,
+                      fmt::format("topic \"{}\" cannot be registered: {} docs and {} events of an "
+                                  "earlier topic of that name are still stored (from before "
+                                  "removal was atomic); delete them first (nothing was changed)",
+                                  spec.name, docs, events));
+        }
         report.created.push_back(spec.name);
       } else if (it->second.spec == spec) {
         report.unchanged.push_back(spec.name);
@@ -131,11 +172,11 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
     }
     for (const auto& [name, state] : current) {
       if (names.count(name)) continue;
-      if (tx.exec_params1(kTopicInUseSql, name)["in_use"].as<bool>()) {
+      if (const auto [docs, events] = rows_left(name, false); docs > 0 || events > 0) {
         throw Error(Code::refused,
                     fmt::format("topic \"{}\" is not in the file but still has docs or events; "
-                                "refusing to remove it (nothing was changed)",
-                                name));
+                                "refusing to remove it (nothing was changed): {} docs, {} events",
+                                name, docs, events));
       }
       report.removed.push_back(name);
       if (dry_run == DryRun::no) tx.exec_params(kDeleteTopicSql, name);
@@ -148,6 +189,7 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
 std::string reset_epoch(pqxx::connection_base& conn, const std::string& topic) {
   return internal::db_step("reset epoch", [&] {
     pqxx::work tx(conn, "oasync_reset_epoch");
+    internal::pin_search_path(tx);
     const pqxx::result r = tx.exec_params(kResetEpochSql, topic);
     if (r.empty()) {
       throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));

@@ -53,11 +53,29 @@ CROSS JOIN LATERAL (VALUES
    CASE WHEN d.deleted THEN 'deleted' ELSE 'live' END),
   (b.both_sides AND d.payload_hash IS DISTINCT FROM e.payload_hash, 'payload_hash',
    coalesce(encode(e.payload_hash, 'hex'), 'none'), coalesce(encode(d.payload_hash, 'hex'), 'none')),
-  (b.both_sides AND $4 AND e.op = 'upsert' AND d.payload IS DISTINCT FROM e.payload, 'payload',
+  (b.both_sides AND $4 AND e.op = 'upsert' AND e.payload IS NOT NULL
+   AND d.payload IS DISTINCT FROM e.payload, 'payload',
    left(coalesce(e.payload, 'none'), 80), left(coalesce(d.payload, 'none'), 80))
 ) AS m(bad, what, expected, found)
 WHERE m.bad
 ORDER BY 1, 2
+)SQL";
+
+// Scope moves: each retained event with a previous_scope has its exit row,
+// and each exit row its event.
+const char* const kExitsSql = R"SQL(
+SELECT coalesce(e.watermark, x.watermark) AS watermark,
+       CASE WHEN x.watermark IS NULL THEN 'an exit row of scope "' || e.previous_scope || '"'
+            ELSE 'an event that left scope "' || x.scope || '"' END AS expected,
+       CASE WHEN x.watermark IS NULL THEN 'none'
+            WHEN e.watermark IS NULL THEN 'no such event'
+            ELSE 'an event that left "' || coalesce(e.previous_scope, '') || '"' END AS found
+FROM (SELECT * FROM oasync.events WHERE topic = $1 AND watermark > $2 AND previous_scope IS NOT NULL) e
+FULL JOIN (SELECT * FROM oasync.scope_exits WHERE topic = $1 AND watermark > $2) x
+  ON x.watermark = e.watermark AND x.scope = e.previous_scope AND x.doc_key = e.doc_key
+     AND x.doc_version = e.doc_version
+WHERE e.watermark IS NULL OR x.watermark IS NULL
+ORDER BY 1
 )SQL";
 
 const char* const kPrefixSql = R"SQL(
@@ -128,7 +146,8 @@ class Verifier {
   Verifier(pqxx::transaction_base& tx, const VerifyOptions& o,
            const std::function<void(const Problem&)>& on_problem, VerifyReport& report)
       : tx_(tx), o_(o), on_problem_(on_problem), report_(report) {
-    for (const char* name : {"watermarks", "versions", "docs", "hashes", "prefixes", "topics"}) {
+    for (const char* name :
+         {"watermarks", "versions", "docs", "exits", "hashes", "prefixes", "topics"}) {
       report_.checks[name];
     }
   }
@@ -138,6 +157,7 @@ class Verifier {
     const std::int64_t events = watermarks(t);
     versions(t, events);
     const std::int64_t doc_count = docs(t);
+    exits(t, events);
     hashes(t);
     prefixes(t, events + doc_count);
   }
@@ -233,6 +253,15 @@ class Verifier {
     return count;
   }
 
+  void exits(const TopicRow& t, std::int64_t events) {
+    report_.checks["exits"].checked += events;
+    const std::int64_t since = std::max(o_.since, t.purged_through);
+    for (const auto& row : tx_.exec_params(kExitsSql, t.name, since)) {
+      problem(t.name, "exits", fmt::format("watermark {}", row["watermark"].as<std::int64_t>()),
+              row["expected"].as<std::string>(), row["found"].as<std::string>());
+    }
+  }
+
   // Recomputes canonical form and SHA-256 of stored payloads, in pages.
   void hashes(const TopicRow& t) {
     const auto check_one = [&](const std::string& where, const pqxx::row& row) {
@@ -315,6 +344,7 @@ VerifyReport verify(pqxx::connection_base& conn, const VerifyOptions& options,
   VerifyReport report;
   internal::db_step("verify", [&] {
     pqxx::transaction<pqxx::repeatable_read, pqxx::read_only> tx(conn, "oasync_verify");
+    internal::pin_search_path(tx);
     Verifier verifier(tx, options, on_problem, report);
     for (const auto& row : internal::select_topics(internal::read_topic_rows(tx), options.topics)) {
       const TopicState& t = row.state;

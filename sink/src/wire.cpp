@@ -224,6 +224,7 @@ std::string encode_results(const std::vector<WriteResult>& results) {
 const char* wire_code(Code code) noexcept {
   switch (code) {
     case Code::database:
+    case Code::outcome_unknown:
       return "database";
     case Code::fenced:
       return "fenced";

@@ -1,5 +1,7 @@
 #include "write_rules.hpp"
 
+#include <set>
+
 #include <fmt/format.h>
 
 #include "oasync/canonical_json.hpp"
@@ -128,6 +130,8 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
   out.results.resize(writes.size());
   // Per doc, the index of its latest planned event.
   std::map<DocKey, std::size_t> last_event;
+  // Docs whose source position an unchanged write advanced.
+  std::set<DocKey> advanced;
   for (std::size_t i = 0; i < writes.size(); ++i) {
     ValidWrite& v = writes[i];
     const DocWrite& w = *v.write;
@@ -148,26 +152,30 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
                              quote_key(w), st.version);
       continue;
     }
-    if (unchanged(st, w.op, v.hash_hex, w.scope)) {
-      r.outcome = Outcome::unchanged;
-      continue;
-    }
-    st.version += 1;
-    st.scope = w.scope;
-    st.deleted = w.op == Op::delete_;
-    st.hash_hex = v.hash_hex;
     if (w.source_seq) {
       st.source_stream = w.source_stream;
       st.source_seq = w.source_seq;
     }
+    if (unchanged(st, w.op, v.hash_hex, w.scope)) {
+      r.outcome = Outcome::unchanged;
+      if (w.source_seq) advanced.insert(key);
+      continue;
+    }
+    PlannedEvent e;
+    if (w.op == Op::upsert) {
+      if (st.version > 0 && st.scope != w.scope) e.previous_scope = st.scope;
+      st.scope = w.scope;
+    }
+    st.version += 1;
+    st.deleted = w.op == Op::delete_;
+    st.hash_hex = v.hash_hex;
     r.outcome = Outcome::applied;
     r.doc_version = st.version;
     last_event[key] = out.events.size();
-    PlannedEvent e;
     e.topic = w.topic;
     e.doc_key = w.doc_key;
     e.version = st.version;
-    e.scope = w.scope;
+    e.scope = st.scope;
     e.op = w.op;
     e.payload = std::move(v.canonical);
     e.hash_hex = std::move(v.hash_hex);
@@ -178,7 +186,10 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
     const auto last = last_event.find(key);
     if (last != last_event.end()) {
       out.docs.push_back({key, std::move(st), last->second});
-    } else if (st.version == 0) {
+    } else if (advanced.count(key)) {
+      out.positions.push_back(
+          {key, st.source_stream, *st.source_seq, st.deleted || st.version == 0});
+    } else if (st.placeholder) {
       out.unused_placeholders.push_back(key);
     }
   }

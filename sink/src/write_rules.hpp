@@ -55,7 +55,8 @@ std::map<std::string, ProducerCheckpoint> collect_checkpoints(
 using DocKey = std::pair<std::string, std::string>;  // (topic, doc_key)
 
 // A doc's state: as locked in the database, then as a batch changes it.
-// Version 0 means the doc does not exist.
+// Version 0 means the doc does not exist (its row, if any, only holds a
+// source position: see Resolution::positions).
 struct DocState {
   std::string scope;
   std::int64_t version = 0;
@@ -63,6 +64,9 @@ struct DocState {
   std::string hash_hex;  // empty for tombstones and absent docs
   std::string source_stream;
   std::optional<std::int64_t> source_seq;
+  // The row is a placeholder this transaction inserted for a doc that did not
+  // exist; unless a write creates the doc, it is removed again.
+  bool placeholder = false;
 
   bool live() const { return version > 0 && !deleted; }
 };
@@ -77,7 +81,12 @@ struct PlannedEvent {
   std::string topic;
   std::string doc_key;
   std::int64_t version = 0;
+  // The doc's scope after the event. A delete keeps the doc's scope: the
+  // readers of that scope see the tombstone.
   std::string scope;
+  // The scope the doc had before, when the event moved it (a live doc or a
+  // tombstone in another scope); its readers see the doc go.
+  std::optional<std::string> previous_scope;
   Op op = Op::upsert;
   std::string payload;   // canonical JSON; empty for deletes
   std::string hash_hex;  // empty for deletes
@@ -94,6 +103,16 @@ struct PlannedDoc {
   std::size_t last_event = 0;
 };
 
+// A doc whose stream position advanced without an event (an unchanged write
+// that carried a source_seq): its row records the new position. A doc that
+// does not exist keeps its placeholder as a version-0 tombstone holding it.
+struct PlannedPosition {
+  DocKey key;
+  std::string source_stream;
+  std::int64_t source_seq = 0;
+  bool deleted = false;
+};
+
 struct Resolution {
   // One per input write, in input order. Applied results carry watermark 0
   // until number_events() runs.
@@ -102,7 +121,9 @@ struct Resolution {
   std::vector<PlannedEvent> events;
   // Every doc with at least one event, in (topic, doc_key) order.
   std::vector<PlannedDoc> docs;
-  // Docs locked at version 0 (placeholders) that no write created: the write
+  // Docs without an event whose source position advanced, in key order.
+  std::vector<PlannedPosition> positions;
+  // Placeholders that no write created and no position needs: the write
   // statement removes them again.
   std::vector<DocKey> unused_placeholders;
 };
@@ -114,10 +135,13 @@ struct Resolution {
 //              source_stream, and the write's is not higher;
 //   conflict   expected_version is set and differs from the doc's version
 //              (0: the doc must not exist);
-//   unchanged  see unchanged();
-//   applied    the doc's version rises by 1, its scope, tombstone flag, hash
-//              and (when the write has a source_seq) source position become
-//              the write's, and one event is planned.
+//   unchanged  see unchanged(); a source_seq it carries still becomes the
+//              doc's position, so an older write of that stream that comes
+//              later is a duplicate;
+//   applied    the doc's version rises by 1, its tombstone flag, hash, scope
+//              (an upsert's; a delete keeps the doc's) and (when the write
+//              has a source_seq) source position become the write's, and one
+//              event is planned.
 // The checks run in that order. REQUIRES: `locked` holds a state for the
 // (topic, doc_key) of every write (version 0 for docs that do not exist).
 Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> writes);

@@ -49,9 +49,10 @@ TEST_CASE("inspect counts retained events, live docs and tombstones per topic") 
   CHECK(t.oldest_event_age_seconds < 3700);
   std::vector<std::string> tables;
   for (const auto& s : one.tables) tables.push_back(s.table);
-  CHECK(tables == std::vector<std::string>{"oasync.consumers", "oasync.docs", "oasync.events",
-                                           "oasync.producer_checkpoints",
-                                           "oasync.schema_migrations", "oasync.topics"});
+  CHECK(tables == std::vector<std::string>{
+                      "oasync.consumers", "oasync.docs", "oasync.epoch_history", "oasync.events",
+                      "oasync.producer_checkpoints", "oasync.schema_migrations",
+                      "oasync.scope_bindings", "oasync.scope_exits", "oasync.topics"});
   CHECK_THROWS_WITH_AS(inspect(*conn, std::string("runtime.nope")),
                        "inspect: topic \"runtime.nope\" is not registered", Error);
 }
@@ -72,9 +73,9 @@ TEST_CASE("inspect prints json, prometheus and a table; an unknown topic exits 1
   CHECK(t["live_docs"] == 2);
   CHECK(t["tombstones"] == 1);
   CHECK(t["payload_mode"] == "inline");
-  CHECK(doc["tables"].size() == 6);
-  CHECK(doc["tables"][2]["table"] == "oasync.events");
-  CHECK(doc["tables"][2]["table_bytes"].get<std::int64_t>() > 0);
+  CHECK(doc["tables"].size() == 9);
+  CHECK(doc["tables"][3]["table"] == "oasync.events");
+  CHECK(doc["tables"][3]["table_bytes"].get<std::int64_t>() > 0);
 
   const auto prom = run_oasync({"--database-url", db.url(), "inspect", "--format", "prometheus"});
   REQUIRE(prom.exit_code == 0);

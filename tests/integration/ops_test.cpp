@@ -7,6 +7,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+#include "oasync/reproject.hpp"
 #include "oasync/sink.hpp"
 #include "process.hpp"
 #include "test_db.hpp"
@@ -130,18 +134,33 @@ TEST_CASE("tail --consumer records its position and resumes from it") {
   CHECK(db.scalar("SELECT watermark FROM oasync.consumers WHERE name = 'web'") == "10");
 }
 
-TEST_CASE("purge removes old tombstones and advances the delta-resync floor") {
+TEST_CASE("purge removes old tombstones once their events are gone; the delta floor follows") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   sink->apply(batch_of({upsert("a", "{}"), upsert("b", "{}"), remove_doc("a")}));
   db.scalar("UPDATE oasync.docs SET updated_at = now() - interval '40 days' WHERE deleted");
-  const auto r = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns});
-  CHECK(r.out.find("removed 1 tombstones") != std::string::npos);
+  // Old enough, but its events are retained (the policy keeps the newest
+  // 10,000): the tombstone stays, and verify stays clean.
+  const auto kept = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns});
+  CHECK(kept.out.find("removed 0 tombstones") != std::string::npos);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.docs") == "2");
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+  // Written again while its history is retained, the doc goes on from its
+  // version instead of restarting at 1 beside versions 1 and 2.
+  CHECK(sink->apply(batch_of({upsert("a", R"({"again":1})")}))[0].doc_version == 3);
+  CHECK(sink->apply(batch_of({remove_doc("a")}))[0].doc_version == 4);
+  db.scalar("UPDATE oasync.docs SET updated_at = now() - interval '40 days' WHERE deleted");
+  // With every event purged (0s: everything keep-last allows), it goes.
+  const auto r = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns, "--older-than",
+                             "0s", "--keep-last", "0"});
+  CHECK(r.out ==
+        "runtime.run_summaries: deleted 5 events, floor 0 -> 5, head 5; removed 1 tombstones\n");
   CHECK(db.scalar("SELECT count(*) FROM oasync.docs") == "1");
   CHECK(db.scalar("SELECT delta_floor FROM oasync.topics WHERE topic = 'runtime.run_summaries'") ==
-        "3");
-  CHECK(run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "2"}).exit_code == 3);
-  CHECK(run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "3"}).exit_code == 0);
+        "5");
+  CHECK(run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "4"}).exit_code == 3);
+  CHECK(run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--since", "5"}).exit_code == 0);
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
 }
 
 TEST_CASE("a purge of 1,000,000 events runs while a sink keeps writing") {
@@ -204,13 +223,17 @@ TEST_CASE(
       "\n";
   const auto dry = run_oasync(
       {"--database-url", db.url(), "reproject", kRuns, "--input", "-", "--dry-run"}, desired);
-  CHECK(dry.out == "runtime.run_summaries: would be: 1 unchanged, 1 changed, 2 new, 1 deleted\n");
+  CHECK(dry.out ==
+        "runtime.run_summaries: would be: 1 unchanged, 1 changed, 2 new, 1 deleted, 0 skipped "
+        "(changed since 5)\n");
   CHECK(db.scalar("SELECT head FROM oasync.topics WHERE topic = 'runtime.run_summaries'") == "5");
   const auto r = run_oasync(
       {"--database-url", db.url(), "reproject", kRuns, "--input", "-", "--batch-size", "2"},
       desired);
   CHECK(r.exit_code == 0);
-  CHECK(r.out == "runtime.run_summaries: 1 unchanged, 1 changed, 2 new, 1 deleted\n");
+  CHECK(r.out ==
+        "runtime.run_summaries: 1 unchanged, 1 changed, 2 new, 1 deleted, 0 skipped (changed "
+        "since 5)\n");
   CHECK(db.scalar(
             "SELECT string_agg(doc_key || '@' || doc_version || ':' || op, ' ' ORDER BY watermark) "
             "FROM oasync.events WHERE watermark > 5") ==
@@ -219,7 +242,9 @@ TEST_CASE(
   CHECK(db.scalar("SELECT doc_version FROM oasync.docs WHERE doc_key = 'run_summary:same'") == "1");
   const auto again =
       run_oasync({"--database-url", db.url(), "reproject", kRuns, "--input", "-"}, desired);
-  CHECK(again.out == "runtime.run_summaries: 4 unchanged, 0 changed, 0 new, 0 deleted\n");
+  CHECK(again.out ==
+        "runtime.run_summaries: 4 unchanged, 0 changed, 0 new, 0 deleted, 0 skipped (changed "
+        "since 9)\n");
   CHECK(db.scalar("SELECT head FROM oasync.topics WHERE topic = 'runtime.run_summaries'") == "9");
   CHECK(verify_exit(db) == "0");
 
@@ -247,4 +272,100 @@ TEST_CASE(
                                       "--epoch", epoch, "--format", "ndjson"});
   CHECK(old_cursor.exit_code == 3);
   CHECK(old_cursor.out.find("\"reason\":\"epoch_changed\"") != std::string::npos);
+}
+
+TEST_CASE("reproject beside a live projector: what changed since the start is left alone") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  sink->apply(batch_of({upsert("stays", R"({"v":1})"), upsert("live", R"({"v":1})"),
+                        upsert("old", R"({"v":1})")}));  // head 3
+  Reprojection r(db.url(), kRuns);
+  CHECK(r.as_of() == 3);
+  // The live projector moves on after the reprojection started.
+  sink->apply(batch_of({upsert("live", R"({"v":"live"})"), upsert("born", R"({"v":"live"})")}));
+  // The desired set reflects the log up to the start: "live" at its old state,
+  // "born" unknown, "old" gone.
+  r.add(upsert("stays", R"({"v":1})"), "line 1");
+  r.add(upsert("live", R"({"v":1})"), "line 2");
+  const ReprojectCounts c = r.finish();
+  CHECK(c.unchanged == 1);
+  CHECK(c.skipped == 2);  // live (changed since) and born (created since)
+  CHECK(c.deleted == 1);  // old
+  CHECK(db.scalar("SELECT payload::text FROM oasync.docs WHERE doc_key = 'run_summary:live'") ==
+        R"({"v":"live"})");
+  CHECK(db.scalar("SELECT deleted::text FROM oasync.docs WHERE doc_key = 'run_summary:born'") ==
+        "false");
+  CHECK(db.scalar("SELECT deleted::text FROM oasync.docs WHERE doc_key = 'run_summary:old'") ==
+        "true");
+  CHECK(verify_exit(db) == "0");
+}
+
+TEST_CASE("reproject's writes are compare-and-set: a live write between compare and apply wins") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  sink->apply(batch_of({upsert("a", R"({"v":1})"), upsert("b", R"({"v":1})")}));
+  // The live projector's transaction changes both docs and holds them.
+  auto live_conn = db.connect();
+  Sink live(*live_conn);
+  pqxx::work live_tx(*live_conn);
+  live.apply_within(live_tx,
+                    batch_of({upsert("a", R"({"v":"live"})"), upsert("b", R"({"v":"live"})")}));
+  // The reprojection compares against the committed versions (1), then waits
+  // for the live transaction's row locks when it applies.
+  ReprojectCounts counts;
+  std::thread reproject([&] {
+    Reprojection r(db.url(), kRuns);
+    r.add(upsert("a", R"({"v":"desired"})"), "line 1");  // b missing: a delete
+    counts = r.finish();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  live_tx.commit();
+  reproject.join();
+  CHECK(counts.skipped == 2);
+  CHECK(counts.changed == 0);
+  CHECK(counts.deleted == 0);
+  CHECK(db.scalar("SELECT string_agg(payload::text, ',' ORDER BY doc_key) FROM oasync.docs") ==
+        R"({"v":"live"},{"v":"live"})");
+  CHECK(db.scalar("SELECT max(doc_version) FROM oasync.docs") == "2");
+}
+
+TEST_CASE("purge checks consumers again in each batch: one that appears meanwhile is not crossed") {
+  TestDatabase db;
+  old_events(db, 20, 5, 10);
+  const std::string epoch =
+      db.scalar("SELECT epoch FROM oasync.topics WHERE topic = 'runtime.run_summaries'");
+  // After the first batch (watermarks 1..5) is deleted, a consumer at 6 shows up.
+  db.scalar(fmt::format(R"SQL(
+CREATE FUNCTION public.consumer_appears() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO oasync.consumers (name, topic, epoch, watermark)
+  VALUES ('late', 'runtime.run_summaries', '{}', 6) ON CONFLICT DO NOTHING;
+  RETURN NULL;
+END $$;
+CREATE TRIGGER consumer_appears AFTER DELETE ON oasync.events
+FOR EACH STATEMENT EXECUTE FUNCTION public.consumer_appears();
+)SQL",
+                        epoch));
+  const auto r = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns, "--older-than",
+                             "1d", "--keep-last", "0", "--batch-size", "5"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("consumer \"late\" at watermark 6") != std::string::npos);
+  CHECK(floor_of(db) == "5");
+  CHECK(verify_exit(db) == "0");
+}
+
+TEST_CASE(
+    "purge --older-than: 0s means everything keep-last allows; a bad duration is a usage error") {
+  TestDatabase db;
+  old_events(db, 10, 3, 0);
+  const auto r = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns, "--older-than",
+                             "0s", "--keep-last", "4"});
+  CHECK(r.exit_code == 0);
+  CHECK(floor_of(db) == "6");
+  for (const char* bad : {"5x", "-1s", "s", "1.5h"}) {
+    CAPTURE(bad);
+    const auto usage = run_oasync({"--database-url", db.url(), "purge", "--older-than", bad});
+    CHECK(usage.exit_code == 2);
+    CHECK(usage.err.find("invalid duration") != std::string::npos);
+  }
 }

@@ -10,9 +10,12 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
 
 #include "oasync/canonical_json.hpp"
+#include "oasync/error.hpp"
 #include "oasync/reader.hpp"
 #include "oasync/sink.hpp"
 #include "process.hpp"
@@ -211,6 +214,8 @@ TEST_CASE("tail of a stale cursor prints the Error envelope and exits 3") {
       {{"--after", "3"}, "retention_floor_breach", 3},
       {{"--after", "11"}, "cursor_ahead", 11},
       {{"--after", "5", "--epoch", "00000000-0000-0000-0000-000000000000"}, "epoch_changed", 5},
+      // Text that is not a UUID is some other epoch's cursor, not a usage error.
+      {{"--after", "5", "--epoch", "not-a-uuid"}, "epoch_changed", 5},
   };
   for (const Case& c : cases) {
     std::vector<std::string> args{"--database-url", db.url(), "tail", kRuns, "--format", "ndjson"};
@@ -459,4 +464,175 @@ TEST_CASE("a 1,000,000-event backlog tails with bounded memory") {
   getrusage(RUSAGE_CHILDREN, &usage);
   MESSAGE("peak RSS of the tail process: " << usage.ru_maxrss / 1024 << " MiB");
   CHECK(usage.ru_maxrss < 128 * 1024);  // KiB; generous: a whole result in memory needs ~400 MiB
+}
+
+TEST_CASE("read_events refuses to read above the head: a cursor moved there would skip events") {
+  TestDatabase db;
+  write_runs(db, 5);
+  try {
+    db.scalar("SELECT count(*) FROM oasync.read_events('runtime.run_summaries', NULL, 0, 8)");
+    FAIL("a read through 8 above head 5 was answered");
+  } catch (const pqxx::sql_error& e) {
+    CHECK(e.sqlstate() == "OA416");
+    CHECK(std::string(e.what()).find("through 8 is above its head 5") != std::string::npos);
+  }
+  CHECK(db.scalar("SELECT count(*) FROM oasync.read_events('runtime.run_summaries', NULL, 0, 5)") ==
+        "5");
+  auto conn = db.connect();
+  Reader reader(*conn);
+  CHECK_THROWS_AS(reader.read({kRuns, "", 0, 6, std::nullopt, 100}), Error);
+  CHECK(reader.read({kRuns, "", 0, 5, std::nullopt, 100}).events.size() == 5);
+}
+
+TEST_CASE("a payload-mode change with history: every read stays right across it") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  const auto worker = [](const std::string& id, const std::string& payload) {
+    return upsert(id, payload, std::nullopt, kWorkerEvents, "codex_worker_event:");
+  };
+  sink->apply(batch_of({worker("1", R"({"v":1})"), worker("2", R"({"v":1})")}));  // pointer
+  // Switch the topic to inline while those events are retained.
+  db.scalar(
+      "UPDATE oasync.topics SET payload_mode = 'inline', config_revision = "
+      "nextval('oasync.config_revisions') WHERE topic = 'runtime.codex_worker_events'");
+  sink->apply(batch_of({worker("1", R"({"v":2})")}));
+  const auto tail = run_oasync(
+      {"--database-url", db.url(), "tail", kWorkerEvents, "--after", "0", "--format", "ndjson"});
+  REQUIRE(tail.exit_code == 0);
+  const auto out = lines(tail.out);
+  REQUIRE(out.size() == 3);
+  // The pointer-era events get the doc's current payload, fetched; the inline
+  // one carries its own.
+  CHECK(out[0]["payload"] == json::parse(R"({"v":2})"));
+  CHECK(out[0]["payload_fetched"] == true);
+  CHECK(out[1]["payload"] == json::parse(R"({"v":1})"));
+  CHECK(out[2]["payload"] == json::parse(R"({"v":2})"));
+  CHECK_FALSE(out[2].contains("payload_fetched"));
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+}
+
+TEST_CASE("a scope move: the old scope sees the doc go, the new one sees it come, nothing leaks") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  const auto scoped = [](DocWrite w, const std::string& scope) {
+    w.scope = scope;
+    return w;
+  };
+  const auto worker = [](const std::string& id, const std::string& payload) {
+    return upsert(id, payload, std::nullopt, kWorkerEvents, "codex_worker_event:");
+  };
+  sink->apply(batch_of({scoped(upsert("a", R"({"secret":"A"})"), "org:A"),
+                        scoped(worker("w", R"({"secret":"A"})"), "org:A")}));
+  sink->apply(batch_of({scoped(upsert("a", R"({"secret":"B"})"), "org:B"),
+                        scoped(worker("w", R"({"secret":"B"})"), "org:B")}));
+  for (const std::string topic : {kRuns, kWorkerEvents}) {
+    CAPTURE(topic);
+    const auto as_a = run_oasync({"--database-url", db.url(), "tail", topic, "--after", "0",
+                                  "--format", "ndjson", "--scope", "org:A"});
+    REQUIRE(as_a.exit_code == 0);
+    const auto a = lines(as_a.out);
+    REQUIRE(a.size() == 2);
+    CHECK(a[0]["op"] == "upsert");
+    CHECK(a[1]["op"] == "delete");
+    CHECK(a[1]["watermark"] == 2);
+    CHECK(a[1]["scope"] == "org:A");
+    CHECK(a[1]["payload"].is_null());
+    CHECK(as_a.out.find("secret\":\"B") == std::string::npos);
+    CHECK(as_a.out.find("org:B") == std::string::npos);
+    const auto as_b = run_oasync({"--database-url", db.url(), "tail", topic, "--after", "0",
+                                  "--format", "ndjson", "--scope", "org:B"});
+    const auto b = lines(as_b.out);
+    REQUIRE(b.size() == 1);
+    CHECK(b[0]["op"] == "upsert");
+    CHECK(b[0]["payload"] == json::parse(R"({"secret":"B"})"));
+    // A's full snapshot and A's delta since 1 agree with A's journal.
+    const auto full =
+        run_oasync({"--database-url", db.url(), "snapshot", topic, "--scope", "org:A"});
+    CHECK(lines(full.out).size() == 1);  // the header only
+    const auto delta = run_oasync(
+        {"--database-url", db.url(), "snapshot", topic, "--scope", "org:A", "--since", "1"});
+    const auto d = lines(delta.out);
+    REQUIRE(d.size() == 2);
+    CHECK(d[1]["deleted"] == true);
+    CHECK(d[1]["scope"] == "org:A");
+    CHECK(d[1]["payload"].is_null());
+  }
+  // A pointer event of A, read after the doc moved to B, carries no payload.
+  const auto first = run_oasync({"--database-url", db.url(), "tail", kWorkerEvents, "--after", "0",
+                                 "--limit", "1", "--format", "ndjson", "--scope", "org:A"});
+  CHECK(lines(first.out).at(0)["payload"].is_null());
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+}
+
+TEST_CASE("per scope, replay from any cursor, snapshot, and delta resync agree (random moves)") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  auto conn = db.connect();
+  Reader reader(*conn);
+  std::mt19937 rng(20261126);
+  const std::vector<std::string> scopes{"org:1", "org:2", "org:3", ""};
+  using View = std::map<std::string, std::string>;  // doc_key -> payload
+  // S's view after replaying (after, head] on top of `view`.
+  const auto replay = [&](const std::string& topic, const std::string& scope, View view,
+                          std::int64_t after, std::int64_t head) {
+    while (after < head) {
+      const Page page = reader.read({topic, "", after, head, scope, 7});
+      REQUIRE_FALSE(page.stale.has_value());
+      for (const Event& e : page.events) {
+        CHECK(e.scope == scope);
+        if (e.op == Op::delete_) {
+          view.erase(e.doc_key);
+        } else {
+          view[e.doc_key] = e.payload;
+        }
+      }
+      after = page.through;
+    }
+    return view;
+  };
+  const auto snapshot = [&](const std::string& topic, const std::string& scope,
+                            std::optional<std::int64_t> since, View view, std::int64_t* head) {
+    const StaleReason reason = reader.snapshot(
+        topic, scope, since, 5, [&](const Reader::SnapshotHeader& h) { *head = h.position.head; },
+        [&](const Doc& d) {
+          if (d.deleted) {
+            view.erase(d.doc_key);
+          } else {
+            view[d.doc_key] = d.payload;
+          }
+        });
+    REQUIRE(reason == StaleReason::none);
+    return view;
+  };
+  for (const auto& [topic, prefix] : {std::pair<std::string, std::string>{kRuns, "run_summary:"},
+                                      {kWorkerEvents, "codex_worker_event:"}}) {
+    CAPTURE(topic);
+    std::map<std::string, std::map<std::int64_t, View>> views;  // scope -> head -> view
+    for (int round = 0; round < 12; ++round) {
+      Batch b;
+      for (int i = 0; i < 6; ++i) {
+        DocWrite w =
+            upsert(std::to_string(rng() % 8), fmt::format(R"({{"r":{},"i":{}}})", round, i),
+                   std::nullopt, topic, prefix);
+        w.scope = scopes[rng() % scopes.size()];
+        if (rng() % 5 == 0) w.op = Op::delete_;
+        b.writes.push_back(w);
+      }
+      sink->apply(b);
+      for (const std::string& scope : scopes) {
+        std::int64_t head = 0;
+        const View now = snapshot(topic, scope, std::nullopt, {}, &head);
+        // From the beginning.
+        CHECK(replay(topic, scope, {}, 0, head) == now);
+        // From every earlier point a client of this scope stood at.
+        for (const auto& [at, view] : views[scope]) {
+          CAPTURE(at);
+          CHECK(replay(topic, scope, view, at, head) == now);
+          std::int64_t delta_head = 0;
+          CHECK(snapshot(topic, scope, at, view, &delta_head) == now);
+        }
+        views[scope][head] = now;
+      }
+    }
+  }
 }

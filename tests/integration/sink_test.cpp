@@ -11,6 +11,7 @@
 #include "oasync/error.hpp"
 #include "oasync/options.hpp"
 #include "oasync/sink.hpp"
+#include "process.hpp"
 #include "test_db.hpp"
 #include "writes.hpp"
 
@@ -328,4 +329,111 @@ TEST_CASE("listeners are notified after commit, once per topic per transaction")
   silent->apply(batch_of({upsert("d", "{}")}));
   listener->await_notification(0, 300000);
   CHECK(receiver.payloads.size() == 3);
+}
+
+TEST_CASE("an unchanged write still advances its stream: an older resend is a duplicate") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  DocWrite b6 = upsert("a", R"({"state":"B"})", 6);
+  DocWrite b8 = upsert("a", R"({"state":"B"})", 8);
+  DocWrite a7 = upsert("a", R"({"state":"A"})", 7);
+  CHECK(sink->apply(batch_of({b6}))[0].outcome == Outcome::applied);
+  CHECK(sink->apply(batch_of({b8}))[0].outcome == Outcome::unchanged);
+  CHECK(db.scalar("SELECT source_seq FROM oasync.docs") == "8");
+  const auto late = sink->apply(batch_of({a7}));
+  CHECK(late[0].outcome == Outcome::duplicate);
+  CHECK(db.scalar("SELECT payload::text FROM oasync.docs") == R"({"state":"B"})");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "1");
+
+  // A delete of a doc that never existed is unchanged too, and its position
+  // is kept (in a version-0 row no reader sees), so an older upsert of the
+  // stream that arrives later does not create the doc.
+  DocWrite gone = remove_doc("x");
+  gone.source_stream = "run:x";
+  gone.source_seq = 5;
+  CHECK(sink->apply(batch_of({gone}))[0].outcome == Outcome::unchanged);
+  const auto older = sink->apply(batch_of({upsert("x", R"({"n":1})", 4)}));
+  CHECK(older[0].outcome == Outcome::duplicate);
+  CHECK(sink->apply(batch_of({upsert("x", R"({"n":1})", 6)}))[0].doc_version == 1);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "2");
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+}
+
+TEST_CASE("a delete keeps the doc's scope, so that scope's readers see the tombstone") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  DocWrite a = upsert("a", R"({"n":1})");
+  a.scope = "org:1";
+  sink->apply(batch_of({a}));
+  sink->apply(batch_of({remove_doc("a")}));  // a delete written without a scope
+  CHECK(db.scalar("SELECT scope || ' ' || op FROM oasync.events WHERE watermark = 2") ==
+        "org:1 delete");
+  CHECK(db.scalar("SELECT scope FROM oasync.docs") == "org:1");
+}
+
+TEST_CASE("a scope move is one event that records the scope left, and an exit row for it") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  DocWrite a = upsert("a", R"({"n":1})");
+  a.scope = "org:A";
+  sink->apply(batch_of({a}));
+  a.scope = "org:B";
+  const auto moved = sink->apply(batch_of({a}));  // same payload, new scope: a change
+  CHECK(moved[0].outcome == Outcome::applied);
+  CHECK(moved[0].doc_version == 2);
+  CHECK(db.scalar("SELECT scope || ' <- ' || previous_scope FROM oasync.events WHERE watermark = "
+                  "2") == "org:B <- org:A");
+  CHECK(db.scalar("SELECT scope || ' ' || watermark || ' ' || doc_version FROM "
+                  "oasync.scope_exits") == "org:A 2 2");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events WHERE previous_scope IS NOT NULL") == "1");
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+}
+
+TEST_CASE("a second apply_within in one transaction is refused before it locks anything") {
+  TestDatabase db;
+  auto conn = db.connect();
+  Sink sink(*conn);
+  pqxx::work tx(*conn);
+  CHECK(sink.apply_within(tx, batch_of({upsert("a", "{}")}))[0].outcome == Outcome::applied);
+  try {
+    sink.apply_within(tx, batch_of({upsert("b", "{}")}));
+    FAIL("a second apply_within was accepted");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::refused);
+    CHECK(std::string(e.what()).find("already ran apply_within") != std::string::npos);
+  }
+  tx.abort();
+  // A new transaction may again.
+  pqxx::work next(*conn);
+  CHECK(sink.apply_within(next, batch_of({upsert("b", "{}")}))[0].watermark == 1);
+  next.commit();
+}
+
+TEST_CASE("a group isolates a batch that always fails with a retryable error: the others commit") {
+  TestDatabase db;
+  // Any write of doc "full" fails as if the disk were full (SQLSTATE 53100,
+  // retryable): the group fails, and so does that batch alone, every time.
+  db.scalar(R"SQL(
+CREATE FUNCTION public.disk_full() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'no space left' USING ERRCODE = '53100'; END $$;
+CREATE TRIGGER disk_full BEFORE INSERT OR UPDATE ON oasync.docs FOR EACH ROW
+WHEN (NEW.doc_key = 'run_summary:full') EXECUTE FUNCTION public.disk_full();
+)SQL");
+  auto sink = Sink::open(db.url());
+  Batch b1 = batch_of({upsert("1", "{}")}), b2 = batch_of({upsert("2", "{}")}),
+        bad = batch_of({upsert("full", "{}")}), b3 = batch_of({upsert("3", "{}")}),
+        b4 = batch_of({upsert("4", "{}")});
+  const auto results = sink->apply_group({&b1, &b2, &bad, &b3, &b4});
+  REQUIRE(results.size() == 5);
+  for (std::size_t i : {0u, 1u, 3u, 4u}) {
+    CAPTURE(i);
+    CHECK_FALSE(results[i].error.has_value());
+    CHECK(results[i].results.at(0).outcome == Outcome::applied);
+  }
+  REQUIRE(results[2].error.has_value());
+  CHECK(results[2].error->retryable() == Retryable::yes);
+  CHECK(results[2].error->sqlstate() == "53100");
+  CHECK(db.scalar("SELECT string_agg(doc_key, ',' ORDER BY doc_key) FROM oasync.docs") ==
+        "run_summary:1,run_summary:2,run_summary:3,run_summary:4");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "4");
 }

@@ -111,7 +111,7 @@ TEST_CASE("validation: each limit at its boundary, each rejection with its reaso
        RejectReason::none},
   };
   for (const Case& c : cases) {
-    CAPTURE(c.name);
+    INFO(c.name);
     const auto checked = validate_write(c.w, kRegistry);
     if (c.reason == RejectReason::none) {
       REQUIRE(std::holds_alternative<ValidWrite>(checked));
@@ -226,9 +226,11 @@ TEST_CASE("resolution: one write against one stored state, every outcome and bou
        Outcome::conflict, 3},
   };
   for (const Case& c : cases) {
-    CAPTURE(c.name);
+    INFO(c.name);
     const DocKey key{"runs", "run:1"};
-    const Resolution r = resolve({{key, c.stored.value_or(DocState{})}}, {valid(c.w)});
+    DocState placeholder;
+    placeholder.placeholder = true;
+    const Resolution r = resolve({{key, c.stored.value_or(placeholder)}}, {valid(c.w)});
     REQUIRE(r.results.size() == 1);
     CHECK(r.results[0].outcome == c.outcome);
     CHECK(r.results[0].doc_version == c.version);

@@ -10,8 +10,9 @@
 namespace oasync {
 
 // Connects to `conninfo` (a libpq key=value string or a URI; empty means
-// libpq's defaults and PG* variables). Throws a retryable oasync::Error whose
-// message names the target with any password replaced by "***".
+// libpq's defaults and PG* variables) and sets the session's search_path to
+// pg_catalog, pg_temp. Throws a retryable oasync::Error whose message names
+// the target with any password replaced by "***".
 std::unique_ptr<pqxx::connection> connect(const std::string& conninfo);
 
 // `conninfo` with any password replaced by "***", for messages and logs.

@@ -31,6 +31,10 @@ enum class Code {
   fenced,
   // The database failed or could not be reached.
   database,
+  // The connection was lost while committing: the transaction may or may not
+  // have committed. Sending the same writes again is safe only when they
+  // carry source positions (a committed write then comes back a duplicate).
+  outcome_unknown,
   // Anything else: an unexpected exception, a broken invariant.
   internal,
 };

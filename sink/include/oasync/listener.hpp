@@ -3,7 +3,10 @@
 //
 // A notification is only a hint to read now: a follower still reads from its
 // cursor, and still polls now and then, because a notification can be missed
-// (a reconnect) or never sent (Notify::off).
+// (a reconnect) or never sent (Notify::off). On a hot standby, which can
+// neither LISTEN nor receive notifications, the listener does not listen:
+// wait() lets its budget pass (the follower polls), and starts listening once
+// the standby is promoted.
 #pragma once
 
 #include <chrono>
@@ -27,6 +30,9 @@ class CommitListener {
   // whether one was. Throws oasync::Error (database, retryable) when the
   // connection is lost.
   bool wait(std::chrono::microseconds budget);
+
+  // False on a hot standby: no notification will come; poll.
+  bool listening() const noexcept;
 
  private:
   struct Impl;

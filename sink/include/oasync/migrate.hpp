@@ -73,7 +73,8 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
                       DryRun dry_run = DryRun::no);
 
 // Splits SQL text into statements at top-level semicolons, honouring quotes,
-// dollar quotes and comments. Each piece records the line it starts on.
+// dollar quotes, comments and SQL-standard function bodies (BEGIN ATOMIC ...
+// END, with CASE ... END inside). Each piece records the line it starts on.
 struct SqlStatement {
   std::string text;
   int line = 1;

@@ -31,7 +31,7 @@ struct SinkOptions {
   Notify notify = Notify::on;
   // How often a transaction is retried when the topic registry changed under
   // it (a concurrent `oasync topics apply`). Each retry costs one rollback.
-  int registry_retries = 3;
+  int registry_retries = 10;
   // See Connect; applies to Sink::open only.
   Connect connect = Connect::now;
 };

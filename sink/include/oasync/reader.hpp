@@ -78,9 +78,12 @@ struct ReadRequest {
   std::string epoch;
   // The cursor: the last watermark the reader has.
   std::int64_t after = 0;
-  // The highest watermark to read (the head the reader saw).
+  // The highest watermark to read: at most the head the reader saw (resume
+  // check); above the current head the read is refused (Code::
+  // invalid_argument), since moving a cursor there would skip events.
   std::int64_t through = 0;
-  // Only events of this scope, when set.
+  // Only this scope's view, when set: its events, and the moves of docs out
+  // of it as deletes (see oasync.read_events, migrations/0006_contract.sql).
   std::optional<std::string> scope;
   // The most events one page covers (its watermark range, not its rows).
   std::int64_t max_events = 5000;
@@ -104,7 +107,9 @@ class Reader {
   Reader& operator=(const Reader&) = delete;
 
   // Applies the resume rule to (epoch, watermark); an empty epoch skips the
-  // epoch comparison.
+  // epoch comparison, and text that is not a UUID is another epoch
+  // (epoch_changed). A cursor of an epoch that a timeline fork replaced
+  // resumes at or below the fork; position.epoch is then the new epoch.
   ResumeCheck check(const std::string& topic, const std::string& epoch, std::int64_t watermark);
 
   // Reads one page (see ReadRequest), checking the resume rule in the same

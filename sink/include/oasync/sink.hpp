@@ -6,14 +6,15 @@
 // order: a reader that has seen watermark W of a topic never later finds a new
 // event of that topic at or below W.
 //
-// Locking (why concurrent sinks never deadlock): a transaction takes its locks
-// in one global order: (1) the existing doc rows it touches, sorted by
-// (topic, doc_key), with SELECT ... FOR UPDATE; (2) placeholder rows for its
-// new docs, in the same order (if a concurrent transaction created one of
-// them meanwhile, the batch rolls back and starts over, now finding it in
-// step 1); (3) topic rows sorted by topic; (4) producer checkpoint rows. The
-// topic row lock is the one that serialises a topic's writers; it is taken
-// last and held only for the final write statement and the commit.
+// Locking: a transaction takes its locks in oasync's one global order
+// (sink/src/lock_order.hpp, which purge and topics apply follow too): (1) the
+// existing doc rows it touches, sorted by (topic, doc_key), with SELECT ...
+// FOR UPDATE; (2) placeholder rows for its new docs, in the same order (if a
+// concurrent transaction created one of them meanwhile, the batch rolls back
+// and starts over, now finding it in step 1); (3) topic rows sorted by topic;
+// (4) producer checkpoint rows. The topic row lock is the one that serialises
+// a topic's writers; it is taken last and held for the final write statement
+// and the commit.
 //
 // A Sink is not thread-safe; use one per thread. It is not copyable.
 #pragma once
@@ -57,10 +58,13 @@ class Sink {
   std::vector<WriteResult> apply(const Batch& batch);
 
   // Applies several batches in one transaction (group commit) and returns one
-  // result list per batch. When the group fails for a reason that is not
-  // retryable and it holds more than one batch, each batch is applied on its
-  // own, so that one bad batch (say, a fenced producer) fails alone: the
-  // element for a failed batch then holds the error.
+  // result list per batch. When the group fails, for any reason, it is split
+  // in halves and each half applied as a group of its own, down to single
+  // batches, so that a batch that always fails (a fenced producer, a statement
+  // timeout, a full disk) fails alone and the others apply: the element for a
+  // failed batch then holds its error. The only error not split on is a
+  // commit whose outcome is unknown (Code::outcome_unknown): every batch of
+  // that group gets it. The happy path costs one transaction, no savepoint.
   struct GroupResult {
     std::vector<WriteResult> results;
     std::optional<Error> error;
@@ -71,6 +75,14 @@ class Sink {
   // commits or aborts: a runtime can commit its own state together with the
   // sink's. Listeners are notified when the caller commits. Throws like
   // apply(); the caller's transaction is then unusable and must be aborted.
+  //
+  // The topic rows stay locked until the caller commits: a long transaction
+  // stalls every writer of those topics, and purge, topics apply and
+  // reset-epoch of them. One apply_within per transaction: a second one would
+  // lock docs while holding topic rows and could deadlock against another
+  // transaction doing the same, so it is refused (Code::refused), before it
+  // locks anything. The caller's transaction must not lock oasync's doc or
+  // topic rows itself.
   std::vector<WriteResult> apply_within(pqxx::transaction_base& tx, const Batch& batch);
 
   // The stored checkpoint of a producer, if it ever wrote one.

@@ -8,8 +8,10 @@
 //                ((doc_key, doc_version) unique), and start at 1 while nothing
 //                was purged;
 //   docs         each doc row agrees with its latest retained event: version,
-//                watermark, tombstone flag, hash (and payload for inline
-//                topics); every retained event has its doc row;
+//                watermark, tombstone flag, hash (and payload, when the event
+//                carries one); every retained event has its doc row;
+//   exits        each retained event that moved a doc out of a scope has its
+//                scope_exits row, and each exit row its event;
 //   hashes       every stored payload is canonical JSON and payload_hash is its
 //                SHA-256 (all of them, or a random sample);
 //   prefixes     docs and events carry their topic's doc-key prefix;
@@ -43,7 +45,7 @@ struct VerifyOptions {
 // One broken promise, with its place.
 struct Problem {
   std::string topic;
-  // One of: watermarks, versions, docs, hashes, prefixes, topics.
+  // One of: watermarks, versions, docs, exits, hashes, prefixes, topics.
   std::string check;
   // Where: "watermark 17", "doc_key \"run_summary:a\"".
   std::string where;
