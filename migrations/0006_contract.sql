@@ -124,6 +124,28 @@ CREATE TABLE oasync.scope_bindings (
     PRIMARY KEY (role, scope)
 );
 
+-- Roles that scope security does not restrict: the sink's writers and the
+-- trusted servers (`oasync grants --writer ROLE`, `--server ROLE`), each
+-- added, never replaced, so several of each may exist. Owner only.
+CREATE TABLE oasync.trusted_roles (
+    role  name PRIMARY KEY,
+    -- 'writer' or 'server'.
+    kind  text NOT NULL CHECK (kind IN ('writer', 'server'))
+);
+
+-- Whether p_role (the session user or a role it is a member of) is trusted:
+-- the policies let it see every row.
+CREATE FUNCTION oasync.session_trusted(p_role name) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, oasync
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM oasync.trusted_roles AS t
+        WHERE t.role = p_role
+          AND (p_role = session_user
+               OR EXISTS (SELECT 1 FROM pg_roles AS r
+                          WHERE r.rolname = p_role AND pg_has_role(session_user, r.oid, 'MEMBER'))))
+$$;
+
 -- The one scope the session reads, for the row-level security policies: the
 -- session's `oasync.scope` setting (or '' when `oasync.unscoped` is on) if
 -- p_role is bound to it, else NULL (no rows). A session narrows itself to one
@@ -185,6 +207,18 @@ BEGIN
                          ELSE excluded.watermark END,
         epoch = excluded.epoch,
         last_seen = now();
+END
+$$;
+
+-- Raises an error with `sqlstate`, `message` and `hint`; typed to fit in
+-- expressions, so that one statement can fail with a SQLSTATE of oasync's own
+-- (a stale cursor, a changed registry).
+CREATE FUNCTION oasync.raise(p_sqlstate text, p_message text, p_hint text DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SET search_path = pg_catalog
+AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message, HINT = coalesce(p_hint, '');
 END
 $$;
 
@@ -278,6 +312,10 @@ $$;
 --   - p_scope NULL from a session bound to a scope (scope security, see
 --     session_scope): that scope's view, as if it had been given.
 -- Checks the cursor and p_through first, in the same snapshot (read_check).
+-- Three branches, of which the one-time filters keep one or two, each an
+-- index scan in watermark order (the primary key, or (topic, scope,
+-- watermark) and the exits' key), merged: a scope's read costs in proportion
+-- to the scope's events, and rows stream as the scans yield them.
 CREATE OR REPLACE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint,
                                               p_through bigint, p_scope text DEFAULT NULL)
 RETURNS TABLE (watermark bigint, doc_key text, doc_version bigint, scope text, op text,
@@ -290,31 +328,38 @@ BEGIN ATOMIC
         SELECT oasync.read_check(p_topic, p_epoch, p_after, p_through) AS ok,
                coalesce(p_scope, oasync.session_scope(CURRENT_USER)) AS scope
     )
-    SELECT x.watermark, x.doc_key, x.doc_version, x.scope, x.op, x.payload, x.payload_hash,
-           x.payload_fetched, x.committed_at
+    SELECT x.watermark, x.doc_key, x.doc_version, x.scope, x.op,
+           CASE
+               WHEN x.op OPERATOR(pg_catalog.=) 'delete' THEN NULL
+               WHEN x.payload IS NOT NULL THEN x.payload
+               ELSE (SELECT d.payload FROM oasync.docs AS d
+                     WHERE d.topic OPERATOR(pg_catalog.=) p_topic
+                       AND d.doc_key OPERATOR(pg_catalog.=) x.doc_key
+                       AND (d.scope OPERATOR(pg_catalog.=) x.scope
+                            OR (SELECT v.scope FROM v) IS NULL))
+           END,
+           x.payload_hash,
+           x.op OPERATOR(pg_catalog.=) 'upsert' AND x.payload IS NULL,
+           x.committed_at
     FROM (
-        SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op,
-               CASE
-                   WHEN e.op OPERATOR(pg_catalog.=) 'delete' THEN NULL
-                   WHEN e.payload IS NOT NULL THEN e.payload
-                   ELSE (SELECT d.payload FROM oasync.docs AS d
-                         WHERE d.topic OPERATOR(pg_catalog.=) e.topic
-                           AND d.doc_key OPERATOR(pg_catalog.=) e.doc_key
-                           AND (d.scope OPERATOR(pg_catalog.=) e.scope
-                                OR (SELECT v.scope FROM v) IS NULL))
-               END AS payload,
-               e.payload_hash,
-               e.op OPERATOR(pg_catalog.=) 'upsert' AND e.payload IS NULL AS payload_fetched,
+        SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
+               e.committed_at
+        FROM oasync.events AS e
+        WHERE (SELECT v.ok FROM v) AND (SELECT v.scope FROM v) IS NULL
+          AND e.topic OPERATOR(pg_catalog.=) p_topic
+          AND e.watermark OPERATOR(pg_catalog.>) p_after
+          AND e.watermark OPERATOR(pg_catalog.<=) p_through
+        UNION ALL
+        SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
                e.committed_at
         FROM oasync.events AS e
         WHERE (SELECT v.ok FROM v)
           AND e.topic OPERATOR(pg_catalog.=) p_topic
+          AND e.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
           AND e.watermark OPERATOR(pg_catalog.>) p_after
           AND e.watermark OPERATOR(pg_catalog.<=) p_through
-          AND (e.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
-               OR (SELECT v.scope FROM v) IS NULL)
         UNION ALL
-        SELECT ex.watermark, ex.doc_key, ex.doc_version, ex.scope, 'delete', NULL, NULL, false,
+        SELECT ex.watermark, ex.doc_key, ex.doc_version, ex.scope, 'delete', NULL, NULL,
                ex.committed_at
         FROM oasync.scope_exits AS ex
         WHERE (SELECT v.ok FROM v)
@@ -330,55 +375,77 @@ END;
 -- scope S and p_since W, a doc that left S after W comes back as deleted (in
 -- scope S, without payload), so that a delta resync of S drops it. Because
 -- those exits live in the journal, a scoped delta also needs W >= the
--- topic's purged_through (else OA410, retention_floor_breach).
+-- topic's purged_through (else OA410, retention_floor_breach). A session
+-- bound to a scope reads its scope's snapshot, as read_events does. Like
+-- read_events, its branches are index scans in key order, merged: a scope's
+-- snapshot costs in proportion to the scope's docs.
 CREATE OR REPLACE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
                                                 p_after_key text, p_limit integer)
 RETURNS TABLE (doc_key text, scope text, doc_version bigint, deleted boolean, payload json,
                payload_hash bytea, last_watermark bigint)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, oasync
-AS $$
-DECLARE
-    floor bigint;
-BEGIN
-    -- A session bound to a scope reads that scope's view (see read_events).
-    p_scope := coalesce(p_scope, oasync.session_scope(current_user));
-    IF p_since IS NOT NULL THEN
-        SELECT CASE WHEN p_scope IS NULL THEN t.delta_floor
-                    ELSE greatest(t.delta_floor, t.purged_through) END
-        INTO floor FROM oasync.topics AS t WHERE t.topic = p_topic;
-        IF p_since < floor THEN
-            RAISE EXCEPTION 'delta resync of topic "%" since % is no longer possible: the history up to % was purged',
-                p_topic, p_since, floor
-                USING ERRCODE = 'OA410', HINT = format('reason=retention_floor_breach floor=%s', floor);
-        END IF;
-    END IF;
-    RETURN QUERY
-        SELECT s.doc_key, s.scope, s.doc_version, s.deleted, s.payload, s.payload_hash,
-               s.last_watermark
-        FROM (
-            SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-                   d.last_watermark
-            FROM oasync.docs AS d
-            WHERE d.topic = p_topic AND d.doc_key > p_after_key AND d.doc_version > 0
-              AND (p_scope IS NULL OR d.scope = p_scope)
-              AND (CASE WHEN p_since IS NULL THEN NOT d.deleted
-                        ELSE d.last_watermark > p_since END)
-            UNION ALL
-            (SELECT DISTINCT ON (x.doc_key) x.doc_key, x.scope, x.doc_version, true, NULL::json,
-                    NULL::bytea, x.watermark
-             FROM oasync.scope_exits AS x
-             WHERE p_scope IS NOT NULL AND p_since IS NOT NULL
-               AND x.topic = p_topic AND x.scope = p_scope AND x.watermark > p_since
-               AND x.doc_key > p_after_key
-               AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
-                               WHERE d.topic = p_topic AND d.doc_key = x.doc_key
-                                 AND d.scope = p_scope AND d.doc_version > 0)
-             ORDER BY x.doc_key, x.watermark DESC)
-        ) AS s
-        ORDER BY s.doc_key
-        LIMIT p_limit;
-END
-$$;
+LANGUAGE sql STABLE
+BEGIN ATOMIC
+    WITH v AS MATERIALIZED (
+        SELECT s.scope,
+               CASE WHEN p_since IS NOT NULL AND p_since OPERATOR(pg_catalog.<) f.floor
+                    THEN oasync.raise('OA410', pg_catalog.format(
+                             'delta resync of topic "%s" since %s is no longer possible: the '
+                             'history up to %s was purged', p_topic, p_since, f.floor),
+                             pg_catalog.format('reason=retention_floor_breach floor=%s', f.floor))
+                    ELSE 0 END AS checked
+        FROM (SELECT coalesce(p_scope, oasync.session_scope(CURRENT_USER)) AS scope) AS s
+        LEFT JOIN LATERAL (
+            SELECT CASE WHEN s.scope IS NULL THEN t.delta_floor
+                        WHEN t.purged_through OPERATOR(pg_catalog.>) t.delta_floor
+                        THEN t.purged_through
+                        ELSE t.delta_floor END AS floor
+            FROM oasync.topics AS t WHERE t.topic OPERATOR(pg_catalog.=) p_topic) AS f ON true
+    )
+    SELECT x.doc_key, x.scope, x.doc_version, x.deleted, x.payload, x.payload_hash,
+           x.last_watermark
+    FROM (
+        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+               d.last_watermark
+        FROM oasync.docs AS d
+        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+          AND (SELECT v.scope FROM v) IS NULL
+          AND d.topic OPERATOR(pg_catalog.=) p_topic
+          AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
+          AND d.doc_version OPERATOR(pg_catalog.>) 0
+          AND CASE WHEN p_since IS NULL THEN NOT d.deleted
+                   ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+        UNION ALL
+        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+               d.last_watermark
+        FROM oasync.docs AS d
+        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+          AND d.topic OPERATOR(pg_catalog.=) p_topic
+          AND d.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+          AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
+          AND d.doc_version OPERATOR(pg_catalog.>) 0
+          AND CASE WHEN p_since IS NULL THEN NOT d.deleted
+                   ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+        UNION ALL
+        -- A doc's last exit from the scope, unless it is back in it.
+        (SELECT DISTINCT ON (ex.doc_key) ex.doc_key, ex.scope, ex.doc_version, true,
+                NULL::pg_catalog.json, NULL::pg_catalog.bytea, ex.watermark
+        FROM oasync.scope_exits AS ex
+        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+          AND p_since IS NOT NULL
+          AND ex.topic OPERATOR(pg_catalog.=) p_topic
+          AND ex.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+          AND ex.watermark OPERATOR(pg_catalog.>) p_since
+          AND ex.doc_key OPERATOR(pg_catalog.>) p_after_key
+          AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
+                          WHERE d.topic OPERATOR(pg_catalog.=) p_topic
+                            AND d.doc_key OPERATOR(pg_catalog.=) ex.doc_key
+                            AND d.scope OPERATOR(pg_catalog.=) ex.scope
+                            AND d.doc_version OPERATOR(pg_catalog.>) 0)
+        ORDER BY ex.doc_key, ex.watermark DESC)
+    ) AS x
+    ORDER BY x.doc_key
+    LIMIT p_limit;
+END;
 
 CREATE OR REPLACE FUNCTION oasync.topic_position(p_topic text, OUT epoch uuid, OUT head bigint,
                                                  OUT purged_through bigint)

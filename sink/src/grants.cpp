@@ -29,6 +29,11 @@ WHERE n.nspname = 'oasync'
 )SQL";
 
 const char* const kClearBindingsSql = "DELETE FROM oasync.scope_bindings WHERE role = $1";
+const char* const kTrustSql = R"SQL(
+INSERT INTO oasync.trusted_roles (role, kind) VALUES ($1, $2)
+ON CONFLICT (role) DO UPDATE SET kind = excluded.kind
+)SQL";
+const char* const kDistrustSql = "DELETE FROM oasync.trusted_roles WHERE role = $1";
 const char* const kBindScopeSql = R"SQL(
 INSERT INTO oasync.scope_bindings (role, scope) VALUES ($1, $2) ON CONFLICT DO NOTHING
 )SQL";
@@ -53,12 +58,13 @@ const char* const kRevokeFunctionsFromPublic =
 // The writer: exactly what Sink::apply touches, and no DELETE.
 const char* const kWriterGrants[] = {
     "GRANT SELECT ON oasync.topics TO {}",
-    "GRANT UPDATE (head) ON oasync.topics TO {}",
+    "GRANT UPDATE (head, live_docs, tombstones) ON oasync.topics TO {}",
     "GRANT SELECT, INSERT, UPDATE ON oasync.docs TO {}",
     "GRANT SELECT, INSERT ON oasync.events, oasync.scope_exits TO {}",
     "GRANT SELECT, INSERT, UPDATE ON oasync.producer_checkpoints TO {}",
     R"SQL(GRANT EXECUTE ON FUNCTION oasync.current_timeline(), oasync.note_timeline(json),
-                            oasync.drop_placeholders(json) TO {})SQL",
+                            oasync.drop_placeholders(tid[]), oasync.raise(text, text, text),
+                            oasync.session_scope(name), oasync.session_trusted(name) TO {})SQL",
 };
 
 // The reader (and the server): read everything, through the read functions
@@ -74,26 +80,30 @@ const char* const kReaderGrants[] = {
                             oasync.topic_position(text),
                             oasync.get_doc(text, text),
                             oasync.ack_consumer(text, text, uuid, bigint),
-                            oasync.session_scope(name)
+                            oasync.session_scope(name), oasync.session_trusted(name)
       TO {})SQL",
 };
 
-// Scope security, per table ({0}); {1} is the reader, {2} the writer, {3}
-// the server (or the writer again when there is none).
+// Scope security, per table ({}). The policies name no role: every role but
+// the owner is held to them. A trusted role (a writer or a server, in
+// oasync.trusted_roles) sees and writes every row; any other sees the rows of
+// its session's bound scope. Several readers, writers and servers can hold
+// them at once; `grants` only adds to trusted_roles and scope_bindings.
+// (SELECT ...): evaluated once per query, not per row.
 const char* const kScopedTables[] = {"oasync.docs", "oasync.events", "oasync.scope_exits"};
 const char* const kDropScopePolicies[] = {
-    "DROP POLICY IF EXISTS oasync_scope_read ON {0}",
-    "DROP POLICY IF EXISTS oasync_writer_all ON {0}",
-    "DROP POLICY IF EXISTS oasync_server_read ON {0}",
+    "DROP POLICY IF EXISTS oasync_scope_read ON {}",
+    "DROP POLICY IF EXISTS oasync_trusted_write ON {}",
 };
-const char* const kScopeSecurityOff = "ALTER TABLE {0} DISABLE ROW LEVEL SECURITY";
+const char* const kScopeSecurityOff = "ALTER TABLE {} DISABLE ROW LEVEL SECURITY";
 const char* const kScopeSecurityOn[] = {
-    "ALTER TABLE {0} ENABLE ROW LEVEL SECURITY",
-    // (SELECT ...): evaluated once per query, not per row.
-    R"SQL(CREATE POLICY oasync_scope_read ON {0} FOR SELECT TO {1}
-          USING (scope = (SELECT oasync.session_scope(CURRENT_USER))))SQL",
-    "CREATE POLICY oasync_writer_all ON {0} FOR ALL TO {2} USING (true) WITH CHECK (true)",
-    "CREATE POLICY oasync_server_read ON {0} FOR SELECT TO {3} USING (true)",
+    "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
+    R"SQL(CREATE POLICY oasync_scope_read ON {} FOR SELECT
+          USING ((SELECT oasync.session_trusted(CURRENT_USER))
+                 OR scope = (SELECT oasync.session_scope(CURRENT_USER))))SQL",
+    R"SQL(CREATE POLICY oasync_trusted_write ON {} FOR ALL
+          USING ((SELECT oasync.session_trusted(CURRENT_USER)))
+          WITH CHECK ((SELECT oasync.session_trusted(CURRENT_USER))))SQL",
 };
 
 void run(pqxx::transaction_base& tx, const char* statement, const std::string& name) {
@@ -148,6 +158,10 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
       if (role.empty()) continue;
       for (const char* statement : kReaderGrants) run(tx, statement, role);
     }
+    // The reader is held to its scopes even if it was trusted before.
+    tx.exec_params(kDistrustSql, roles.reader);
+    tx.exec_params(kTrustSql, roles.writer, "writer");
+    if (!roles.server.empty()) tx.exec_params(kTrustSql, roles.server, "server");
     if (roles.reader_scopes) {
       tx.exec_params(kClearBindingsSql, roles.reader);
       for (const std::string& scope : *roles.reader_scopes) {
@@ -161,9 +175,7 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
           run(tx, kScopeSecurityOff, table);
           continue;
         }
-        for (const char* statement : kScopeSecurityOn) {
-          tx.exec(fmt::format(fmt::runtime(statement), table, r, w, s.empty() ? w : s));
-        }
+        for (const char* statement : kScopeSecurityOn) run(tx, statement, table);
       }
     }
     tx.commit();

@@ -254,6 +254,15 @@ TEST_CASE("scope security binds scopes to roles: a session narrows, never widens
                 "SELECT oasync.session_scope('" + server.name() + "')") == "");
   // The trusted server reads every scope and enforces them itself.
   CHECK(as_role(server.url(), "", docs) == "run_summary:a,run_summary:b,run_summary:u");
+  // A second reader, bound to B: each reader keeps its own scope.
+  TestRole reader_b(db, "rb");
+  REQUIRE(run_oasync({"--database-url", db.url(), "grants", "--writer", writer.name(), "--reader",
+                      reader_b.name(), "--scope-security", "on", "--scope", "org:B"})
+              .exit_code == 0);
+  CHECK(as_role(reader_b.url(), "SET LOCAL oasync.scope = 'org:B'", docs) == "run_summary:b");
+  CHECK(as_role(reader_b.url(), "SET LOCAL oasync.scope = 'org:A'", docs) == "");
+  CHECK(as_role(reader.url(), "SET LOCAL oasync.scope = 'org:A'", docs) == "run_summary:a");
+  CHECK(as_role(server.url(), "", docs) == "run_summary:a,run_summary:b,run_summary:u");
   // The read functions follow the same rows.
   CHECK(as_role(reader.url(), "SET LOCAL oasync.scope = 'org:A'",
                 "SELECT string_agg(doc_key, ',') FROM oasync.read_events('runtime.run_summaries', "

@@ -16,15 +16,18 @@
 //           itself (see README, "Scope security").
 //
 // Scope security (optional): row-level security on docs, events and scope
-// exits. A reader sees only the rows of one scope: the one its session names
-// (SET oasync.scope = 'org:42', or SET oasync.unscoped = on for the unscoped
-// docs, scope ''), and only when that scope is bound to its role
+// exits, for every role but the owner (the tables are not FORCE ROW LEVEL
+// SECURITY). A reader sees only the rows of one scope: the one its session
+// names (SET oasync.scope = 'org:42', or SET oasync.unscoped = on for the
+// unscoped docs, scope ''), and only when that scope is bound to its role
 // (GrantRoles::reader_scopes). No binding, or no scope named, means no rows.
-// A session can narrow itself to one of its role's scopes, never widen. The
-// bindings (oasync.scope_bindings) are readable by the owner only; the
-// policies ask oasync.session_scope, a SECURITY DEFINER function. The writer
-// and the server are not restricted; the owner is not either (the tables are
-// not FORCE ROW LEVEL SECURITY).
+// A session can narrow itself to one of its role's scopes, never widen.
+// Writers and servers are trusted (oasync.trusted_roles): they see every row.
+// Each call adds its roles; any number of readers (each bound to its own
+// scopes), writers and servers can exist at once. The bindings and the
+// trusted roles are readable by the owner only; the policies ask
+// oasync.session_scope and oasync.session_trusted, SECURITY DEFINER functions
+// that answer only for the session's own roles.
 #pragma once
 
 #include <optional>
