@@ -73,17 +73,16 @@ END;
 
 
 --
--- Name: drop_placeholders(json); Type: FUNCTION; Schema: oasync; Owner: -
+-- Name: drop_placeholders(tid[]); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
-CREATE FUNCTION oasync.drop_placeholders(p_keys json) RETURNS bigint
+CREATE FUNCTION oasync.drop_placeholders(p_rows tid[]) RETURNS bigint
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'oasync'
     AS $$
     WITH gone AS (
         DELETE FROM oasync.docs AS d
-        USING json_to_recordset(p_keys) AS g(t text, k text)
-        WHERE d.topic = g.t AND d.doc_key = g.k AND d.doc_version = 0 AND NOT d.deleted
+        WHERE d.ctid = ANY (p_rows) AND d.doc_version = 0 AND NOT d.deleted
         RETURNING 1
     )
     SELECT count(*) FROM gone
@@ -145,7 +144,9 @@ CREATE TABLE oasync.topics (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     delta_floor bigint DEFAULT 0 NOT NULL,
-    timeline bigint,
+    timeline bigint DEFAULT oasync.current_timeline(),
+    live_docs bigint DEFAULT 0 NOT NULL,
+    tombstones bigint DEFAULT 0 NOT NULL,
     CONSTRAINT topics_check CHECK (((purged_through >= 0) AND (purged_through <= head))),
     CONSTRAINT topics_max_payload_bytes_check CHECK ((max_payload_bytes > 0)),
     CONSTRAINT topics_payload_mode_check CHECK ((payload_mode = ANY (ARRAY['inline'::text, 'pointer'::text]))),
@@ -159,6 +160,20 @@ CREATE TABLE oasync.topics (
 --
 
 COMMENT ON COLUMN oasync.topics.timeline IS 'PostgreSQL timeline of the topic''s last write; a write on another timeline forks the epoch.';
+
+
+--
+-- Name: COLUMN topics.live_docs; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON COLUMN oasync.topics.live_docs IS 'Docs of the topic that exist and are not deleted; kept by the sink in its write statement.';
+
+
+--
+-- Name: COLUMN topics.tombstones; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON COLUMN oasync.topics.tombstones IS 'Deleted docs of the topic still stored; kept by the sink and by purge.';
 
 
 --
@@ -216,6 +231,20 @@ BEGIN
             UPDATE oasync.topics SET timeline = now_timeline WHERE topic = t.topic;
         END IF;
     END LOOP;
+END
+$$;
+
+
+--
+-- Name: raise(text, text, text); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.raise(p_sqlstate text, p_message text, p_hint text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
+    AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = p_sqlstate, MESSAGE = p_message, HINT = coalesce(p_hint, '');
 END
 $$;
 
@@ -334,31 +363,42 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
      x.doc_version,
      x.scope,
      x.op,
-     x.payload,
+         CASE
+             WHEN (x.op = 'delete'::text) THEN NULL::json
+             WHEN (x.payload IS NOT NULL) THEN x.payload
+             ELSE ( SELECT d.payload
+                FROM oasync.docs d
+               WHERE ((d.topic = read_events.p_topic) AND (d.doc_key = x.doc_key) AND ((d.scope = x.scope) OR (( SELECT v.scope
+                        FROM v) IS NULL))))
+         END AS payload,
      x.payload_hash,
-     x.payload_fetched,
+     ((x.op = 'upsert'::text) AND (x.payload IS NULL)),
      x.committed_at
     FROM ( SELECT e.watermark,
              e.doc_key,
              e.doc_version,
              e.scope,
              e.op,
-                 CASE
-                     WHEN (e.op = 'delete'::text) THEN NULL::json
-                     WHEN (e.payload IS NOT NULL) THEN e.payload
-                     ELSE ( SELECT d.payload
-                        FROM oasync.docs d
-                       WHERE ((d.topic = e.topic) AND (d.doc_key = e.doc_key) AND ((d.scope = e.scope) OR (( SELECT v.scope
-                                FROM v) IS NULL))))
-                 END AS payload,
+             e.payload,
              e.payload_hash,
-             ((e.op = 'upsert'::text) AND (e.payload IS NULL)) AS payload_fetched,
              e.committed_at
             FROM oasync.events e
            WHERE (( SELECT v.ok
-                    FROM v) AND (e.topic = read_events.p_topic) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through) AND ((e.scope = ( SELECT v.scope
-                    FROM v)) OR (( SELECT v.scope
-                    FROM v) IS NULL)))
+                    FROM v) AND (( SELECT v.scope
+                    FROM v) IS NULL) AND (e.topic = read_events.p_topic) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through))
+         UNION ALL
+          SELECT e.watermark,
+             e.doc_key,
+             e.doc_version,
+             e.scope,
+             e.op,
+             e.payload,
+             e.payload_hash,
+             e.committed_at
+            FROM oasync.events e
+           WHERE (( SELECT v.ok
+                    FROM v) AND (e.topic = read_events.p_topic) AND (e.scope = ( SELECT v.scope
+                    FROM v)) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through))
          UNION ALL
           SELECT ex.watermark,
              ex.doc_key,
@@ -367,7 +407,6 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
              'delete'::text,
              NULL::json,
              NULL::bytea,
-             false,
              ex.committed_at
             FROM oasync.scope_exits ex
            WHERE (( SELECT v.ok
@@ -441,55 +480,101 @@ END;
 
 
 --
+-- Name: session_trusted(name); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.session_trusted(p_role name) RETURNS boolean
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'oasync'
+    AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM oasync.trusted_roles AS t
+        WHERE t.role = p_role
+          AND (p_role = session_user
+               OR EXISTS (SELECT 1 FROM pg_roles AS r
+                          WHERE r.rolname = p_role AND pg_has_role(session_user, r.oid, 'MEMBER'))))
+$$;
+
+
+--
 -- Name: snapshot_docs(text, text, bigint, text, integer); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
 CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint, p_after_key text, p_limit integer) RETURNS TABLE(doc_key text, scope text, doc_version bigint, deleted boolean, payload json, payload_hash bytea, last_watermark bigint)
-    LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'oasync'
-    AS $$
-DECLARE
-    floor bigint;
-BEGIN
-    -- A session bound to a scope reads that scope's view (see read_events).
-    p_scope := coalesce(p_scope, oasync.session_scope(current_user));
-    IF p_since IS NOT NULL THEN
-        SELECT CASE WHEN p_scope IS NULL THEN t.delta_floor
-                    ELSE greatest(t.delta_floor, t.purged_through) END
-        INTO floor FROM oasync.topics AS t WHERE t.topic = p_topic;
-        IF p_since < floor THEN
-            RAISE EXCEPTION 'delta resync of topic "%" since % is no longer possible: the history up to % was purged',
-                p_topic, p_since, floor
-                USING ERRCODE = 'OA410', HINT = format('reason=retention_floor_breach floor=%s', floor);
-        END IF;
-    END IF;
-    RETURN QUERY
-        SELECT s.doc_key, s.scope, s.doc_version, s.deleted, s.payload, s.payload_hash,
-               s.last_watermark
-        FROM (
-            SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-                   d.last_watermark
-            FROM oasync.docs AS d
-            WHERE d.topic = p_topic AND d.doc_key > p_after_key AND d.doc_version > 0
-              AND (p_scope IS NULL OR d.scope = p_scope)
-              AND (CASE WHEN p_since IS NULL THEN NOT d.deleted
-                        ELSE d.last_watermark > p_since END)
-            UNION ALL
-            (SELECT DISTINCT ON (x.doc_key) x.doc_key, x.scope, x.doc_version, true, NULL::json,
-                    NULL::bytea, x.watermark
-             FROM oasync.scope_exits AS x
-             WHERE p_scope IS NOT NULL AND p_since IS NOT NULL
-               AND x.topic = p_topic AND x.scope = p_scope AND x.watermark > p_since
-               AND x.doc_key > p_after_key
-               AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
-                               WHERE d.topic = p_topic AND d.doc_key = x.doc_key
-                                 AND d.scope = p_scope AND d.doc_version > 0)
-             ORDER BY x.doc_key, x.watermark DESC)
-        ) AS s
-        ORDER BY s.doc_key
-        LIMIT p_limit;
-END
-$$;
+    LANGUAGE sql STABLE
+    BEGIN ATOMIC
+ WITH v AS MATERIALIZED (
+          SELECT s.scope,
+                 CASE
+                     WHEN ((snapshot_docs.p_since IS NOT NULL) AND (snapshot_docs.p_since < f.floor)) THEN oasync.raise('OA410'::text, format('delta resync of topic "%s" since %s is no longer possible: the history up to %s was purged'::text, snapshot_docs.p_topic, snapshot_docs.p_since, f.floor), format('reason=retention_floor_breach floor=%s'::text, f.floor))
+                     ELSE (0)::bigint
+                 END AS checked
+            FROM (( SELECT COALESCE(snapshot_docs.p_scope, oasync.session_scope(CURRENT_USER)) AS scope) s
+              LEFT JOIN LATERAL ( SELECT
+                         CASE
+                             WHEN (s.scope IS NULL) THEN t.delta_floor
+                             WHEN (t.purged_through > t.delta_floor) THEN t.purged_through
+                             ELSE t.delta_floor
+                         END AS floor
+                    FROM oasync.topics t
+                   WHERE (t.topic = snapshot_docs.p_topic)) f ON (true))
+         )
+  SELECT x.doc_key,
+     x.scope,
+     x.doc_version,
+     x.deleted,
+     x.payload,
+     x.payload_hash,
+     x.last_watermark
+    FROM ( SELECT d.doc_key,
+             d.scope,
+             d.doc_version,
+             d.deleted,
+             d.payload,
+             d.payload_hash,
+             d.last_watermark
+            FROM oasync.docs d
+           WHERE ((( SELECT v.checked
+                    FROM v) = 0) AND (( SELECT v.scope
+                    FROM v) IS NULL) AND (d.topic = snapshot_docs.p_topic) AND (d.doc_key > snapshot_docs.p_after_key) AND (d.doc_version > 0) AND
+                 CASE
+                     WHEN (snapshot_docs.p_since IS NULL) THEN (NOT d.deleted)
+                     ELSE (d.last_watermark > snapshot_docs.p_since)
+                 END)
+         UNION ALL
+          SELECT d.doc_key,
+             d.scope,
+             d.doc_version,
+             d.deleted,
+             d.payload,
+             d.payload_hash,
+             d.last_watermark
+            FROM oasync.docs d
+           WHERE ((( SELECT v.checked
+                    FROM v) = 0) AND (d.topic = snapshot_docs.p_topic) AND (d.scope = ( SELECT v.scope
+                    FROM v)) AND (d.doc_key > snapshot_docs.p_after_key) AND (d.doc_version > 0) AND
+                 CASE
+                     WHEN (snapshot_docs.p_since IS NULL) THEN (NOT d.deleted)
+                     ELSE (d.last_watermark > snapshot_docs.p_since)
+                 END)
+         UNION ALL
+         ( SELECT DISTINCT ON (ex.doc_key) ex.doc_key,
+             ex.scope,
+             ex.doc_version,
+             true,
+             NULL::json AS json,
+             NULL::bytea AS bytea,
+             ex.watermark
+            FROM oasync.scope_exits ex
+           WHERE ((( SELECT v.checked
+                    FROM v) = 0) AND (snapshot_docs.p_since IS NOT NULL) AND (ex.topic = snapshot_docs.p_topic) AND (ex.scope = ( SELECT v.scope
+                    FROM v)) AND (ex.watermark > snapshot_docs.p_since) AND (ex.doc_key > snapshot_docs.p_after_key) AND (NOT (EXISTS ( SELECT 1
+                    FROM oasync.docs d
+                   WHERE ((d.topic = snapshot_docs.p_topic) AND (d.doc_key = ex.doc_key) AND (d.scope = ex.scope) AND (d.doc_version > 0))))))
+           ORDER BY ex.doc_key, ex.watermark DESC)) x
+   ORDER BY x.doc_key
+  LIMIT snapshot_docs.p_limit;
+END;
 
 
 --
@@ -564,6 +649,17 @@ CREATE TABLE oasync.scope_bindings (
 
 
 --
+-- Name: trusted_roles; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.trusted_roles (
+    role name NOT NULL,
+    kind text NOT NULL,
+    CONSTRAINT trusted_roles_kind_check CHECK ((kind = ANY (ARRAY['writer'::text, 'server'::text])))
+);
+
+
+--
 -- Name: consumers consumers_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
 --
 
@@ -633,6 +729,28 @@ ALTER TABLE ONLY oasync.scope_exits
 
 ALTER TABLE ONLY oasync.topics
     ADD CONSTRAINT topics_pkey PRIMARY KEY (topic);
+
+
+--
+-- Name: trusted_roles trusted_roles_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.trusted_roles
+    ADD CONSTRAINT trusted_roles_pkey PRIMARY KEY (role);
+
+
+--
+-- Name: docs_topic_scope_key; Type: INDEX; Schema: oasync; Owner: -
+--
+
+CREATE INDEX docs_topic_scope_key ON oasync.docs USING btree (topic, scope, doc_key);
+
+
+--
+-- Name: events_topic_scope_watermark; Type: INDEX; Schema: oasync; Owner: -
+--
+
+CREATE INDEX events_topic_scope_watermark ON oasync.events USING btree (topic, scope, watermark);
 
 
 --

@@ -21,6 +21,18 @@ void pin_search_path(pqxx::transaction_base& tx) {
   tx.exec("SET LOCAL search_path = pg_catalog, pg_temp");
 }
 
+Error connect_error(const std::string& conninfo, const std::string& message) {
+  return Error(Code::database,
+               fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
+               Retryable::yes, "08001", "connect");
+}
+
+Error database_error(const std::string& step, const std::string& sqlstate,
+                     const std::string& message, const std::string& statement) {
+  return Error(Code::database, fmt::format("{}: {} (SQLSTATE {})", step, message, sqlstate),
+               classify_sqlstate(sqlstate), sqlstate, statement);
+}
+
 void rethrow_as_error(const std::string& step) {
   try {
     throw;
@@ -39,8 +51,7 @@ void rethrow_as_error(const std::string& step) {
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
       message.pop_back();
     }
-    throw Error(Code::database, fmt::format("{}: {} (SQLSTATE {})", step, message, e.sqlstate()),
-                classify_sqlstate(e.sqlstate()), e.sqlstate(), step);
+    throw database_error(step, e.sqlstate(), message, step);
   } catch (const pqxx::failure& e) {
     // libpqxx reports a dead connection discovered mid-statement this way.
     throw Error(Code::database, fmt::format("{}: {}", step, e.what()), Retryable::yes, "", step);
@@ -73,15 +84,13 @@ std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) {
       message.pop_back();
     }
-    throw Error(Code::database,
-                fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
-                Retryable::yes, "08001", "connect");
+    throw internal::connect_error(conninfo, message);
   }
   // oasync's own sessions resolve no name through a search_path the
   // environment gave them (PGOPTIONS, a role's default).
   internal::db_step("connect", [&] {
     pqxx::nontransaction tx(*conn);
-    tx.exec("SET search_path = pg_catalog, pg_temp");
+    tx.exec(internal::kPinnedSearchPathSql);
   });
   return conn;
 }

@@ -15,6 +15,11 @@ namespace oasync::internal {
 // resources (53), operator intervention such as a terminated backend (57).
 Retryable classify_sqlstate(std::string_view sqlstate) noexcept;
 
+// The Error for a statement the database refused: Code::database, with the
+// SQLSTATE, named after `step`, retryable by the SQLSTATE's class.
+Error database_error(const std::string& step, const std::string& sqlstate,
+                     const std::string& message, const std::string& statement);
+
 // Converts the exception in flight (call only from a catch block) into an
 // oasync::Error whose message starts with `step`, and throws it. oasync::Error
 // passes through with the context added.
@@ -26,6 +31,13 @@ Retryable classify_sqlstate(std::string_view sqlstate) noexcept;
 // (the sink's, Reader::read and Reader::check) qualify every name instead
 // and need no extra round trip.
 void pin_search_path(pqxx::transaction_base& tx);
+
+// What oasync's own sessions run right after connecting.
+inline constexpr const char* kPinnedSearchPathSql = "SET search_path = pg_catalog, pg_temp";
+
+// The Error for a failed connection attempt: retryable, the target named with
+// its password redacted.
+Error connect_error(const std::string& conninfo, const std::string& message);
 
 // Runs `fn`, converting any exception into oasync::Error named after `step`.
 template <typename Fn>

@@ -8,15 +8,15 @@
 namespace oasync {
 namespace {
 
-// Counts for one topic, from the (topic, ...) primary keys.
+// Counts for one topic in O(1): the journal is dense, so (purged_through,
+// head] is what is retained and its oldest event is purged_through + 1; the
+// doc counts are the counters the sink and purge keep (0007).
 const char* const kTopicCountsSql = R"SQL(
-SELECT (SELECT count(*) FROM oasync.events e WHERE e.topic = $1) AS retained_events,
-       (SELECT count(*) FROM oasync.docs d WHERE d.topic = $1 AND NOT d.deleted
-                                              AND d.doc_version > 0) AS live_docs,
-       (SELECT count(*) FROM oasync.docs d WHERE d.topic = $1 AND d.deleted
-                                              AND d.doc_version > 0) AS tombstones,
+SELECT t.head - t.purged_through AS retained_events, t.live_docs, t.tombstones,
        coalesce((SELECT extract(epoch FROM now() - e.committed_at)::bigint FROM oasync.events e
-                 WHERE e.topic = $1 ORDER BY e.watermark LIMIT 1), 0) AS oldest_event_age_seconds
+                 WHERE e.topic = t.topic AND e.watermark = t.purged_through + 1), 0)
+           AS oldest_event_age_seconds
+FROM oasync.topics t WHERE t.topic = $1
 )SQL";
 
 const char* const kTableSizesSql = R"SQL(

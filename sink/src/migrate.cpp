@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 #include <pqxx/pqxx>
@@ -41,7 +43,7 @@ const char* const kRecordSql = R"SQL(
 INSERT INTO oasync.schema_migrations (version, name, sha256) VALUES ($1, $2, $3)
 )SQL";
 
-const char* const kLockSql = "SELECT pg_catalog.pg_advisory_lock($1::bigint)";
+const char* const kTryLockSql = "SELECT pg_catalog.pg_try_advisory_lock($1::bigint) AS taken";
 const char* const kUnlockSql = "SELECT pg_catalog.pg_advisory_unlock($1::bigint)";
 
 struct Recorded {
@@ -71,14 +73,22 @@ void check_unique_versions(const std::vector<Migration>& migrations) {
   }
 }
 
-// Releases the session advisory lock even when migrating throws.
+// Takes the session advisory lock, and releases it even when migrating
+// throws. A waiting migrator polls rather than blocks in pg_advisory_lock: a
+// blocked statement holds a snapshot, and CREATE INDEX CONCURRENTLY in the
+// holder's no-transaction migration waits for every older snapshot, so the
+// two would deadlock.
 class AdvisoryLock {
  public:
   explicit AdvisoryLock(pqxx::connection_base& conn) : conn_(conn) {
-    internal::db_step("take the migration lock", [&] {
+    auto pause = std::chrono::milliseconds(10);
+    while (!internal::db_step("take the migration lock", [&] {
       pqxx::nontransaction tx(conn_);
-      tx.exec_params(kLockSql, kMigrateLockKey);
-    });
+      return tx.exec_params1(kTryLockSql, kMigrateLockKey)["taken"].as<bool>();
+    })) {
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(500));
+    }
   }
   ~AdvisoryLock() {
     try {
@@ -95,7 +105,54 @@ class AdvisoryLock {
   pqxx::connection_base& conn_;
 };
 
+// Indexes of schema oasync that a failed CREATE INDEX CONCURRENTLY left
+// invalid.
+const char* const kInvalidIndexesSql = R"SQL(
+SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = 'oasync' AND NOT i.indisvalid
+)SQL";
+
+// Runs a no-transaction migration (see migrate.hpp) and records it.
+void apply_outside_transaction(pqxx::connection_base& conn, const Migration& m) {
+  internal::db_step(fmt::format("{}: drop invalid indexes", m.name), [&] {
+    pqxx::nontransaction tx(conn);
+    tx.exec("SET search_path = pg_catalog, pg_temp");
+    for (const auto& row : tx.exec(kInvalidIndexesSql)) {
+      tx.exec("DROP INDEX CONCURRENTLY IF EXISTS " + row["name"].as<std::string>());
+    }
+  });
+  for (const SqlStatement& statement : split_sql(m.sql)) {
+    try {
+      pqxx::nontransaction tx(conn);
+      tx.exec(statement.text);
+    } catch (...) {
+      try {
+        internal::rethrow_as_error(fmt::format("{}:{}", m.name, statement.line));
+      } catch (const Error& e) {
+        throw Error(e.code(),
+                    fmt::format("{} ({} runs outside a transaction: the statements before this "
+                                "one stay applied, and migrate starts the file over next time)",
+                                e.what(), m.name),
+                    e.retryable(), e.sqlstate(), e.statement());
+      }
+    }
+  }
+  internal::db_step(fmt::format("{}: record", m.name), [&] {
+    pqxx::work tx(conn, "oasync_migrate_record");
+    internal::pin_search_path(tx);
+    tx.exec_params(kRecordSql, m.version, m.name, m.sha256);
+    tx.commit();
+  });
+}
+
 }  // namespace
+
+bool Migration::transactional() const {
+  return sql.rfind(kNoTransactionMarker, 0) != 0;
+}
 
 std::vector<SqlStatement> split_sql(const std::string& sql) {
   std::vector<SqlStatement> out;
@@ -290,6 +347,10 @@ MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>&
     if (!pending.count(m.version)) continue;
     report.applied.push_back(m.name);
     if (dry_run == DryRun::yes) continue;
+    if (!m.transactional()) {
+      apply_outside_transaction(conn, m);
+      continue;
+    }
     pqxx::work tx(conn, "oasync_migrate");
     internal::pin_search_path(tx);
     for (const SqlStatement& statement : split_sql(m.sql)) {

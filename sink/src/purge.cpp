@@ -52,7 +52,8 @@ RETURNING (SELECT count(*) FROM gone) AS deleted
 )SQL";
 
 // Removes up to $3 old tombstones, locking them in key order as the sink does
-// (lock_order.hpp); the delta-resync floor follows them.
+// (lock_order.hpp); the delta-resync floor follows them, and the topic's
+// tombstone counter (0007) counts them out.
 const char* const kDeleteTombstonesSql = R"SQL(
 WITH doomed AS (
   SELECT topic, doc_key FROM oasync.docs WHERE {}
@@ -60,10 +61,11 @@ WITH doomed AS (
 ), gone AS (
   DELETE FROM oasync.docs AS d USING doomed
   WHERE d.topic = doomed.topic AND d.doc_key = doomed.doc_key AND d.deleted
-  RETURNING d.last_watermark
+  RETURNING d.last_watermark, d.doc_version
 )
 UPDATE oasync.topics
-SET delta_floor = greatest(delta_floor, (SELECT coalesce(max(last_watermark), 0) FROM gone))
+SET delta_floor = greatest(delta_floor, (SELECT coalesce(max(last_watermark), 0) FROM gone)),
+    tombstones = tombstones - (SELECT count(*) FROM gone WHERE doc_version > 0)
 WHERE topic = $1
 RETURNING (SELECT count(*) FROM gone) AS removed
 )SQL";

@@ -31,7 +31,7 @@ RETURNING doc_key
 // The stored state of a batch's keys, as the sink's rules see it, and when
 // each last changed.
 const char* const kStoredDocsSql = R"SQL(
-SELECT doc_key, scope, doc_version, deleted, encode(payload_hash, 'hex') AS hash_hex,
+SELECT doc_key, scope, doc_version, deleted, payload_hash,
        last_watermark
 FROM oasync.docs
 WHERE topic = $1 AND doc_version > 0 AND doc_key IN (SELECT json_array_elements_text($2::json))
@@ -59,7 +59,7 @@ struct Reprojection::Impl {
   ReprojectCounts counts;
   struct Pending {
     DocWrite write;
-    std::string hash_hex;
+    std::string hash;  // raw SHA-256 of the canonical payload
     std::string where;
   };
   std::vector<Pending> pending;
@@ -97,7 +97,8 @@ struct Reprojection::Impl {
         st.state.scope = row["scope"].as<std::string>();
         st.state.version = row["doc_version"].as<std::int64_t>();
         st.state.deleted = row["deleted"].as<bool>();
-        st.state.hash_hex = row["hash_hex"].is_null() ? "" : row["hash_hex"].as<std::string>();
+        st.state.hash =
+            row["payload_hash"].is_null() ? "" : pqxx::binarystring(row["payload_hash"]).str();
         st.last_watermark = row["last_watermark"].as<std::int64_t>();
         stored.emplace(row["doc_key"].as<std::string>(), std::move(st));
       }
@@ -113,7 +114,7 @@ struct Reprojection::Impl {
         ++counts.skipped;
         continue;
       }
-      if (internal::unchanged(doc.state, Op::upsert, p.hash_hex, p.write.scope)) {
+      if (internal::unchanged(doc.state, Op::upsert, p.hash, p.write.scope)) {
         ++counts.unchanged;
         continue;
       }
@@ -199,7 +200,8 @@ void Reprojection::add(DocWrite write, const std::string& where) {
   }
   Impl::Pending p;
   try {
-    p.hash_hex = to_hex(canonicalize(write.payload, JsonShape::object).sha256);
+    const auto digest = canonicalize(write.payload, JsonShape::object).sha256;
+    p.hash.assign(reinterpret_cast<const char*>(digest.data()), digest.size());
   } catch (const Error& e) {
     throw Error(Code::invalid_input,
                 fmt::format("{}: payload of doc \"{}\": {} (nothing was deleted)", where,

@@ -1,13 +1,14 @@
 #include "oasync/sink.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <map>
 #include <set>
+#include <thread>
 #include <utility>
 #include <variant>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "db.hpp"
@@ -15,98 +16,210 @@
 #include "oasync/connection.hpp"
 #include "oasync/error.hpp"
 #include "oasync/topics.hpp"
+#include "pg.hpp"
+#include "sink_statements.hpp"
 #include "topic_rows.hpp"
 #include "write_rules.hpp"
 
 namespace oasync {
 namespace {
 
-using json = nlohmann::json;
 using internal::DocKey;
 using internal::DocState;
 using internal::ValidWrite;
+namespace pg = internal::pg;
+
+// A batch costs two round trips (pipelines), whatever its size:
+//
+//   1. [BEGIN,] lock-or-create the docs, read their states;
+//      then the sink decides every write (write_rules.hpp);
+//   2. lock the topics, write everything, [store checkpoints,] [COMMIT].
+//
+// The topic rows, which serialise a topic's writers, are locked in the second
+// pipeline: held only while the server runs its last statements, never while
+// a result travels to the sink. The write statement numbers the events from
+// the heads it reads under those locks, and checks under them that the
+// registry and the timeline are what the sink validated against; when not, it
+// fails with a SQLSTATE of oasync's own and the sink starts over.
+//
+// Every statement names its functions, operators and types with their
+// schema (nothing resolves through the caller's search_path), takes its lists
+// as binary arrays, and reaches rows by primary key per key, or by the ctid of
+// a row it locked: no plan can scan docs or events whatever the statistics.
+// Locks follow lock_order.hpp.
+
+// The planner settings every statement of the sink is planned with: one
+// generic plan per statement (planned once per session, never again per
+// batch), and no sequential scan or hash or merge join where a lookup by key
+// or ctid exists, so no plan can scan docs or events whatever the statistics
+// say (tests/integration/plans_test.cpp shows it on an empty, never analyzed
+// database and on one with a million rows). The sink's own session keeps
+// them; inside a caller's transaction (apply_within) they are set for the
+// batch's statements and then put back.
+const char* const kPlannerSettingsSql =
+    "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; "
+    "SET enable_hashjoin = off; SET enable_mergejoin = off";
+
+const pg::Statement kPinPlanner{"sink_pin_planner",
+                                R"SQL(
+SELECT pg_catalog.current_setting('plan_cache_mode') AS plan_cache_mode,
+       pg_catalog.current_setting('enable_seqscan') AS enable_seqscan,
+       pg_catalog.current_setting('enable_hashjoin') AS enable_hashjoin,
+       pg_catalog.current_setting('enable_mergejoin') AS enable_mergejoin,
+       pg_catalog.set_config('plan_cache_mode', 'force_generic_plan', true),
+       pg_catalog.set_config('enable_seqscan', 'off', true),
+       pg_catalog.set_config('enable_hashjoin', 'off', true),
+       pg_catalog.set_config('enable_mergejoin', 'off', true)
+)SQL",
+                                {}};
+
+const pg::Statement kUnpinPlanner{"sink_unpin_planner",
+                                  R"SQL(
+SELECT pg_catalog.set_config('plan_cache_mode', $1::pg_catalog.text, true),
+       pg_catalog.set_config('enable_seqscan', $2::pg_catalog.text, true),
+       pg_catalog.set_config('enable_hashjoin', $3::pg_catalog.text, true),
+       pg_catalog.set_config('enable_mergejoin', $4::pg_catalog.text, true)
+)SQL",
+                                  {pg::kText, pg::kText, pg::kText, pg::kText}};
+
+// SQLSTATEs the sink's statements raise (oasync.raise).
+constexpr const char* kRegistryChangedSqlstate = "OA412";
+constexpr const char* kNewTimelineSqlstate = "OA428";
+constexpr const char* kFencedSqlstate = "OA403";
+constexpr const char* kSecondApplyWithinSqlstate = "OA409";
 
 // Thrown inside a transaction when the registry changed since it was cached;
 // the transaction is rolled back and run again with a fresh registry.
-struct RegistryChanged {};
+struct RegistryChanged {
+  std::string what;
+};
 
-// Thrown inside a transaction when a doc it was about to create was created
-// by a concurrent transaction; the transaction is rolled back and run again.
-struct DocCreatedConcurrently {};
+// Thrown inside a transaction when a topic of the batch was last written on
+// another timeline: its epoch forks first (note_timeline), then the batch
+// runs again.
+struct NewTimeline {};
 
-const char* const kLockDocs = "oasync_sink_lock_docs";
-const char* const kCreateDocs = "oasync_sink_create_docs";
-const char* const kLockTopics = "oasync_sink_lock_topics";
-const char* const kNoteTimeline = "oasync_sink_note_timeline";
-const char* const kWrite = "oasync_sink_write";
-const char* const kReadCheckpoint = "oasync_sink_read_checkpoint";
-const char* const kOneApplyWithin = "oasync_sink_one_apply_within";
+// apply_within's guard: a second one in the same transaction would lock docs
+// while holding topic rows, so it fails before it locks anything.
+const pg::Statement kGuard{"sink_guard",
+                           R"SQL(
+SELECT CASE WHEN pg_catalog.current_setting('oasync.sink_applied', true)
+                 OPERATOR(pg_catalog.=) 'yes'
+            THEN oasync.raise('OA409', 'this transaction already ran apply_within: a second one '
+                              'could deadlock against another transaction doing the same (it '
+                              'locks docs after holding topic rows); put all of the '
+                              'transaction''s writes in one batch')
+            ELSE 0 END AS refused,
+       pg_catalog.set_config('oasync.sink_applied', 'yes', true) AS marked
+)SQL",
+                           {}};
 
-// Every statement of the sink names its functions, operators and types with
-// their schema: nothing resolves through the caller's search_path (a
-// borrowed connection may have any). Locks follow the order of lock_order.hpp.
-
-// Phase 1 of locking the batch's docs: locks the existing ones in
-// (topic, doc_key) order and returns their state. Under READ COMMITTED, FOR
-// UPDATE waits for a concurrent writer and then returns the committed row.
-const char* const kLockDocsSql = R"SQL(
-SELECT d.topic, d.doc_key, d.scope, d.doc_version, d.deleted,
-       pg_catalog.encode(d.payload_hash, 'hex') AS hash_hex, d.source_stream, d.source_seq
-FROM oasync.docs AS d
-JOIN pg_catalog.json_to_recordset($1::pg_catalog.json) AS k(t pg_catalog.text, k pg_catalog.text)
-  ON d.topic OPERATOR(pg_catalog.=) k.t AND d.doc_key OPERATOR(pg_catalog.=) k.k
-ORDER BY d.topic COLLATE pg_catalog."C", d.doc_key COLLATE pg_catalog."C"
-FOR UPDATE OF d
-)SQL";
-
-// Phase 2: inserts version-0 placeholders for the docs that do not exist, in
-// the same order, and returns the keys it inserted. A key missing from the
-// answer was created by a concurrent transaction that has committed since;
-// the batch then starts over, finding that doc in phase 1. (Why this cannot
-// deadlock: a transaction waits in phase 2 only on another's uncommitted
-// placeholder, and a transaction holding placeholders waits on nothing but
-// later placeholders, in the same global order, and topic rows.) A
-// placeholder that no write turns into a real doc is removed by the write
-// statement (oasync.drop_placeholders), so readers never see one.
-const char* const kCreateDocsSql = R"SQL(
+// 1a. Locks the batch's docs in (topic, doc_key) order, creating a version-0
+// placeholder for each that does not exist: ON CONFLICT ... WHERE false locks
+// an existing row without writing it, and waits for a concurrent transaction
+// that is creating the same doc. Returns the placeholders it created.
+// $1, $2: topics and keys, sorted.
+const pg::Statement kLockDocs{"sink_lock_docs",
+                              R"SQL(
 INSERT INTO oasync.docs AS d (topic, doc_key, scope, doc_version, last_watermark)
 SELECT k.t, k.k, '', 0, 0
-FROM pg_catalog.json_to_recordset($1::pg_catalog.json) AS k(t pg_catalog.text, k pg_catalog.text)
+FROM ROWS FROM (
+    pg_catalog.unnest($1::pg_catalog.text[]),
+    pg_catalog.unnest($2::pg_catalog.text[])) AS k(t, k)
 ORDER BY k.t COLLATE pg_catalog."C", k.k COLLATE pg_catalog."C"
-ON CONFLICT (topic, doc_key) DO NOTHING
+ON CONFLICT (topic, doc_key) DO UPDATE SET doc_version = d.doc_version WHERE false
 RETURNING d.topic, d.doc_key
-)SQL";
+)SQL",
+                              {pg::kTextArray, pg::kTextArray}};
 
-// Locks the topics that receive events, in name order, and returns their
-// heads, and whether each was last written on this timeline.
-const char* const kLockTopicsSql = R"SQL(
-SELECT t.topic, t.head, t.config_revision,
-       coalesce(t.timeline OPERATOR(pg_catalog.=) oasync.current_timeline(), false)
-         AS same_timeline
-FROM oasync.topics AS t
-WHERE t.topic OPERATOR(pg_catalog.=) ANY (
-  SELECT pg_catalog.json_array_elements_text($1::pg_catalog.json))
-ORDER BY t.topic COLLATE pg_catalog."C"
-FOR NO KEY UPDATE
-)SQL";
+// 1b. The locked docs' states and ctids, one primary-key lookup per key (a
+// subquery with LIMIT is never flattened into a join the planner could turn
+// into a scan). A new statement, so it sees what a transaction that 1a waited
+// for committed.
+const pg::Statement kReadDocs{"sink_read_docs",
+                              R"SQL(
+SELECT d.ctid, d.topic, d.doc_key, d.scope, d.doc_version, d.deleted, d.payload_hash,
+       d.source_stream, d.source_seq
+FROM ROWS FROM (
+    pg_catalog.unnest($1::pg_catalog.text[]),
+    pg_catalog.unnest($2::pg_catalog.text[])) AS k(t, k)
+CROSS JOIN LATERAL (
+  SELECT x.ctid, x.topic, x.doc_key, x.scope, x.doc_version, x.deleted, x.payload_hash,
+         x.source_stream, x.source_seq
+  FROM oasync.docs AS x
+  WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.doc_key OPERATOR(pg_catalog.=) k.k
+  LIMIT 1) AS d
+)SQL",
+                              {pg::kTextArray, pg::kTextArray}};
 
-// After a failover or a point-in-time restore: forks the epochs of the topics
-// first written on this timeline (see migrations/0006_contract.sql).
-const char* const kNoteTimelineSql = R"SQL(
-SELECT pg_catalog.count(*) AS forked FROM oasync.note_timeline($1::pg_catalog.json)
-)SQL";
+// 2a. Locks the topics that get events, in name order, one primary-key lookup
+// each. $1: topics, sorted.
+const pg::Statement kLockTopics{"sink_lock_topics",
+                                R"SQL(
+SELECT t.topic
+FROM pg_catalog.unnest($1::pg_catalog.text[]) AS n(t)
+CROSS JOIN LATERAL (
+  SELECT x.topic FROM oasync.topics AS x WHERE x.topic OPERATOR(pg_catalog.=) n.t
+  FOR NO KEY UPDATE) AS t
+)SQL",
+                                {pg::kTextArray}};
 
-// Everything else in one statement: events (and the exits of scope moves),
-// doc rows, stream positions, placeholders, heads, producer checkpoints and
-// the notification (delivered at commit).
-const char* const kWriteSql = R"SQL(
-WITH ev AS (
+// 2b. Everything else in one statement: heads and counters, events (numbered
+// from the heads), the exits of scope moves, doc rows, stream positions,
+// placeholders, and the notification (delivered at commit).
+//   $1..$5    per topic: name, events, config_revision seen, live-doc and
+//             tombstone deltas
+//   $6..$14   per event: topic, sequence in its topic, key, version, scope,
+//             previous scope, op, payload (inline topics), hash
+//   $15..$24  per changed doc: ctid, topic, scope, version, deleted, payload,
+//             hash, source stream and seq, sequence of its last event
+//   $25..$28  per advanced stream position: ctid, stream, seq, deleted
+//   $29       placeholders to remove (ctids)
+//   $30, $31  notify?, channel
+const pg::Statement kWrite{
+    "sink_write",
+    R"SQL(
+WITH h AS (
+  SELECT * FROM ROWS FROM (
+      pg_catalog.unnest($1::pg_catalog.text[]),
+      pg_catalog.unnest($2::bigint[]),
+      pg_catalog.unnest($3::bigint[]),
+      pg_catalog.unnest($4::bigint[]),
+      pg_catalog.unnest($5::bigint[])) AS h(t, n, rev, live, tomb)
+), heads AS (
+  UPDATE oasync.topics AS t
+  SET head = t.head OPERATOR(pg_catalog.+) h.n,
+      live_docs = t.live_docs OPERATOR(pg_catalog.+) h.live,
+      tombstones = t.tombstones OPERATOR(pg_catalog.+) h.tomb
+  FROM h
+  WHERE t.topic OPERATOR(pg_catalog.=) h.t
+  RETURNING t.topic, t.head, t.head OPERATOR(pg_catalog.-) h.n AS base,
+    CASE
+      WHEN t.config_revision OPERATOR(pg_catalog.<>) h.rev
+        THEN oasync.raise('OA412', pg_catalog.concat('the registry entry of topic "', t.topic,
+                                                     '" changed during the batch'))
+      WHEN NOT coalesce(t.timeline OPERATOR(pg_catalog.=) oasync.current_timeline(), false)
+        THEN oasync.raise('OA428', pg_catalog.concat('topic "', t.topic,
+                                                     '" was last written on another timeline'))
+      ELSE 0
+    END AS checked
+), ev AS (
   INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, previous_scope, op,
                              payload, payload_hash)
-  SELECT e.t, e.w, e.k, e.v, e.s, e.ps, e.o, e.p::pg_catalog.json, pg_catalog.decode(e.h, 'hex')
-  FROM pg_catalog.json_to_recordset($1::pg_catalog.json)
-       AS e(t pg_catalog.text, w bigint, k pg_catalog.text, v bigint, s pg_catalog.text,
-            ps pg_catalog.text, o pg_catalog.text, p pg_catalog.text, h pg_catalog.text)
+  SELECT e.t, heads.base OPERATOR(pg_catalog.+) e.seq OPERATOR(pg_catalog.+) heads.checked, e.k,
+         e.v, e.s, e.ps, e.o, e.p::pg_catalog.json, e.h
+  FROM ROWS FROM (
+      pg_catalog.unnest($6::pg_catalog.text[]),
+      pg_catalog.unnest($7::bigint[]),
+      pg_catalog.unnest($8::pg_catalog.text[]),
+      pg_catalog.unnest($9::bigint[]),
+      pg_catalog.unnest($10::pg_catalog.text[]),
+      pg_catalog.unnest($11::pg_catalog.text[]),
+      pg_catalog.unnest($12::pg_catalog.text[]),
+      pg_catalog.unnest($13::pg_catalog.text[]),
+      pg_catalog.unnest($14::pg_catalog.bytea[]))
+       AS e(t, seq, k, v, s, ps, o, p, h)
+  JOIN heads ON heads.topic OPERATOR(pg_catalog.=) e.t
   RETURNING topic, watermark, doc_key, doc_version, previous_scope
 ), exits AS (
   INSERT INTO oasync.scope_exits (topic, scope, watermark, doc_key, doc_version)
@@ -116,71 +229,105 @@ WITH ev AS (
 ), docs AS (
   UPDATE oasync.docs AS d
   SET scope = x.s, doc_version = x.v, deleted = x.d, payload = x.p::pg_catalog.json,
-      payload_hash = pg_catalog.decode(x.h, 'hex'), source_stream = x.ss, source_seq = x.sq,
-      last_watermark = x.w, updated_at = pg_catalog.now()
-  FROM pg_catalog.json_to_recordset($2::pg_catalog.json)
-       AS x(t pg_catalog.text, k pg_catalog.text, s pg_catalog.text, v bigint, d boolean,
-            p pg_catalog.text, h pg_catalog.text, ss pg_catalog.text, sq bigint, w bigint)
-  WHERE d.topic OPERATOR(pg_catalog.=) x.t AND d.doc_key OPERATOR(pg_catalog.=) x.k
+      payload_hash = x.h, source_stream = x.ss, source_seq = x.sq,
+      last_watermark = heads.base OPERATOR(pg_catalog.+) x.eseq, updated_at = pg_catalog.now()
+  FROM ROWS FROM (
+      pg_catalog.unnest($15::pg_catalog.tid[]),
+      pg_catalog.unnest($16::pg_catalog.text[]),
+      pg_catalog.unnest($17::pg_catalog.text[]),
+      pg_catalog.unnest($18::bigint[]),
+      pg_catalog.unnest($19::boolean[]),
+      pg_catalog.unnest($20::pg_catalog.text[]),
+      pg_catalog.unnest($21::pg_catalog.bytea[]),
+      pg_catalog.unnest($22::pg_catalog.text[]),
+      pg_catalog.unnest($23::bigint[]),
+      pg_catalog.unnest($24::bigint[])) AS x(c, t, s, v, d, p, h, ss, sq, eseq)
+  JOIN heads ON heads.topic OPERATOR(pg_catalog.=) x.t
+  WHERE d.ctid OPERATOR(pg_catalog.=) x.c
   RETURNING 1
 ), positions AS (
   UPDATE oasync.docs AS d
   SET source_stream = x.ss, source_seq = x.sq, deleted = x.d, updated_at = pg_catalog.now()
-  FROM pg_catalog.json_to_recordset($3::pg_catalog.json)
-       AS x(t pg_catalog.text, k pg_catalog.text, ss pg_catalog.text, sq bigint, d boolean)
-  WHERE d.topic OPERATOR(pg_catalog.=) x.t AND d.doc_key OPERATOR(pg_catalog.=) x.k
+  FROM ROWS FROM (
+      pg_catalog.unnest($25::pg_catalog.tid[]),
+      pg_catalog.unnest($26::pg_catalog.text[]),
+      pg_catalog.unnest($27::bigint[]),
+      pg_catalog.unnest($28::boolean[])) AS x(c, ss, sq, d)
+  WHERE d.ctid OPERATOR(pg_catalog.=) x.c
   RETURNING 1
-), heads AS (
-  UPDATE oasync.topics AS t SET head = h.head
-  FROM pg_catalog.json_to_recordset($5::pg_catalog.json) AS h(t pg_catalog.text, head bigint)
-  WHERE t.topic OPERATOR(pg_catalog.=) h.t
-  RETURNING t.topic, t.head
-), checkpoints AS (
+)
+SELECT (SELECT pg_catalog.array_agg(heads.topic) FROM heads) AS topics,
+       (SELECT pg_catalog.array_agg(heads.base) FROM heads) AS bases,
+       (SELECT pg_catalog.count(*) FROM ev) AS events,
+       (SELECT pg_catalog.count(*) FROM exits) AS exits,
+       (SELECT pg_catalog.count(*) FROM docs) AS docs,
+       (SELECT pg_catalog.count(*) FROM positions) AS positions,
+       CASE WHEN pg_catalog.cardinality($29::pg_catalog.tid[]) OPERATOR(pg_catalog.>) 0
+            THEN oasync.drop_placeholders($29::pg_catalog.tid[]) ELSE 0 END AS placeholders,
+       CASE WHEN (SELECT pg_catalog.count(*) FROM heads) OPERATOR(pg_catalog.<>)
+                 pg_catalog.cardinality($1::pg_catalog.text[])
+            THEN oasync.raise('OA412', 'a topic of the batch is no longer registered')
+            ELSE 0 END AS registered,
+       (SELECT pg_catalog.count(pg_catalog.pg_notify($31::pg_catalog.text, pg_catalog.concat(
+                 '{"topic":', pg_catalog.to_json(heads.topic)::pg_catalog.text, ',"head":',
+                 heads.head, '}')))
+        FROM heads WHERE $30::boolean) AS notified
+)SQL",
+    {pg::kTextArray,  pg::kInt8Array, pg::kInt8Array, pg::kInt8Array,  pg::kInt8Array,
+     pg::kTextArray,  pg::kInt8Array, pg::kTextArray, pg::kInt8Array,  pg::kTextArray,
+     pg::kTextArray,  pg::kTextArray, pg::kTextArray, pg::kByteaArray, pg::kTidArray,
+     pg::kTextArray,  pg::kTextArray, pg::kInt8Array, pg::kBoolArray,  pg::kTextArray,
+     pg::kByteaArray, pg::kTextArray, pg::kInt8Array, pg::kInt8Array,  pg::kTidArray,
+     pg::kTextArray,  pg::kInt8Array, pg::kBoolArray, pg::kTidArray,   pg::kBool,
+     pg::kText}};
+
+// 2c. Producer checkpoints, after the topics (lock_order.hpp), in id order:
+// a lower epoch than the stored one fails the batch (fenced).
+const pg::Statement kCheckpoints{"sink_checkpoints",
+                                 R"SQL(
+WITH stored AS (
   INSERT INTO oasync.producer_checkpoints AS c (producer_id, epoch, position)
   SELECT p.id, p.e, p.pos
-  FROM pg_catalog.json_to_recordset($6::pg_catalog.json)
-       AS p(id pg_catalog.text, e bigint, pos bigint)
+  FROM ROWS FROM (
+      pg_catalog.unnest($1::pg_catalog.text[]),
+      pg_catalog.unnest($2::bigint[]),
+      pg_catalog.unnest($3::bigint[])) AS p(id, e, pos)
   ORDER BY p.id COLLATE pg_catalog."C"
   ON CONFLICT (producer_id) DO UPDATE
     SET epoch = excluded.epoch, position = excluded.position, updated_at = pg_catalog.now()
     WHERE c.epoch OPERATOR(pg_catalog.<=) excluded.epoch
   RETURNING c.producer_id
 )
-SELECT (SELECT pg_catalog.count(*) FROM ev) AS events,
-       (SELECT pg_catalog.count(*) FROM exits) AS exits,
-       (SELECT pg_catalog.count(*) FROM docs) AS docs,
-       (SELECT pg_catalog.count(*) FROM positions) AS positions,
-       CASE WHEN pg_catalog.json_array_length($4::pg_catalog.json) OPERATOR(pg_catalog.>) 0
-            THEN oasync.drop_placeholders($4::pg_catalog.json) ELSE 0 END AS placeholders,
-       (SELECT pg_catalog.json_agg(producer_id) FROM checkpoints) AS checkpoints,
-       (SELECT pg_catalog.count(pg_catalog.pg_notify($8, pg_catalog.concat(
-                 '{"topic":', pg_catalog.to_json(topic)::pg_catalog.text, ',"head":', head, '}')))
-        FROM heads WHERE $7::boolean) AS notified
-)SQL";
+SELECT CASE WHEN (SELECT pg_catalog.count(*) FROM stored) OPERATOR(pg_catalog.<>)
+                 pg_catalog.cardinality($1::pg_catalog.text[])
+            THEN oasync.raise('OA403', (
+                   SELECT pg_catalog.string_agg(pg_catalog.format(
+                            'producer "%s" is fenced: epoch %s is below the stored epoch', p.id,
+                            p.e), '; ')
+                   FROM ROWS FROM (
+                       pg_catalog.unnest($1::pg_catalog.text[]),
+                       pg_catalog.unnest($2::bigint[])) AS p(id, e)
+                   WHERE p.id OPERATOR(pg_catalog.<>) ALL (SELECT producer_id FROM stored)))
+            ELSE 0 END AS fenced
+)SQL",
+                                 {pg::kTextArray, pg::kInt8Array, pg::kInt8Array}};
 
-const char* const kReadCheckpointSql = R"SQL(
+// After a failover or a point-in-time restore: forks the epochs of the topics
+// first written on this timeline (see migrations/0006_contract.sql), in a
+// transaction of its own, under the topics' row locks.
+const pg::Statement kNoteTimeline{"sink_note_timeline",
+                                  R"SQL(
+SELECT pg_catalog.count(*) AS forked
+FROM oasync.note_timeline(pg_catalog.array_to_json($1::pg_catalog.text[]))
+)SQL",
+                                  {pg::kTextArray}};
+
+const pg::Statement kReadCheckpoint{"sink_read_checkpoint",
+                                    R"SQL(
 SELECT epoch, position FROM oasync.producer_checkpoints
-WHERE producer_id OPERATOR(pg_catalog.=) $1
-)SQL";
-
-// apply_within's guard: whether the transaction already ran one (a second one
-// could deadlock against another transaction doing the same), and the mark.
-const char* const kOneApplyWithinSql = R"SQL(
-SELECT pg_catalog.current_setting('oasync.sink_applied', true) AS applied,
-       pg_catalog.set_config('oasync.sink_applied', 'yes', true) AS marked
-)SQL";
-
-// Reads a locked doc's state from a row of kLockDocsSql.
-DocState locked_doc(const pqxx::row& row) {
-  DocState st;
-  st.scope = row["scope"].as<std::string>();
-  st.version = row["doc_version"].as<std::int64_t>();
-  st.deleted = row["deleted"].as<bool>();
-  st.hash_hex = row["hash_hex"].is_null() ? "" : row["hash_hex"].as<std::string>();
-  st.source_stream = row["source_stream"].as<std::string>();
-  st.source_seq = internal::optional_int(row["source_seq"]);
-  return st;
-}
+WHERE producer_id OPERATOR(pg_catalog.=) $1::pg_catalog.text
+)SQL",
+                                    {pg::kText}};
 
 // The sink's view of the registry.
 internal::Registry registry_of(std::vector<internal::TopicRow> rows) {
@@ -194,104 +341,96 @@ internal::Registry registry_of(std::vector<internal::TopicRow> rows) {
   return registry;
 }
 
-// The JSON parameters of kWriteSql.
-struct WriteRows {
-  json events = json::array();
-  json docs = json::array();
-  json positions = json::array();
-  json placeholders = json::array();
-  json heads = json::array();
-  json checkpoints = json::array();
+pg::Call call(const pg::Statement& statement) {
+  pg::Call c;
+  c.statement = &statement;
+  return c;
+}
+
+pg::Call plain(const char* sql) {
+  pg::Call c;
+  c.sql = sql;
+  return c;
+}
+
+std::optional<std::string_view> text_or_null(bool present, const std::string& value) {
+  return present ? std::optional<std::string_view>(value) : std::nullopt;
+}
+
+// The database's message of an error raised by oasync.raise, without the
+// step and SQLSTATE around it.
+std::string message_of(const Error& e) {
+  std::string m = e.what();
+  const std::size_t start = m.find("ERROR:  ");
+  if (start != std::string::npos) m = m.substr(start + 8);
+  const std::size_t end = std::min(m.find('\n'), m.find(" (SQLSTATE"));
+  if (end != std::string::npos) m.resize(end);
+  return m;
+}
+
+// Runs a step of a transaction, turning oasync's own SQLSTATEs into what
+// they mean.
+template <typename Fn>
+decltype(auto) sql_step(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const Error& e) {
+    if (e.sqlstate() == kRegistryChangedSqlstate) throw RegistryChanged{message_of(e)};
+    if (e.sqlstate() == kNewTimelineSqlstate) throw NewTimeline{};
+    if (e.sqlstate() == kFencedSqlstate) throw Error(Code::fenced, message_of(e));
+    if (e.sqlstate() == kSecondApplyWithinSqlstate) throw Error(Code::refused, message_of(e));
+    throw;
+  }
+}
+
+// How the sink runs a transaction on a connection.
+struct Mode {
+  // Whether the sink begins and commits it (its own connection) or the
+  // caller does (apply_within, and a borrowed connection's libpqxx
+  // transaction).
+  enum class Ends { here, elsewhere } ends = Ends::here;
+  // Whether the planner settings are the session's (its own connection), or
+  // set for this transaction, or set and then put back (apply_within).
+  enum class Planner { session, pinned, pinned_then_restored } planner = Planner::session;
+  // Whether to refuse a second apply_within in the transaction.
+  bool guard = false;
 };
-
-WriteRows write_rows(const internal::Resolution& plan, const internal::Registry& registry,
-                     const std::map<std::string, std::int64_t>& heads,
-                     const std::map<std::string, ProducerCheckpoint>& checkpoints) {
-  WriteRows rows;
-  for (const auto& e : plan.events) {
-    const bool deleted = e.op == Op::delete_;
-    const bool inline_payload = registry.at(e.topic).mode == PayloadMode::inline_payload;
-    rows.events.push_back({{"t", e.topic},
-                           {"w", e.watermark},
-                           {"k", e.doc_key},
-                           {"v", e.version},
-                           {"s", e.scope},
-                           {"ps", e.previous_scope ? json(*e.previous_scope) : json(nullptr)},
-                           {"o", to_string(e.op)},
-                           {"p", deleted || !inline_payload ? json(nullptr) : json(e.payload)},
-                           {"h", deleted ? json(nullptr) : json(e.hash_hex)}});
-  }
-  for (const auto& doc : plan.docs) {
-    const auto& last = plan.events[doc.last_event];
-    const DocState& st = doc.state;
-    rows.docs.push_back({{"t", doc.key.first},
-                         {"k", doc.key.second},
-                         {"s", st.scope},
-                         {"v", st.version},
-                         {"d", st.deleted},
-                         {"p", st.deleted ? json(nullptr) : json(last.payload)},
-                         {"h", st.deleted ? json(nullptr) : json(st.hash_hex)},
-                         {"ss", st.source_stream},
-                         {"sq", st.source_seq ? json(*st.source_seq) : json(nullptr)},
-                         {"w", last.watermark}});
-  }
-  for (const auto& p : plan.positions) {
-    rows.positions.push_back({{"t", p.key.first},
-                              {"k", p.key.second},
-                              {"ss", p.source_stream},
-                              {"sq", p.source_seq},
-                              {"d", p.deleted}});
-  }
-  for (const auto& [topic, key] : plan.unused_placeholders) {
-    rows.placeholders.push_back({{"t", topic}, {"k", key}});
-  }
-  for (const auto& [topic, head] : heads) rows.heads.push_back({{"t", topic}, {"head", head}});
-  for (const auto& [id, c] : checkpoints) {
-    rows.checkpoints.push_back({{"id", id}, {"e", c.epoch}, {"pos", c.position}});
-  }
-  return rows;
-}
-
-Error fenced(const std::string& producer_id, std::int64_t epoch) {
-  return Error(Code::fenced, fmt::format("producer \"{}\" is fenced: epoch {} is below the stored "
-                                         "epoch",
-                                         producer_id, epoch));
-}
+using Ends = Mode::Ends;
+using Planner = Mode::Planner;
 
 }  // namespace
 
 struct Sink::Impl {
-  std::string conninfo;                     // empty when borrowing
-  std::unique_ptr<pqxx::connection> owned;  // set when the Sink opened it
-  pqxx::connection_base* conn = nullptr;
+  std::string conninfo;                   // empty when borrowing
+  std::unique_ptr<pg::Connection> owned;  // set when the Sink opened it
+  pqxx::connection_base* borrowed = nullptr;
   SinkOptions options;
   internal::Registry registry;
   bool registry_loaded = false;
+  pg::Pipeline pipeline;
 
-  void prepare() {
-    conn->prepare(kLockDocs, kLockDocsSql);
-    conn->prepare(kCreateDocs, kCreateDocsSql);
-    conn->prepare(kLockTopics, kLockTopicsSql);
-    conn->prepare(kNoteTimeline, kNoteTimelineSql);
-    conn->prepare(kWrite, kWriteSql);
-    conn->prepare(kReadCheckpoint, kReadCheckpointSql);
-    conn->prepare(kOneApplyWithin, kOneApplyWithinSql);
-  }
+  // The caller's planner settings while apply_within pinned them.
+  std::vector<std::string> saved_planner;
 
   // Opens the owned connection, or reopens it after it was lost.
   void ensure_connected() {
-    if (!conninfo.empty() && (!owned || !owned->is_open())) {
+    if (!conninfo.empty() && (!owned || !owned->ok())) {
       owned.reset();
-      conn = nullptr;
-      owned = connect(conninfo);
-      conn = owned.get();
-      internal::db_step("prepare sink statements", [&] { prepare(); });
+      auto fresh = std::make_unique<pg::Connection>(conninfo);
+      PGresult* r = PQexec(fresh->get(), kPlannerSettingsSql);
+      const bool ok = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
+      PQclear(r);
+      if (!ok) {
+        throw Error(Code::database,
+                    fmt::format("set up the sink's session: {}", PQerrorMessage(fresh->get())),
+                    Retryable::yes);
+      }
+      owned = std::move(fresh);
     }
   }
 
-  void load_registry(pqxx::transaction_base& tx) {
-    registry = registry_of(
-        internal::db_step("load topic registry", [&] { return internal::read_topic_rows(tx); }));
+  void load_registry(PGconn* conn) {
+    registry = registry_of(internal::read_topic_rows(pipeline, conn));
     registry_loaded = true;
   }
 
@@ -299,8 +438,7 @@ struct Sink::Impl {
   // returns the valid writes in input order, with where each one came from.
   // An unknown topic refreshes the registry once (it may have been
   // registered since it was cached).
-  std::vector<ValidWrite> validate(pqxx::transaction_base& tx,
-                                   const std::vector<const Batch*>& batches,
+  std::vector<ValidWrite> validate(PGconn* conn, const std::vector<const Batch*>& batches,
                                    std::vector<std::vector<WriteResult>>& results,
                                    std::vector<std::pair<std::size_t, std::size_t>>& origin) {
     std::vector<ValidWrite> valid;
@@ -312,7 +450,7 @@ struct Sink::Impl {
         auto checked = internal::validate_write(writes[i], registry);
         if (const auto* r = std::get_if<WriteResult>(&checked);
             r && r->reason == RejectReason::topic_not_registered && !refreshed) {
-          load_registry(tx);
+          load_registry(conn);
           refreshed = true;
           checked = internal::validate_write(writes[i], registry);
         }
@@ -327,119 +465,401 @@ struct Sink::Impl {
     return valid;
   }
 
-  // Step 3: locks every touched doc in (topic, doc_key) order (see sink.hpp)
-  // and returns its state; docs that do not exist get placeholders (version 0).
-  std::map<DocKey, DocState> lock_docs(pqxx::transaction_base& tx,
-                                       const std::vector<ValidWrite>& writes) {
+  // Round trip 1: [BEGIN,] [the planner settings,] [the guard,] lock or
+  // create the docs, read them. Returns their states by key, and their ctids.
+  std::map<DocKey, DocState> lock_docs(PGconn* conn, const Mode& mode,
+                                       const std::vector<ValidWrite>& writes,
+                                       std::map<DocKey, pg::Tid>& ctids) {
     std::set<DocKey> keys;
     for (const ValidWrite& v : writes) keys.emplace(v.write->topic, v.write->doc_key);
+    std::vector<pg::Call> calls;
+    if (mode.ends == Ends::here) calls.push_back(plain("BEGIN"));
+    const std::size_t pin_at = calls.size();
+    if (mode.planner != Planner::session) calls.push_back(call(kPinPlanner));
+    if (mode.guard) calls.push_back(call(kGuard));
     std::map<DocKey, DocState> docs;
+    if (!keys.empty()) {
+      std::vector<std::optional<std::string_view>> topics, names;
+      for (const auto& [topic, key] : keys) {
+        topics.emplace_back(topic);
+        names.emplace_back(key);
+      }
+      for (const pg::Statement* s : {&kLockDocs, &kReadDocs}) {
+        pg::Call c = call(*s);
+        c.params.add_text_array(topics);
+        c.params.add_text_array(names);
+        calls.push_back(std::move(c));
+      }
+    }
+    std::vector<pg::Result> results = pipeline.run(conn, calls, "lock docs");
+    if (mode.planner == Planner::pinned_then_restored) {
+      const pg::Result& saved = results[pin_at];
+      saved_planner.clear();
+      for (int c = 0; c < 4; ++c) saved_planner.emplace_back(saved.text(0, c));
+    }
     if (keys.empty()) return docs;
-    json lock_keys = json::array();
-    for (const auto& [topic, key] : keys) lock_keys.push_back({{"t", topic}, {"k", key}});
-    const pqxx::result rows = internal::db_step(
-        "lock docs", [&] { return tx.exec_prepared(kLockDocs, lock_keys.dump()); });
-    for (const auto& row : rows) {
-      docs.emplace(DocKey{row["topic"].as<std::string>(), row["doc_key"].as<std::string>()},
-                   locked_doc(row));
+    const pg::Result& created = results[results.size() - 2];
+    const pg::Result& rows = results.back();
+    std::set<DocKey> placeholders;
+    for (int r = 0; r < created.rows(); ++r) {
+      placeholders.emplace(std::string(created.text(r, 0)), std::string(created.text(r, 1)));
     }
-    json missing = json::array();
-    for (const auto& [topic, key] : keys) {
-      if (!docs.count(DocKey{topic, key})) missing.push_back({{"t", topic}, {"k", key}});
+    if (rows.rows() != static_cast<int>(keys.size())) {
+      throw Error(Code::internal,
+                  fmt::format("lock docs: read {} of {} locked docs", rows.rows(), keys.size()));
     }
-    if (missing.empty()) return docs;
-    const pqxx::result created = internal::db_step(
-        "create docs", [&] { return tx.exec_prepared(kCreateDocs, missing.dump()); });
-    if (created.size() != missing.size()) throw DocCreatedConcurrently{};
-    for (const auto& row : created) {
-      DocState placeholder;
-      placeholder.placeholder = true;
-      docs.emplace(DocKey{row["topic"].as<std::string>(), row["doc_key"].as<std::string>()},
-                   placeholder);
+    const int c_ctid = rows.column("ctid"), c_topic = rows.column("topic"),
+              c_key = rows.column("doc_key"), c_scope = rows.column("scope"),
+              c_version = rows.column("doc_version"), c_deleted = rows.column("deleted"),
+              c_hash = rows.column("payload_hash"), c_stream = rows.column("source_stream"),
+              c_seq = rows.column("source_seq");
+    for (int r = 0; r < rows.rows(); ++r) {
+      DocKey key{std::string(rows.text(r, c_topic)), std::string(rows.text(r, c_key))};
+      DocState st;
+      st.scope = rows.text(r, c_scope);
+      st.version = rows.int8(r, c_version);
+      st.deleted = rows.boolean(r, c_deleted);
+      st.hash = rows.bytes(r, c_hash);
+      st.source_stream = rows.text(r, c_stream);
+      if (!rows.is_null(r, c_seq)) st.source_seq = rows.int8(r, c_seq);
+      st.placeholder = placeholders.count(key) > 0;
+      ctids[key] = rows.tid(r, c_ctid);
+      docs.emplace(std::move(key), std::move(st));
     }
     return docs;
   }
 
-  // Step 5: locks the topics that get events, in name order, checks that the
-  // cached registry is current for them, notes a new timeline (a failover or
-  // a restore forks the epochs), and returns their heads.
-  std::map<std::string, std::int64_t> lock_topics(pqxx::transaction_base& tx,
-                                                  const internal::Resolution& plan) {
-    std::map<std::string, std::int64_t> heads;
-    for (const auto& e : plan.events) heads.emplace(e.topic, 0);
-    if (heads.empty()) return heads;
-    json topic_names = json::array();
-    for (const auto& [topic, head] : heads) topic_names.push_back(topic);
-    const pqxx::result rows = internal::db_step(
-        "lock topics", [&] { return tx.exec_prepared(kLockTopics, topic_names.dump()); });
-    if (rows.size() != heads.size()) throw RegistryChanged{};
-    bool new_timeline = false;
-    for (const auto& row : rows) {
-      const auto topic = row["topic"].as<std::string>();
-      const auto cached = registry.find(topic);
-      if (cached == registry.end() ||
-          cached->second.config_revision != row["config_revision"].as<std::int64_t>()) {
-        throw RegistryChanged{};
+  // Round trip 2: lock the topics, write, store checkpoints, [COMMIT].
+  // Returns each topic's head before the batch.
+  std::map<std::string, std::int64_t> write(
+      PGconn* conn, const Mode& mode, internal::Resolution& plan,
+      const std::map<std::string, internal::TopicChange>& changes,
+      const std::map<DocKey, pg::Tid>& ctids,
+      const std::map<std::string, ProducerCheckpoint>& checkpoints) {
+    std::vector<pg::Call> calls;
+    if (!changes.empty()) {
+      std::vector<std::optional<std::string_view>> topics;
+      std::vector<std::optional<std::int64_t>> counts, revisions, live, tomb;
+      for (const auto& [topic, change] : changes) {
+        topics.emplace_back(topic);
+        counts.emplace_back(change.events);
+        revisions.emplace_back(registry.at(topic).config_revision);
+        live.emplace_back(change.live_docs);
+        tomb.emplace_back(change.tombstones);
       }
-      heads[topic] = row["head"].as<std::int64_t>();
-      new_timeline = new_timeline || !row["same_timeline"].as<bool>();
+      pg::Call lock = call(kLockTopics);
+      lock.params.add_text_array(topics);
+      calls.push_back(std::move(lock));
+      pg::Call w = call(kWrite);
+      w.params.add_text_array(topics);
+      w.params.add_int8_array(counts);
+      w.params.add_int8_array(revisions);
+      w.params.add_int8_array(live);
+      w.params.add_int8_array(tomb);
+      add_event_params(w.params, plan);
+      add_doc_params(w.params, plan, ctids);
+      add_position_and_placeholder_params(w.params, plan, ctids);
+      w.params.add_bool(options.notify == Notify::on);
+      w.params.add_text(kNotifyChannel);
+      calls.push_back(std::move(w));
+    } else if (!plan.positions.empty() || !plan.unused_placeholders.empty()) {
+      // No event, no topic to lock: only rows of docs this batch locked.
+      pg::Call w = call(kWrite);
+      w.params.add_text_array({});
+      for (int i = 0; i < 4; ++i) w.params.add_int8_array({});
+      add_event_params(w.params, plan);
+      add_doc_params(w.params, plan, ctids);
+      add_position_and_placeholder_params(w.params, plan, ctids);
+      w.params.add_bool(false);
+      w.params.add_text(kNotifyChannel);
+      calls.push_back(std::move(w));
     }
-    if (new_timeline) {
-      internal::db_step("note the timeline",
-                        [&] { tx.exec_prepared(kNoteTimeline, topic_names.dump()); });
+    if (!checkpoints.empty()) {
+      std::vector<std::optional<std::string_view>> ids;
+      std::vector<std::optional<std::int64_t>> epochs, positions;
+      for (const auto& [id, c] : checkpoints) {
+        ids.emplace_back(id);
+        epochs.emplace_back(c.epoch);
+        positions.emplace_back(c.position);
+      }
+      pg::Call cp = call(kCheckpoints);
+      cp.params.add_text_array(ids);
+      cp.params.add_int8_array(epochs);
+      cp.params.add_int8_array(positions);
+      calls.push_back(std::move(cp));
     }
-    return heads;
+    if (mode.planner == Planner::pinned_then_restored) {
+      pg::Call unpin = call(kUnpinPlanner);
+      for (const std::string& value : saved_planner) unpin.params.add_text(value);
+      calls.push_back(std::move(unpin));
+    }
+    if (mode.ends == Ends::here) calls.push_back(plain("COMMIT"));
+    std::map<std::string, std::int64_t> bases;
+    if (calls.empty()) return bases;
+    const std::vector<pg::Result> results = pipeline.run(conn, calls, "write events and docs");
+    if (changes.empty()) return bases;
+    const pg::Result& written = results[1];
+    const std::vector<std::string> topics = text_array(written.text(0, written.column("topics")));
+    const std::vector<std::string> values = text_array(written.text(0, written.column("bases")));
+    for (std::size_t i = 0; i < topics.size() && i < values.size(); ++i) {
+      bases[topics[i]] = std::stoll(values[i]);
+    }
+    return bases;
   }
 
-  // Runs the whole group inside `tx`. Returns one result list per batch.
-  // Throws oasync::Error (nothing to be committed), RegistryChanged or
-  // DocCreatedConcurrently (roll back and run again).
-  std::vector<std::vector<WriteResult>> run(pqxx::transaction_base& tx,
+  // Runs the whole group on `conn`. Returns one result list per batch.
+  // Throws oasync::Error (nothing committed), RegistryChanged or NewTimeline
+  // (roll back and run again).
+  std::vector<std::vector<WriteResult>> run(PGconn* conn, const Mode& mode,
                                             const std::vector<const Batch*>& batches) {
-    if (!registry_loaded) load_registry(tx);
+    if (!registry_loaded) load_registry(conn);
     std::vector<std::vector<WriteResult>> results(batches.size());
     std::vector<std::pair<std::size_t, std::size_t>> origin;  // (batch, write) per valid write
-    std::vector<ValidWrite> valid = validate(tx, batches, results, origin);
-    // 2. Fencing: a lower epoch after a higher one in the same group.
+    std::vector<ValidWrite> valid = validate(conn, batches, results, origin);
+    // Fencing within the group: a lower epoch after a higher one.
     const auto checkpoints = internal::collect_checkpoints(batches);
-    auto locked = lock_docs(tx, valid);
-    // 4. Resolution: duplicate, conflict, unchanged or applied.
+    std::map<DocKey, pg::Tid> ctids;
+    auto locked = sql_step([&] { return lock_docs(conn, mode, valid, ctids); });
+    // Duplicate, conflict, unchanged or applied.
     internal::Resolution plan = internal::resolve(std::move(locked), std::move(valid));
-    auto heads = lock_topics(tx, plan);
-    internal::number_events(plan, heads);
+    const auto changes = internal::number_events(plan);
+    const auto bases =
+        sql_step([&] { return write(conn, mode, plan, changes, ctids, checkpoints); });
+    internal::place_events(plan, bases);
     for (std::size_t i = 0; i < origin.size(); ++i) {
       results[origin[i].first][origin[i].second] = std::move(plan.results[i]);
-    }
-    if (plan.events.empty() && plan.positions.empty() && plan.unused_placeholders.empty() &&
-        checkpoints.empty()) {
-      return results;
-    }
-    // 6. One statement writes it all.
-    const WriteRows rows = write_rows(plan, registry, heads, checkpoints);
-    const pqxx::row written = internal::db_step("write events and docs", [&] {
-      return tx.exec_prepared1(kWrite, rows.events.dump(), rows.docs.dump(), rows.positions.dump(),
-                               rows.placeholders.dump(), rows.heads.dump(), rows.checkpoints.dump(),
-                               options.notify == Notify::on, kNotifyChannel);
-    });
-    std::set<std::string> stored;
-    if (!written["checkpoints"].is_null()) {
-      for (const auto& id : json::parse(written["checkpoints"].as<std::string>())) {
-        stored.insert(id);
-      }
-    }
-    for (const auto& [id, c] : checkpoints) {
-      if (!stored.count(id)) throw fenced(id, c.epoch);
     }
     return results;
   }
 
-  // Applies `batches` (n > 0 of them) as one group; when the group fails,
-  // applies each half as a group of its own, and so on down to single batches,
-  // so that a batch that always fails (whatever the error: a fenced producer,
-  // a statement timeout, a full disk) fails alone and its neighbours apply.
-  // The happy path costs one transaction and no savepoint. The one error it
-  // never splits on is a commit whose outcome is unknown: some batches may
-  // have committed, and applying them again could apply them twice.
+  // Forks the epochs of topics first written on this timeline.
+  void note_timeline(PGconn* conn, const internal::Resolution& plan) {
+    std::set<std::string> names;
+    for (const auto& e : plan.events) names.insert(e.topic);
+    std::vector<std::optional<std::string_view>> topics(names.begin(), names.end());
+    std::vector<pg::Call> calls;
+    calls.push_back(plain("BEGIN"));
+    pg::Call lock = call(kLockTopics);
+    lock.params.add_text_array(topics);
+    calls.push_back(std::move(lock));
+    pg::Call note = call(kNoteTimeline);
+    note.params.add_text_array(topics);
+    calls.push_back(std::move(note));
+    calls.push_back(plain("COMMIT"));
+    try {
+      pipeline.run(conn, calls, "note the timeline");
+    } catch (...) {
+      pg::Pipeline::run_quietly(conn, "ROLLBACK");
+      throw;
+    }
+  }
+
+  // Runs the group in a transaction of its own, retrying on registry changes
+  // and after noting a new timeline.
+  std::vector<std::vector<WriteResult>> run_own(const std::vector<const Batch*>& batches) {
+    for (int attempt = 0;; ++attempt) {
+      ensure_connected();
+      std::unique_ptr<pqxx::work> tx;
+      PGconn* conn = nullptr;
+      Mode mode;
+      if (owned) {
+        conn = owned->get();
+      } else {
+        tx = internal::db_step("begin", [&] { return std::make_unique<pqxx::work>(*borrowed); });
+        conn = pg::raw_connection(*tx);
+        mode.ends = Ends::elsewhere;
+        mode.planner = Planner::pinned;
+      }
+      const Ends ends = mode.ends;
+      try {
+        auto results = run(conn, mode, batches);
+        if (tx) internal::db_step("commit", [&] { tx->commit(); });
+        return results;
+      } catch (const RegistryChanged& changed) {
+        end_failed(conn, ends);
+        registry_loaded = false;
+        if (attempt >= options.registry_retries) {
+          throw Error(Code::database,
+                      fmt::format("the topic registry kept changing during the batch ({} times; "
+                                  "last: {})",
+                                  attempt + 1, changed.what),
+                      Retryable::yes);
+        }
+        // A registry being rewritten holds every topic row for a moment;
+        // retrying at once would only queue behind the next rewrite.
+        std::this_thread::sleep_for(std::chrono::milliseconds(5 * (attempt + 1)));
+      } catch (const NewTimeline&) {
+        end_failed(conn, ends);
+        tx.reset();
+        // The fork needs its own transaction; the batch then runs again.
+        ensure_connected();
+        if (owned) {
+          note_timeline(owned->get(), timeline_plan(batches));
+        } else {
+          pqxx::work fork(*borrowed);
+          note_timeline_within(pg::raw_connection(fork), timeline_plan(batches));
+          fork.commit();
+        }
+        if (attempt >= options.registry_retries) {
+          throw Error(Code::database, "the timeline kept changing during the batch",
+                      Retryable::yes);
+        }
+      } catch (const Error& e) {
+        if (e.code() != Code::outcome_unknown) end_failed(conn, ends);
+        if (owned && !owned->ok()) owned.reset();
+        throw;
+      } catch (...) {
+        end_failed(conn, ends);
+        internal::rethrow_as_error("apply batch");
+      }
+    }
+  }
+
+  // Rolls back what run() began, when it began it.
+  void end_failed(PGconn* conn, Ends ends) {
+    if (ends == Ends::here && conn != nullptr) pg::Pipeline::run_quietly(conn, "ROLLBACK");
+  }
+
+  // The topics a group writes to, as a plan note_timeline can read.
+  static internal::Resolution timeline_plan(const std::vector<const Batch*>& batches) {
+    internal::Resolution plan;
+    for (const Batch* b : batches) {
+      for (const DocWrite& w : b->writes) {
+        internal::PlannedEvent e;
+        e.topic = w.topic;
+        plan.events.push_back(std::move(e));
+      }
+    }
+    return plan;
+  }
+
+  // note_timeline inside a transaction that the caller ends.
+  void note_timeline_within(PGconn* conn, const internal::Resolution& plan) {
+    std::set<std::string> names;
+    for (const auto& e : plan.events) names.insert(e.topic);
+    std::vector<std::optional<std::string_view>> topics(names.begin(), names.end());
+    std::vector<pg::Call> calls;
+    pg::Call lock = call(kLockTopics);
+    lock.params.add_text_array(topics);
+    calls.push_back(std::move(lock));
+    pg::Call note = call(kNoteTimeline);
+    note.params.add_text_array(topics);
+    calls.push_back(std::move(note));
+    pipeline.run(conn, calls, "note the timeline");
+  }
+
+  void add_event_params(pg::Params& p, const internal::Resolution& plan) const {
+    std::vector<std::optional<std::string_view>> t, k, s, ps, o, pay, h;
+    std::vector<std::optional<std::int64_t>> seq, v;
+    for (const auto& e : plan.events) {
+      t.emplace_back(e.topic);
+      seq.emplace_back(e.sequence);
+      k.emplace_back(e.doc_key);
+      v.emplace_back(e.version);
+      s.emplace_back(e.scope);
+      ps.push_back(e.previous_scope ? std::optional<std::string_view>(*e.previous_scope)
+                                    : std::nullopt);
+      o.emplace_back(to_string(e.op));
+      // Pointer topics keep the payload out of the journal.
+      const bool inline_payload = registry.at(e.topic).mode == PayloadMode::inline_payload;
+      pay.push_back(text_or_null(e.op == Op::upsert && inline_payload, e.payload));
+      h.push_back(text_or_null(e.op == Op::upsert, e.hash));
+    }
+    p.add_text_array(t);
+    p.add_int8_array(seq);
+    p.add_text_array(k);
+    p.add_int8_array(v);
+    p.add_text_array(s);
+    p.add_text_array(ps);
+    p.add_text_array(o);
+    p.add_text_array(pay);
+    p.add_bytea_array(h);
+  }
+
+  static void add_doc_params(pg::Params& p, const internal::Resolution& plan,
+                             const std::map<DocKey, pg::Tid>& ctids) {
+    std::vector<pg::Tid> c;
+    std::vector<std::optional<std::string_view>> t, s, pay, h, ss;
+    std::vector<std::optional<std::int64_t>> v, sq, eseq;
+    std::vector<bool> d;
+    for (const auto& doc : plan.docs) {
+      const auto& last = plan.events[doc.last_event];
+      const DocState& st = doc.state;
+      c.push_back(ctids.at(doc.key));
+      t.emplace_back(doc.key.first);
+      s.emplace_back(st.scope);
+      v.emplace_back(st.version);
+      d.push_back(st.deleted);
+      pay.push_back(text_or_null(!st.deleted, last.payload));
+      h.push_back(text_or_null(!st.deleted, st.hash));
+      ss.emplace_back(st.source_stream);
+      sq.push_back(st.source_seq);
+      eseq.emplace_back(last.sequence);
+    }
+    p.add_tid_array(c);
+    p.add_text_array(t);
+    p.add_text_array(s);
+    p.add_int8_array(v);
+    p.add_bool_array(d);
+    p.add_text_array(pay);
+    p.add_bytea_array(h);
+    p.add_text_array(ss);
+    p.add_int8_array(sq);
+    p.add_int8_array(eseq);
+  }
+
+  static void add_position_and_placeholder_params(pg::Params& p, const internal::Resolution& plan,
+                                                  const std::map<DocKey, pg::Tid>& ctids) {
+    std::vector<pg::Tid> c, placeholders;
+    std::vector<std::optional<std::string_view>> ss;
+    std::vector<std::optional<std::int64_t>> sq;
+    std::vector<bool> d;
+    for (const auto& pos : plan.positions) {
+      c.push_back(ctids.at(pos.key));
+      ss.emplace_back(pos.source_stream);
+      sq.emplace_back(pos.source_seq);
+      d.push_back(pos.deleted);
+    }
+    for (const auto& key : plan.unused_placeholders) placeholders.push_back(ctids.at(key));
+    p.add_tid_array(c);
+    p.add_text_array(ss);
+    p.add_int8_array(sq);
+    p.add_bool_array(d);
+    p.add_tid_array(placeholders);
+  }
+
+  // Elements of a one-dimensional text array's text form ("{a,b}"); names
+  // and numbers here need no unquoting beyond double quotes.
+  static std::vector<std::string> text_array(std::string_view text) {
+    std::vector<std::string> out;
+    if (text.size() < 2) return out;
+    text = text.substr(1, text.size() - 2);
+    std::string current;
+    bool quoted = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char ch = text[i];
+      if (quoted) {
+        if (ch == '\\' && i + 1 < text.size()) {
+          current.push_back(text[++i]);
+        } else if (ch == '"') {
+          quoted = false;
+        } else {
+          current.push_back(ch);
+        }
+      } else if (ch == '"') {
+        quoted = true;
+      } else if (ch == ',') {
+        out.push_back(std::move(current));
+        current.clear();
+      } else {
+        current.push_back(ch);
+      }
+    }
+    if (!text.empty()) out.push_back(std::move(current));
+    return out;
+  }
+
+  // apply_bisecting: see apply_group in sink.hpp.
   void apply_bisecting(const std::vector<const Batch*>& batches, GroupResult* out) {
     try {
       auto results = run_own(batches);
@@ -455,35 +875,6 @@ struct Sink::Impl {
     apply_bisecting({batches.begin(), batches.begin() + static_cast<std::ptrdiff_t>(half)}, out);
     apply_bisecting({batches.begin() + static_cast<std::ptrdiff_t>(half), batches.end()},
                     out + half);
-  }
-
-  // Runs the group in a transaction of its own, retrying on registry changes.
-  std::vector<std::vector<WriteResult>> run_own(const std::vector<const Batch*>& batches) {
-    ensure_connected();
-    for (int attempt = 0;; ++attempt) {
-      try {
-        pqxx::work tx(*conn, "oasync_sink");
-        auto results = run(tx, batches);
-        internal::db_step("commit", [&] { tx.commit(); });
-        return results;
-      } catch (const RegistryChanged&) {
-        registry_loaded = false;
-        if (attempt >= options.registry_retries) {
-          throw Error(Code::database, "the topic registry kept changing during the batch",
-                      Retryable::yes);
-        }
-      } catch (const DocCreatedConcurrently&) {
-        // The doc exists now and is found (and locked) on the next attempt;
-        // every attempt makes progress, so this ends.
-        if (attempt >= 100) {
-          throw Error(Code::database, "docs kept being created concurrently", Retryable::yes);
-        }
-      } catch (const Error&) {
-        throw;
-      } catch (...) {
-        internal::rethrow_as_error("apply batch");
-      }
-    }
   }
 };
 
@@ -504,9 +895,8 @@ Sink::Sink(std::string conninfo, SinkOptions options) : impl_(std::make_unique<I
 
 Sink::Sink(pqxx::connection_base& connection, SinkOptions options)
     : impl_(std::make_unique<Impl>()) {
-  impl_->conn = &connection;
+  impl_->borrowed = &connection;
   impl_->options = options;
-  internal::db_step("prepare sink statements", [&] { impl_->prepare(); });
 }
 
 Sink::~Sink() = default;
@@ -522,37 +912,65 @@ std::vector<Sink::GroupResult> Sink::apply_group(const std::vector<const Batch*>
 }
 
 std::vector<WriteResult> Sink::apply_within(pqxx::transaction_base& tx, const Batch& batch) {
-  const pqxx::row guard =
-      internal::db_step("apply within", [&] { return tx.exec_prepared1(kOneApplyWithin); });
-  if (!guard["applied"].is_null() && guard["applied"].as<std::string>() == "yes") {
-    throw Error(Code::refused,
-                "this transaction already ran apply_within: a second one could deadlock against "
-                "another transaction doing the same (it locks docs after holding topic locks); put "
-                "all of the transaction's writes in one batch");
+  const auto* db_tx = dynamic_cast<const pqxx::dbtransaction*>(&tx);
+  if (db_tx == nullptr) {
+    throw Error(Code::invalid_argument,
+                "apply_within needs a transaction (pqxx::work or another dbtransaction)");
   }
+  PGconn* conn = internal::pg::raw_connection(*db_tx);
   try {
-    return std::move(impl_->run(tx, {&batch}).front());
+    Mode mode;
+    mode.ends = Ends::elsewhere;
+    mode.planner = Planner::pinned_then_restored;
+    mode.guard = true;
+    return std::move(impl_->run(conn, mode, {&batch}).front());
   } catch (const RegistryChanged&) {
     impl_->registry_loaded = false;
     throw Error(Code::database,
                 "the topic registry changed during the batch; abort and retry the transaction",
                 Retryable::yes);
-  } catch (const DocCreatedConcurrently&) {
+  } catch (const NewTimeline&) {
     throw Error(Code::database,
-                "a doc of the batch was created concurrently; abort and retry the transaction",
+                "a topic of the batch was last written on another timeline (a failover); abort, "
+                "and retry the transaction with apply(), which forks its epoch first",
                 Retryable::yes);
+  } catch (const Error&) {
+    throw;
+  } catch (...) {
+    internal::rethrow_as_error("apply batch");
   }
 }
 
 std::optional<ProducerCheckpoint> Sink::checkpoint(std::string_view producer_id) {
+  const auto read = [&](PGconn* conn) -> std::optional<ProducerCheckpoint> {
+    std::vector<pg::Call> calls;
+    calls.push_back(call(kReadCheckpoint));
+    calls.back().params.add_text(producer_id);
+    const pg::Result rows =
+        std::move(impl_->pipeline.run(conn, calls, "read producer checkpoint").front());
+    if (rows.rows() == 0) return std::nullopt;
+    return ProducerCheckpoint{std::string(producer_id), rows.int8(0, rows.column("epoch")),
+                              rows.int8(0, rows.column("position"))};
+  };
   impl_->ensure_connected();
-  return internal::db_step("read producer checkpoint", [&]() -> std::optional<ProducerCheckpoint> {
-    pqxx::nontransaction tx(*impl_->conn);
-    const pqxx::result rows = tx.exec_prepared(kReadCheckpoint, std::string(producer_id));
-    if (rows.empty()) return std::nullopt;
-    return ProducerCheckpoint{std::string(producer_id), rows[0]["epoch"].as<std::int64_t>(),
-                              rows[0]["position"].as<std::int64_t>()};
-  });
+  if (impl_->owned) return read(impl_->owned->get());
+  pqxx::work tx(*impl_->borrowed);
+  auto out = read(internal::pg::raw_connection(tx));
+  tx.commit();
+  return out;
 }
 
 }  // namespace oasync
+
+namespace oasync::internal {
+
+std::vector<const pg::Statement*> sink_statements() {
+  return {&kGuard,       &kLockDocs,     &kReadDocs,       &kLockTopics, &kWrite,
+          &kCheckpoints, &kNoteTimeline, &kReadCheckpoint, &kPinPlanner, &kUnpinPlanner};
+}
+
+const char* sink_planner_settings() {
+  return kPlannerSettingsSql;
+}
+
+}  // namespace oasync::internal

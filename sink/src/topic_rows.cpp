@@ -23,22 +23,39 @@ WHERE $1::pg_catalog.text IS NULL OR topic OPERATOR(pg_catalog.=) $1::pg_catalog
 ORDER BY topic COLLATE pg_catalog."C"
 )SQL";
 
-TopicRow topic_row(const pqxx::row& row) {
+// A row of kTopicRowsSql through either library: `text(name)` gives a
+// column's text (nullopt for NULL).
+template <typename Text>
+TopicRow topic_row(const Text& text) {
+  const auto int8 = [&](const char* name) { return std::stoll(*text(name)); };
+  const auto optional_int8 = [&](const char* name) -> std::optional<std::int64_t> {
+    const auto v = text(name);
+    if (!v) return std::nullopt;
+    return std::stoll(*v);
+  };
   TopicRow t;
   TopicSpec& spec = t.state.spec;
-  spec.name = row["topic"].as<std::string>();
-  spec.doc_key_prefix = row["doc_key_prefix"].as<std::string>();
-  spec.payload_mode = parse_payload_mode(row["payload_mode"].c_str());
-  spec.max_payload_bytes = row["max_payload_bytes"].as<std::int64_t>();
-  spec.retention_max_age_seconds = optional_int(row["retention_max_age_seconds"]);
-  spec.retention_min_events = row["retention_min_events"].as<std::int64_t>();
-  spec.tombstone_retention_seconds = optional_int(row["tombstone_retention_seconds"]);
-  t.state.epoch = row["epoch"].as<std::string>();
-  t.state.head = row["head"].as<std::int64_t>();
-  t.state.purged_through = row["purged_through"].as<std::int64_t>();
-  t.config_revision = row["config_revision"].as<std::int64_t>();
-  t.delta_floor = row["delta_floor"].as<std::int64_t>();
+  spec.name = *text("topic");
+  spec.doc_key_prefix = *text("doc_key_prefix");
+  spec.payload_mode = parse_payload_mode(*text("payload_mode"));
+  spec.max_payload_bytes = int8("max_payload_bytes");
+  spec.retention_max_age_seconds = optional_int8("retention_max_age_seconds");
+  spec.retention_min_events = int8("retention_min_events");
+  spec.tombstone_retention_seconds = optional_int8("tombstone_retention_seconds");
+  t.state.epoch = *text("epoch");
+  t.state.head = int8("head");
+  t.state.purged_through = int8("purged_through");
+  t.config_revision = int8("config_revision");
+  t.delta_floor = int8("delta_floor");
   return t;
+}
+
+TopicRow topic_row(const pqxx::row& row) {
+  return topic_row([&](const char* name) -> std::optional<std::string> {
+    const pqxx::field f = row[name];
+    if (f.is_null()) return std::nullopt;
+    return std::string(f.c_str(), f.size());
+  });
 }
 
 std::vector<TopicRow> query(pqxx::transaction_base& tx, const char* name) {
@@ -51,6 +68,23 @@ std::vector<TopicRow> query(pqxx::transaction_base& tx, const char* name) {
 
 std::vector<TopicRow> read_topic_rows(pqxx::transaction_base& tx) {
   return query(tx, nullptr);
+}
+
+std::vector<TopicRow> read_topic_rows(pg::Pipeline& pipeline, PGconn* conn) {
+  static const pg::Statement statement{"oasync_topic_rows", kTopicRowsSql, {pg::kText}};
+  std::vector<pg::Call> calls(1);
+  calls[0].statement = &statement;
+  calls[0].params.add_null(pg::kText);
+  const pg::Result rows = std::move(pipeline.run(conn, calls, "load topic registry").front());
+  std::vector<TopicRow> out;
+  for (int r = 0; r < rows.rows(); ++r) {
+    out.push_back(topic_row([&](const char* name) -> std::optional<std::string> {
+      const int c = rows.column(name);
+      if (rows.is_null(r, c)) return std::nullopt;
+      return std::string(rows.text(r, c));
+    }));
+  }
+  return out;
 }
 
 std::optional<TopicRow> read_topic_row(pqxx::transaction_base& tx, const std::string& name) {

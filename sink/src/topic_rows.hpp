@@ -11,6 +11,7 @@
 #include <pqxx/pqxx>
 
 #include "oasync/topics.hpp"
+#include "pg.hpp"
 
 namespace oasync::internal {
 
@@ -27,6 +28,9 @@ struct TopicRow {
 
 // Every registered topic, sorted by name (bytewise).
 std::vector<TopicRow> read_topic_rows(pqxx::transaction_base& tx);
+
+// The same through a libpq pipeline (the sink's own connection).
+std::vector<TopicRow> read_topic_rows(pg::Pipeline& pipeline, PGconn* conn);
 
 // The topic named `name`, if it is registered.
 std::optional<TopicRow> read_topic_row(pqxx::transaction_base& tx, const std::string& name);

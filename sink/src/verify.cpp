@@ -78,6 +78,16 @@ WHERE e.watermark IS NULL OR x.watermark IS NULL
 ORDER BY 1
 )SQL";
 
+// The topic's doc counters (0007) against the docs they count.
+const char* const kCountersSql = R"SQL(
+SELECT t.live_docs, t.tombstones,
+       (SELECT count(*) FROM oasync.docs d
+        WHERE d.topic = t.topic AND d.doc_version > 0 AND NOT d.deleted) AS live_found,
+       (SELECT count(*) FROM oasync.docs d
+        WHERE d.topic = t.topic AND d.doc_version > 0 AND d.deleted) AS tombstones_found
+FROM oasync.topics t WHERE t.topic = $1
+)SQL";
+
 const char* const kPrefixSql = R"SQL(
 SELECT 'doc' AS kind, doc_key, 0 AS watermark FROM oasync.docs
 WHERE topic = $1 AND NOT starts_with(doc_key, $2) AND last_watermark > $3
@@ -147,7 +157,7 @@ class Verifier {
            const std::function<void(const Problem&)>& on_problem, VerifyReport& report)
       : tx_(tx), o_(o), on_problem_(on_problem), report_(report) {
     for (const char* name :
-         {"watermarks", "versions", "docs", "exits", "hashes", "prefixes", "topics"}) {
+         {"watermarks", "versions", "docs", "exits", "counters", "hashes", "prefixes", "topics"}) {
       report_.checks[name];
     }
   }
@@ -158,6 +168,7 @@ class Verifier {
     versions(t, events);
     const std::int64_t doc_count = docs(t);
     exits(t, events);
+    if (o_.since == 0) counters(t);  // whole-topic counts; not an incident's
     hashes(t);
     prefixes(t, events + doc_count);
   }
@@ -308,6 +319,21 @@ class Verifier {
         check_one(fmt::format("watermark {}", after), row);
       }
       if (static_cast<int>(rows.size()) < o_.page_size) break;
+    }
+  }
+
+  void counters(const TopicRow& t) {
+    report_.checks["counters"].checked += 2;
+    const pqxx::row row = tx_.exec_params1(kCountersSql, t.name);
+    const std::pair<const char*, const char*> pairs[] = {{"live_docs", "live_found"},
+                                                         {"tombstones", "tombstones_found"}};
+    for (const auto& [counter, found] : pairs) {
+      const auto kept = row[counter].as<std::int64_t>();
+      const auto counted = row[found].as<std::int64_t>();
+      if (kept != counted) {
+        problem(t.name, "counters", fmt::format("topics.{}", counter), fmt::format("{}", counted),
+                fmt::format("{}", kept));
+      }
     }
   }
 

@@ -1,8 +1,10 @@
 #include "write_rules.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "oasync/canonical_json.hpp"
 #include "oasync/error.hpp"
@@ -12,6 +14,26 @@ namespace {
 
 bool has_nul(const std::string& s) {
   return s.find('\0') != std::string::npos;
+}
+
+// Whether `s` is valid UTF-8 (keys, topics and scopes are text to the
+// database): the JSON library's strict encoder checks it.
+bool valid_utf8(const std::string& s) {
+  if (std::all_of(s.begin(), s.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+    return true;
+  }
+  try {
+    (void)nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
+// Text the database stores: no NUL, valid UTF-8.
+bool storable(const std::string& s) {
+  return !has_nul(s) && valid_utf8(s);
 }
 
 WriteResult rejected(RejectReason reason, std::string detail) {
@@ -28,25 +50,26 @@ std::string quote_key(const DocWrite& w) {
 
 // What needs no registry: sizes, NUL bytes, numbers.
 std::optional<WriteResult> check_limits(const DocWrite& w) {
-  if (w.topic.empty() || w.topic.size() > kMaxTopicBytes || has_nul(w.topic)) {
+  if (w.topic.empty() || w.topic.size() > kMaxTopicBytes || !storable(w.topic)) {
     return rejected(RejectReason::invalid_topic,
-                    fmt::format("topic must be 1..{} bytes without NUL (got {} bytes)",
+                    fmt::format("topic must be 1..{} bytes of UTF-8 without NUL (got {} bytes)",
                                 kMaxTopicBytes, w.topic.size()));
   }
-  if (w.doc_key.empty() || w.doc_key.size() > kMaxDocKeyBytes || has_nul(w.doc_key)) {
+  if (w.doc_key.empty() || w.doc_key.size() > kMaxDocKeyBytes || !storable(w.doc_key)) {
     return rejected(RejectReason::invalid_key,
-                    fmt::format("doc_key must be 1..{} bytes without NUL (got {} bytes)",
+                    fmt::format("doc_key must be 1..{} bytes of UTF-8 without NUL (got {} bytes)",
                                 kMaxDocKeyBytes, w.doc_key.size()));
   }
-  if (w.scope.size() > kMaxScopeBytes || has_nul(w.scope)) {
-    return rejected(RejectReason::invalid_scope,
-                    fmt::format("scope must be at most {} bytes without NUL (got {} bytes)",
-                                kMaxScopeBytes, w.scope.size()));
-  }
-  if (w.source_stream.size() > kMaxDocKeyBytes || has_nul(w.source_stream)) {
+  if (w.scope.size() > kMaxScopeBytes || !storable(w.scope)) {
     return rejected(
-        RejectReason::invalid_write,
-        fmt::format("source_stream must be at most {} bytes without NUL", kMaxDocKeyBytes));
+        RejectReason::invalid_scope,
+        fmt::format("scope must be at most {} bytes of UTF-8 without NUL (got {} bytes)",
+                    kMaxScopeBytes, w.scope.size()));
+  }
+  if (w.source_stream.size() > kMaxDocKeyBytes || !storable(w.source_stream)) {
+    return rejected(RejectReason::invalid_write,
+                    fmt::format("source_stream must be at most {} bytes of UTF-8 without NUL",
+                                kMaxDocKeyBytes));
   }
   if ((w.source_seq && *w.source_seq < 0) || (w.expected_version && *w.expected_version < 0)) {
     return rejected(RejectReason::invalid_write, "source_seq and expected_version must be >= 0");
@@ -88,7 +111,7 @@ std::variant<ValidWrite, WriteResult> validate_write(const DocWrite& w, const Re
                     canonical.text.size(), w.topic, info.max_payload_bytes));
   }
   out.canonical = std::move(canonical.text);
-  out.hash_hex = to_hex(canonical.sha256);
+  out.hash.assign(reinterpret_cast<const char*>(canonical.sha256.data()), canonical.sha256.size());
   return out;
 }
 
@@ -115,10 +138,10 @@ std::map<std::string, ProducerCheckpoint> collect_checkpoints(
   return checkpoints;
 }
 
-bool unchanged(const DocState& doc, Op op, std::string_view hash_hex, std::string_view scope) {
+bool unchanged(const DocState& doc, Op op, std::string_view hash, std::string_view scope) {
   switch (op) {
     case Op::upsert:
-      return doc.live() && doc.hash_hex == hash_hex && doc.scope == scope;
+      return doc.live() && doc.hash == hash && doc.scope == scope;
     case Op::delete_:
       return !doc.live();
   }
@@ -132,6 +155,9 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
   std::map<DocKey, std::size_t> last_event;
   // Docs whose source position an unchanged write advanced.
   std::set<DocKey> advanced;
+  // What each doc was before the batch.
+  std::map<DocKey, std::pair<bool, bool>> before;  // (live, tombstone)
+  for (const auto& [key, st] : locked) before[key] = {st.live(), st.version > 0 && st.deleted};
   for (std::size_t i = 0; i < writes.size(); ++i) {
     ValidWrite& v = writes[i];
     const DocWrite& w = *v.write;
@@ -156,7 +182,7 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
       st.source_stream = w.source_stream;
       st.source_seq = w.source_seq;
     }
-    if (unchanged(st, w.op, v.hash_hex, w.scope)) {
+    if (unchanged(st, w.op, v.hash, w.scope)) {
       r.outcome = Outcome::unchanged;
       if (w.source_seq) advanced.insert(key);
       continue;
@@ -168,7 +194,7 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
     }
     st.version += 1;
     st.deleted = w.op == Op::delete_;
-    st.hash_hex = v.hash_hex;
+    st.hash = v.hash;
     r.outcome = Outcome::applied;
     r.doc_version = st.version;
     last_event[key] = out.events.size();
@@ -178,14 +204,15 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
     e.scope = st.scope;
     e.op = w.op;
     e.payload = std::move(v.canonical);
-    e.hash_hex = std::move(v.hash_hex);
+    e.hash = std::move(v.hash);
     e.write = i;
     out.events.push_back(std::move(e));
   }
   for (auto& [key, st] : locked) {
     const auto last = last_event.find(key);
     if (last != last_event.end()) {
-      out.docs.push_back({key, std::move(st), last->second});
+      const auto [was_live, was_tombstone] = before.at(key);
+      out.docs.push_back({key, std::move(st), last->second, was_live, was_tombstone});
     } else if (advanced.count(key)) {
       out.positions.push_back(
           {key, st.source_stream, *st.source_seq, st.deleted || st.version == 0});
@@ -196,9 +223,20 @@ Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> wr
   return out;
 }
 
-void number_events(Resolution& resolution, std::map<std::string, std::int64_t>& heads) {
+std::map<std::string, TopicChange> number_events(Resolution& resolution) {
+  std::map<std::string, TopicChange> changes;
+  for (PlannedEvent& e : resolution.events) e.sequence = ++changes[e.topic].events;
+  for (const PlannedDoc& d : resolution.docs) {
+    TopicChange& c = changes[d.key.first];
+    c.live_docs += (d.state.live() ? 1 : 0) - (d.was_live ? 1 : 0);
+    c.tombstones += (d.state.deleted ? 1 : 0) - (d.was_tombstone ? 1 : 0);
+  }
+  return changes;
+}
+
+void place_events(Resolution& resolution, const std::map<std::string, std::int64_t>& bases) {
   for (PlannedEvent& e : resolution.events) {
-    e.watermark = ++heads.at(e.topic);
+    e.watermark = bases.at(e.topic) + e.sequence;
     resolution.results[e.write].watermark = e.watermark;
   }
 }

@@ -36,12 +36,12 @@ using Registry = std::map<std::string, TopicInfo, std::less<>>;
 struct ValidWrite {
   const DocWrite* write = nullptr;
   std::string canonical;  // empty for deletes
-  std::string hash_hex;   // lowercase hex SHA-256 of canonical; empty for deletes
+  std::string hash;       // SHA-256 of canonical (32 bytes); empty for deletes
 };
 
-// Checks one write: sizes, NUL bytes, numbers (no registry needed), then
-// topic, key prefix, payload shape and size against `registry`. Returns the
-// valid write, or its rejection (outcome rejected, reason, detail).
+// Checks one write: sizes, NUL bytes, UTF-8, numbers (no registry needed),
+// then topic, key prefix, payload shape and size against `registry`. Returns
+// the valid write, or its rejection (outcome rejected, reason, detail).
 std::variant<ValidWrite, WriteResult> validate_write(const DocWrite& write,
                                                      const Registry& registry);
 
@@ -61,7 +61,7 @@ struct DocState {
   std::string scope;
   std::int64_t version = 0;
   bool deleted = false;
-  std::string hash_hex;  // empty for tombstones and absent docs
+  std::string hash;  // SHA-256 of the payload (32 bytes); empty for tombstones, absent docs
   std::string source_stream;
   std::optional<std::int64_t> source_seq;
   // The row is a placeholder this transaction inserted for a doc that did not
@@ -74,7 +74,7 @@ struct DocState {
 // Whether a write would leave the doc as it is: an upsert whose canonical hash
 // and scope equal a live doc's, or a delete of a doc that is absent or
 // already a tombstone.
-bool unchanged(const DocState& doc, Op op, std::string_view hash_hex, std::string_view scope);
+bool unchanged(const DocState& doc, Op op, std::string_view hash, std::string_view scope);
 
 // An applied write's journal event.
 struct PlannedEvent {
@@ -88,19 +88,26 @@ struct PlannedEvent {
   // tombstone in another scope); its readers see the doc go.
   std::optional<std::string> previous_scope;
   Op op = Op::upsert;
-  std::string payload;   // canonical JSON; empty for deletes
-  std::string hash_hex;  // empty for deletes
+  std::string payload;  // canonical JSON; empty for deletes
+  std::string hash;     // 32 bytes; empty for deletes
   // Index of the write (in resolve()'s input) that made it.
   std::size_t write = 0;
-  // Set by number_events(); 0 before.
+  // Its place among the batch's events of its topic: 1, 2, ... (set by
+  // number_events()); the watermark is the topic's head before the batch
+  // plus this.
+  std::int64_t sequence = 0;
+  // Set by place_events(); 0 before.
   std::int64_t watermark = 0;
 };
 
-// A doc the batch changed: its final state and the index of its last event.
+// A doc the batch changed: its final state, the index of its last event, and
+// what it was before (for the topic's counters of live docs and tombstones).
 struct PlannedDoc {
   DocKey key;
   DocState state;
   std::size_t last_event = 0;
+  bool was_live = false;
+  bool was_tombstone = false;
 };
 
 // A doc whose stream position advanced without an event (an unchanged write
@@ -146,9 +153,22 @@ struct Resolution {
 // (topic, doc_key) of every write (version 0 for docs that do not exist).
 Resolution resolve(std::map<DocKey, DocState> locked, std::vector<ValidWrite> writes);
 
-// Hands out watermarks: each event gets its topic's head + 1, in event order,
-// and its applied result the same watermark. `heads` holds the head of every
-// topic with events, as locked, and is advanced to the new heads.
-void number_events(Resolution& resolution, std::map<std::string, std::int64_t>& heads);
+// What the batch does to a topic: how many events it appends, and how its
+// counts of live docs and tombstones change.
+struct TopicChange {
+  std::int64_t events = 0;
+  std::int64_t live_docs = 0;
+  std::int64_t tombstones = 0;
+};
+
+// Numbers each topic's events 1, 2, ... in event order (PlannedEvent::
+// sequence) and returns, per topic with events, what the batch changes.
+std::map<std::string, TopicChange> number_events(Resolution& resolution);
+
+// Hands out watermarks once the heads are known: each event gets its topic's
+// head before the batch (`bases`) plus its sequence, and its applied result
+// the same watermark. REQUIRES: number_events() ran, and `bases` holds every
+// topic with events.
+void place_events(Resolution& resolution, const std::map<std::string, std::int64_t>& bases);
 
 }  // namespace oasync::internal

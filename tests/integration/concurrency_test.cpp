@@ -137,7 +137,7 @@ TEST_CASE("sinks, topics apply and purge at once: one lock order, no deadlock") 
       if (r.exit_code != 0) failed("topics apply: " + r.err);
       // Often, but not so often that no sink batch gets through: a sink gives
       // up after SinkOptions::registry_retries registry changes in one batch.
-      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
     }
   });
   std::thread retention([&] {

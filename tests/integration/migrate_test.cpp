@@ -80,16 +80,14 @@ TEST_CASE("two migrators started at once: one applies, the other finds nothing t
   hold.exec_params("SELECT pg_advisory_lock($1)", oasync::kMigrateLockKey);
   oasync::test::Child a({oasync::test::oasync_binary(), "--database-url", db.url(), "migrate"});
   oasync::test::Child b({oasync::test::oasync_binary(), "--database-url", db.url(), "migrate"});
-  // Both must be waiting on the lock before it is released.
-  for (int i = 0; i < 200; ++i) {
-    if (db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ==
-        "2") {
-      break;
-    }
+  // Both must have tried for the lock (they poll) before it is released.
+  const std::string tried =
+      "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_try_advisory_lock%' "
+      "AND pid <> pg_backend_pid()";
+  for (int i = 0; i < 200 && db.scalar(tried) != "2"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(25));
   }
-  CHECK(db.scalar("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted") ==
-        "2");
+  CHECK(db.scalar(tried) == "2");
   hold.exec_params("SELECT pg_advisory_unlock($1)", oasync::kMigrateLockKey);
   std::string out_a, out_b;
   a.read_line(out_a);

@@ -158,7 +158,7 @@ TEST_CASE("every rejection reason, in a batch whose good writes still apply") {
   CHECK(r[1].detail ==
         "doc_key \"worker:a\" does not start with \"run_summary:\" followed by an id, as topic "
         "\"runtime.run_summaries\" requires");
-  CHECK(r[7].detail == "doc_key must be 1..512 bytes without NUL (got 10485772 bytes)");
+  CHECK(r[7].detail == "doc_key must be 1..512 bytes of UTF-8 without NUL (got 10485772 bytes)");
   CHECK(r[13].detail ==
         "payload of doc \"run_summary:a\" is 70008 bytes, topic \"runtime.run_summaries\" allows "
         "65536");

@@ -90,6 +90,9 @@ TEST_CASE("verify finds each deliberate break, names its place, and exits 1") {
        "runtime.run_summaries: watermark 1: prefixes: expected a doc_key starting with "
        "\"run_summary:\", "
        "found \"worker:9\"\n"},
+      {"a tombstone counter that lost count",
+       "UPDATE oasync.topics SET tombstones = 0 WHERE topic = 'runtime.run_summaries'",
+       "runtime.run_summaries: topics.tombstones: counters: expected 1, found 0\n"},
       {"a payload that is not canonical",
        "UPDATE oasync.docs SET payload = '{ \"i\": 6 }' WHERE doc_key = 'run_summary:0' AND topic "
        "= "
@@ -144,7 +147,7 @@ WITH ev AS (
        LATERAL (SELECT '{"note":"' || repeat('x', 200) || '","run":' || g || ',"status":"running"}' AS p) x
   RETURNING 1
 )
-UPDATE oasync.topics SET head = 1000000 WHERE topic = 'runtime.run_summaries'
+UPDATE oasync.topics SET head = 1000000, live_docs = (SELECT count(*) FROM d) WHERE topic = 'runtime.run_summaries'
 )SQL");
   db.scalar("VACUUM ANALYZE");
   const auto r = run_process({"/bin/sh", "-c",

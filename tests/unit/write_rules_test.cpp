@@ -26,8 +26,10 @@ DocWrite write(std::string key, std::string payload = R"({"a":1})") {
   return w;
 }
 
+// The raw SHA-256 of a payload's canonical form, as the rules keep it.
 std::string hash_of(const std::string& payload) {
-  return to_hex(canonicalize(payload).sha256);
+  const auto digest = canonicalize(payload).sha256;
+  return std::string(reinterpret_cast<const char*>(digest.data()), digest.size());
 }
 
 ValidWrite valid(const DocWrite& w) {
@@ -40,7 +42,7 @@ ValidWrite valid(const DocWrite& w) {
 DocState live(const std::string& payload, std::int64_t version, std::string scope = "") {
   DocState st;
   st.version = version;
-  st.hash_hex = hash_of(payload);
+  st.hash = hash_of(payload);
   st.scope = std::move(scope);
   return st;
 }
@@ -86,6 +88,12 @@ TEST_CASE("validation: each limit at its boundary, each rejection with its reaso
       {"key of 513 bytes", write("run:" + std::string(509, 'k')), RejectReason::invalid_key},
       {"key with NUL", write(std::string("run:\0", 5)), RejectReason::invalid_key},
       {"key that is only the prefix", write("run:"), RejectReason::key_prefix_mismatch},
+      {"key of invalid UTF-8", write("run:\xff\xfe"), RejectReason::invalid_key},
+      {"key cut inside a UTF-8 sequence", write("run:\xc3"), RejectReason::invalid_key},
+      {"key of UTF-8 beyond ASCII", write("run:caf\xc3\xa9"), RejectReason::none},
+      {"scope of invalid UTF-8",
+       with(write("run:1"), [](DocWrite& w) { w.scope = "org:\xed\xa0\x80"; }),
+       RejectReason::invalid_scope},
       {"key of another prefix", write("worker:1"), RejectReason::key_prefix_mismatch},
       {"scope of 128 bytes", with(write("run:1"), [](DocWrite& w) { w.scope.assign(128, 's'); }),
        RejectReason::none},
@@ -128,7 +136,7 @@ TEST_CASE("validation: each limit at its boundary, each rejection with its reaso
 TEST_CASE("validation: a valid upsert carries its canonical payload and hash") {
   const ValidWrite v = valid(write("run:1", R"({ "b": 2, "a": 1 })"));
   CHECK(v.canonical == R"({"a":1,"b":2})");
-  CHECK(v.hash_hex == hash_of(R"({"a":1,"b":2})"));
+  CHECK(v.hash == hash_of(R"({"a":1,"b":2})"));
   const auto too_large = validate_write(write("run:1", R"({"a":"0123456789abc"})"), kRegistry);
   CHECK(std::get<WriteResult>(too_large).detail ==
         "payload of doc \"run:1\" is 21 bytes, topic \"runs\" allows 20");
@@ -292,29 +300,46 @@ TEST_CASE("resolution: several writes to one doc in a batch see each other, in o
   CHECK(r.docs[0].last_event == 2);
   CHECK(r.docs[0].state.version == 3);
   CHECK(r.docs[0].state.deleted);
-  CHECK(r.docs[0].state.hash_hex.empty());
+  CHECK(r.docs[0].state.hash.empty());
   CHECK(r.docs[0].state.source_seq == 2);  // the delete carried no seq
   CHECK(r.unused_placeholders.empty());
 }
 
-TEST_CASE("numbering: each topic's events get its head + 1, + 2, ... in event order") {
+TEST_CASE("numbering: each topic's events get 1, 2, ... and then their head plus that") {
   DocWrite w1 = write("run:1");
   DocWrite w2 = write("worker:1");
   w2.topic = "workers";
-  DocWrite w3 = write("run:2");
+  DocWrite w3 = write("run:2", R"({"a":2})");
+  DocWrite w4 = write("run:3", "");
+  w4.op = Op::delete_;
+  DocState tomb = tombstone(2);
   Resolution r = resolve({{{"runs", "run:1"}, DocState{}},
-                          {{"runs", "run:2"}, DocState{}},
-                          {{"workers", "worker:1"}, DocState{}}},
-                         {valid(w1), valid(w2), valid(w3)});
-  std::map<std::string, std::int64_t> heads{{"runs", 41}, {"workers", 0}};
-  number_events(r, heads);
+                          {{"runs", "run:2"}, live(R"({"a":1})", 1)},
+                          {{"runs", "run:3"}, live(R"({"a":1})", 4)},
+                          {{"workers", "worker:1"}, tomb}},
+                         {valid(w1), valid(w2), valid(w3), valid(w4)});
+  const auto changes = number_events(r);
+  REQUIRE(changes.size() == 2);
+  // runs: a new doc (+1 live), a changed one (0), a deleted one (-1 live, +1 tombstone).
+  CHECK(changes.at("runs").events == 3);
+  CHECK(changes.at("runs").live_docs == 0);
+  CHECK(changes.at("runs").tombstones == 1);
+  // workers: a tombstone brought back.
+  CHECK(changes.at("workers").events == 1);
+  CHECK(changes.at("workers").live_docs == 1);
+  CHECK(changes.at("workers").tombstones == -1);
+  CHECK(r.events[0].sequence == 1);
+  CHECK(r.events[1].sequence == 1);
+  CHECK(r.events[2].sequence == 2);
+  CHECK(r.events[3].sequence == 3);
+  place_events(r, {{"runs", 41}, {"workers", 0}});
   CHECK(r.events[0].watermark == 42);
   CHECK(r.events[1].watermark == 1);
   CHECK(r.events[2].watermark == 43);
+  CHECK(r.events[3].watermark == 44);
   CHECK(r.results[0].watermark == 42);
   CHECK(r.results[1].watermark == 1);
-  CHECK(r.results[2].watermark == 43);
-  CHECK(heads == std::map<std::string, std::int64_t>{{"runs", 43}, {"workers", 1}});
+  CHECK(r.results[3].watermark == 44);
 }
 
 TEST_CASE("unchanged: the rule reproject shares with the sink") {

@@ -10,7 +10,14 @@
 //   - an applied file is recorded with its SHA-256; if its text later
 //     changes, migrate refuses it and applies nothing after it;
 //   - a failing statement rolls its file back whole and names the file, the
-//     line the statement starts on, and the database's message.
+//     line the statement starts on, and the database's message;
+//   - a file whose first line is `-- oasync:no-transaction` runs outside a
+//     transaction, statement by statement (for CREATE INDEX CONCURRENTLY, which
+//     cannot run in one and does not block writers). Its statements must be
+//     idempotent (IF NOT EXISTS): a failure leaves the ones before it applied,
+//     and the next run starts the file over, after dropping the invalid
+//     indexes a failed concurrent build leaves in schema oasync. Checksum,
+//     lock and FILE:LINE rules are the same.
 #pragma once
 
 #include <cstdint>
@@ -34,7 +41,13 @@ struct Migration {
   std::string sql;
   // Lowercase hex SHA-256 of sql.
   std::string sha256;
+
+  // Whether it runs in a transaction (see the rules above).
+  bool transactional() const;
 };
+
+// The first line that marks a migration as run outside a transaction.
+inline constexpr const char* kNoTransactionMarker = "-- oasync:no-transaction";
 
 // The migrations compiled into this build (a copy of migrations/*.sql).
 std::vector<Migration> bundled_migrations();

@@ -12,6 +12,8 @@
 //                carries one); every retained event has its doc row;
 //   exits        each retained event that moved a doc out of a scope has its
 //                scope_exits row, and each exit row its event;
+//   counters     the topic's live_docs and tombstones counters (what
+//                `oasync inspect` prints) match the doc rows;
 //   hashes       every stored payload is canonical JSON and payload_hash is its
 //                SHA-256 (all of them, or a random sample);
 //   prefixes     docs and events carry their topic's doc-key prefix;
@@ -45,7 +47,8 @@ struct VerifyOptions {
 // One broken promise, with its place.
 struct Problem {
   std::string topic;
-  // One of: watermarks, versions, docs, exits, hashes, prefixes, topics.
+  // One of: watermarks, versions, docs, exits, counters, hashes, prefixes,
+  // topics.
   std::string check;
   // Where: "watermark 17", "doc_key \"run_summary:a\"".
   std::string where;

@@ -1,0 +1,358 @@
+#include "pg.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <cstring>
+#include <functional>
+
+#include <fmt/format.h>
+
+#include "db.hpp"
+#include "oasync/error.hpp"
+
+namespace oasync::internal::pg {
+namespace {
+
+// libpqxx hands out a transaction's PGconn to largeobject, through a protected
+// static member; a class derived from largeobject may call it.
+struct LargeObjectGate : pqxx::largeobject {
+  static PGconn* of(const pqxx::dbtransaction& tx) { return largeobject::raw_connection(tx); }
+};
+
+void put32(std::string& out, std::uint32_t v) {
+  const char bytes[4] = {static_cast<char>(v >> 24), static_cast<char>((v >> 16) & 0xff),
+                         static_cast<char>((v >> 8) & 0xff), static_cast<char>(v & 0xff)};
+  out.append(bytes, 4);
+}
+
+void put64(std::string& out, std::uint64_t v) {
+  put32(out, static_cast<std::uint32_t>(v >> 32));
+  put32(out, static_cast<std::uint32_t>(v & 0xffffffffu));
+}
+
+// The binary form of a one-dimensional array (array_recv): dimensions, then
+// each element as its length and bytes (-1: NULL).
+template <typename Element>
+std::string array(Oid element_type, const std::vector<Element>& values,
+                  const std::function<std::optional<std::string>(const Element&)>& encode) {
+  std::string out;
+  std::vector<std::optional<std::string>> encoded;
+  encoded.reserve(values.size());
+  bool has_null = false;
+  std::size_t total = 20;
+  for (const Element& v : values) {
+    encoded.push_back(encode(v));
+    has_null = has_null || !encoded.back();
+    total += 4 + (encoded.back() ? encoded.back()->size() : 0);
+  }
+  out.reserve(total);
+  put32(out, 1);  // dimensions
+  put32(out, has_null ? 1 : 0);
+  put32(out, element_type);
+  put32(out, static_cast<std::uint32_t>(values.size()));
+  put32(out, 1);  // lower bound
+  for (const auto& e : encoded) {
+    if (!e) {
+      put32(out, 0xffffffffu);
+      continue;
+    }
+    put32(out, static_cast<std::uint32_t>(e->size()));
+    out += *e;
+  }
+  return out;
+}
+
+std::string trimmed(const char* message) {
+  std::string m = message == nullptr ? "" : message;
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+// Waits until `conn`'s socket is readable or writable (both wanted).
+void wait_socket(PGconn* conn) {
+  pollfd fd{PQsocket(conn), POLLIN | POLLOUT, 0};
+  ::poll(&fd, 1, 1000);
+}
+
+}  // namespace
+
+PGconn* raw_connection(const pqxx::dbtransaction& tx) {
+  return LargeObjectGate::of(tx);
+}
+
+Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+  if (conn_ == nullptr) throw connect_error(conninfo, "out of memory");
+  if (PQstatus(conn_) != CONNECTION_OK) {
+    const std::string message = trimmed(PQerrorMessage(conn_));
+    PQfinish(conn_);
+    conn_ = nullptr;
+    throw connect_error(conninfo, message);
+  }
+  PGresult* r = PQexec(conn_, kPinnedSearchPathSql);
+  const bool set = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
+  const std::string message = set ? "" : trimmed(PQerrorMessage(conn_));
+  PQclear(r);
+  if (!set) {
+    PQfinish(conn_);
+    conn_ = nullptr;
+    throw connect_error(conninfo, message);
+  }
+}
+
+Connection::~Connection() {
+  if (conn_ != nullptr) PQfinish(conn_);
+}
+
+void Params::add(Oid type, std::string bytes, bool null) {
+  types_.push_back(type);
+  lengths_.push_back(null ? 0 : static_cast<int>(bytes.size()));
+  formats_.push_back(1);
+  buffers_.push_back(std::move(bytes));
+  nulls_.push_back(null);
+}
+
+void Params::add_null(Oid type) {
+  add(type, {}, true);
+}
+
+void Params::add_text(std::string_view value) {
+  add(kText, std::string(value));
+}
+
+void Params::add_int8(std::int64_t value) {
+  std::string out;
+  put64(out, static_cast<std::uint64_t>(value));
+  add(kInt8, std::move(out));
+}
+
+void Params::add_bool(bool value) {
+  add(kBool, std::string(1, value ? '\1' : '\0'));
+}
+
+void Params::add_text_array(const std::vector<std::optional<std::string_view>>& values) {
+  add(kTextArray, array<std::optional<std::string_view>>(
+                      kText, values, [](const std::optional<std::string_view>& v) {
+                        return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
+                      }));
+}
+
+void Params::add_bytea_array(const std::vector<std::optional<std::string_view>>& values) {
+  add(kByteaArray, array<std::optional<std::string_view>>(
+                       kBytea, values, [](const std::optional<std::string_view>& v) {
+                         return v ? std::optional<std::string>(std::string(*v)) : std::nullopt;
+                       }));
+}
+
+void Params::add_int8_array(const std::vector<std::optional<std::int64_t>>& values) {
+  add(kInt8Array,
+      array<std::optional<std::int64_t>>(kInt8, values, [](const std::optional<std::int64_t>& v) {
+        if (!v) return std::optional<std::string>();
+        std::string out;
+        put64(out, static_cast<std::uint64_t>(*v));
+        return std::optional<std::string>(std::move(out));
+      }));
+}
+
+void Params::add_bool_array(const std::vector<bool>& values) {
+  add(kBoolArray, array<bool>(kBool, values, [](const bool& v) {
+        return std::optional<std::string>(std::string(1, v ? '\1' : '\0'));
+      }));
+}
+
+void Params::add_tid_array(const std::vector<Tid>& values) {
+  add(kTidArray, array<Tid>(kTid, values, [](const Tid& t) {
+        std::string out;
+        put32(out, t.block);
+        out.push_back(static_cast<char>(t.offset >> 8));
+        out.push_back(static_cast<char>(t.offset & 0xff));
+        return std::optional<std::string>(std::move(out));
+      }));
+}
+
+std::vector<const char*> Params::values() const {
+  std::vector<const char*> out;
+  out.reserve(buffers_.size());
+  for (std::size_t i = 0; i < buffers_.size(); ++i) {
+    out.push_back(nulls_[i] ? nullptr : buffers_[i].data());
+  }
+  return out;
+}
+
+int Result::column(const char* name) const {
+  const int n = PQfnumber(result_.get(), name);
+  if (n < 0) throw Error(Code::internal, fmt::format("no column \"{}\" in the result", name));
+  return n;
+}
+
+std::int64_t Result::int8(int row, int column) const {
+  const std::string_view t = text(row, column);
+  std::int64_t v = 0;
+  const auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), v);
+  if (ec != std::errc() || end != t.data() + t.size()) {
+    throw Error(Code::internal, fmt::format("\"{}\" is not a bigint", t));
+  }
+  return v;
+}
+
+std::string Result::bytes(int row, int column) const {
+  if (is_null(row, column)) return {};
+  std::size_t length = 0;
+  unsigned char* raw = PQunescapeBytea(
+      reinterpret_cast<const unsigned char*>(PQgetvalue(result_.get(), row, column)), &length);
+  if (raw == nullptr) throw Error(Code::internal, "cannot decode a bytea value");
+  std::string out(reinterpret_cast<const char*>(raw), length);
+  PQfreemem(raw);
+  return out;
+}
+
+Tid Result::tid(int row, int column) const {
+  // Text form: "(block,offset)".
+  const std::string_view t = text(row, column);
+  const std::size_t comma = t.find(',');
+  Tid tid;
+  std::uint32_t block = 0;
+  std::uint32_t offset = 0;
+  if (t.size() < 5 || t.front() != '(' || t.back() != ')' || comma == std::string_view::npos ||
+      std::from_chars(t.data() + 1, t.data() + comma, block).ec != std::errc() ||
+      std::from_chars(t.data() + comma + 1, t.data() + t.size() - 1, offset).ec != std::errc()) {
+    throw Error(Code::internal, fmt::format("\"{}\" is not a tid", t));
+  }
+  tid.block = block;
+  tid.offset = static_cast<std::uint16_t>(offset);
+  return tid;
+}
+
+Pipeline::Pipeline() {
+  static std::atomic<int> pipelines{0};
+  prefix_ = fmt::format("oasync_{}_", ++pipelines);
+}
+
+std::string Pipeline::name_of(const Statement& statement) const {
+  return prefix_ + statement.name;
+}
+
+std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const std::string& step) {
+  const auto broken = [&](const std::string& what) {
+    return Error(Code::database,
+                 fmt::format("{}: connection lost: {}", step, trimmed(PQerrorMessage(conn))),
+                 Retryable::yes, "08006", what);
+  };
+  if (PQbackendPID(conn) != backend_pid_) {
+    backend_pid_ = PQbackendPID(conn);
+    prepared_.clear();
+  }
+  if (PQenterPipelineMode(conn) != 1) throw broken(step);
+  // What was sent, in order: a preparation or a call (by index).
+  struct Sent {
+    bool prepare = false;
+    std::size_t call = 0;
+  };
+  std::vector<Sent> sent;
+  std::vector<std::string> newly_prepared;
+  std::size_t commit_at = calls.size();
+  bool ok = PQsetnonblocking(conn, 1) == 0;
+  for (std::size_t i = 0; ok && i < calls.size(); ++i) {
+    Call& call = calls[i];
+    if (call.statement == nullptr) {
+      ok = PQsendQueryParams(conn, call.sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
+      if (std::strcmp(call.sql, "COMMIT") == 0) commit_at = i;
+      sent.push_back({false, i});
+      continue;
+    }
+    const Statement& s = *call.statement;
+    const std::string name = name_of(s);
+    const bool known =
+        std::find(prepared_.begin(), prepared_.end(), name) != prepared_.end() ||
+        std::find(newly_prepared.begin(), newly_prepared.end(), name) != newly_prepared.end();
+    if (!known) {
+      ok = PQsendPrepare(conn, name.c_str(), s.sql, static_cast<int>(s.types.size()),
+                         s.types.data()) == 1;
+      newly_prepared.push_back(name);
+      sent.push_back({true, i});
+    }
+    const std::vector<const char*> values = call.params.values();
+    ok = ok && PQsendQueryPrepared(conn, name.c_str(), call.params.size(), values.data(),
+                                   call.params.lengths(), call.params.formats(), 0) == 1;
+    sent.push_back({false, i});
+  }
+  ok = ok && PQpipelineSync(conn) == 1;
+  // Send everything, reading what comes back meanwhile, so that neither side
+  // can block the other on a full socket buffer.
+  for (int flushed = ok ? PQflush(conn) : -1; flushed != 0; flushed = PQflush(conn)) {
+    if (flushed < 0 || PQstatus(conn) == CONNECTION_BAD) {
+      ok = false;
+      break;
+    }
+    wait_socket(conn);
+    if (PQconsumeInput(conn) != 1) {
+      ok = false;
+      break;
+    }
+  }
+  PQsetnonblocking(conn, 0);
+  if (!ok) {
+    PQexitPipelineMode(conn);
+    throw broken(step);
+  }
+
+  std::vector<Result> results;
+  results.reserve(calls.size());
+  std::optional<Error> failure;
+  bool lost = false;
+  std::size_t answered = 0;  // calls whose result arrived
+  for (const Sent& s : sent) {
+    PGresult* r = PQgetResult(conn);
+    if (r == nullptr) {
+      lost = true;
+      break;
+    }
+    Result result(r);
+    const ExecStatusType status = PQresultStatus(r);
+    if (status == PGRES_FATAL_ERROR && !failure) {
+      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+      failure =
+          database_error(step, state == nullptr ? "" : state, trimmed(PQresultErrorMessage(r)),
+                         s.prepare ? calls[s.call].statement->name : step);
+    }
+    if (s.prepare && status == PGRES_COMMAND_OK)
+      prepared_.push_back(name_of(*calls[s.call].statement));
+    if (PQstatus(conn) == CONNECTION_BAD) {
+      lost = true;
+      break;
+    }
+    // Each command's results end with a NULL.
+    while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
+    if (!s.prepare) {
+      ++answered;
+      results.push_back(std::move(result));
+    }
+  }
+  if (!lost) {
+    // The sync point.
+    PGresult* sync = PQgetResult(conn);
+    lost = sync == nullptr;
+    if (sync != nullptr) PQclear(sync);
+  }
+  if (lost || PQstatus(conn) == CONNECTION_BAD) {
+    PQexitPipelineMode(conn);
+    if (!failure && commit_at < calls.size() && answered <= commit_at) {
+      throw Error(Code::outcome_unknown,
+                  fmt::format("{}: connection lost during commit; the outcome is unknown ({})",
+                              step, trimmed(PQerrorMessage(conn))),
+                  Retryable::yes, "", "commit");
+    }
+    throw broken(step);
+  }
+  PQexitPipelineMode(conn);
+  if (failure) throw *failure;
+  return results;
+}
+
+void Pipeline::run_quietly(PGconn* conn, const char* sql) noexcept {
+  if (PGresult* r = PQexec(conn, sql)) PQclear(r);
+}
+
+}  // namespace oasync::internal::pg
