@@ -77,48 +77,59 @@ class Tailer {
     return true;
   }
 
-  // One pass over every topic: prints what is new. Sets `progressed`.
+  // One pass over every topic: prints what is new, up to each topic's head as
+  // of its last page's read. Sets `progressed`.
   TailEnd pass(Reader& reader, pqxx::connection_base& conn, bool& progressed) {
     progressed = false;
     positions_.clear();
     for (Cursor& c : cursors_) {
-      const ResumeCheck check = reader.check(c.topic, c.epoch, c.watermark);
-      if (!check.resumable()) {
-        stale(check, c);
-        return TailEnd::stale;
-      }
-      // A cursor of an epoch that forked (a failover) resumes in the new one.
-      c.epoch = check.position.epoch;
-      positions_.push_back(check.position);
-      while (c.watermark < check.position.head) {
+      for (;;) {
         ReadRequest request;
         request.topic = c.topic;
         request.epoch = c.epoch;
         request.after = c.watermark;
-        request.through = check.position.head;
         if (o_.has_scope) request.scope = o_.scope;
         request.max_events = o_.page_size;
-        const Page page = reader.read(request);
-        if (page.stale) {
-          stale(*page.stale, c);
+        const std::int64_t before = c.watermark;
+        bool limited = false;
+        int pages = 0;
+        const Page end = reader.read_pages(request, [&](Page& page) {
+          try {
+            for (const Event& e : page.events) {
+              out_.event(e);
+              c.watermark = e.watermark;
+              if (o_.limit > 0 && ++printed_ >= o_.limit) {
+                limited = true;
+                break;
+              }
+            }
+            // Flush before moving the cursor: the cursor is what was printed.
+            out_.flush();
+          } catch (...) {
+            out_.discard();
+            throw;
+          }
+          if (!limited) c.watermark = page.through;
+          if (!page.events.empty()) last_output_ = Clock::now();
+          // A named consumer's position is recorded every few pages.
+          return !limited && (o_.consumer.empty() || ++pages < kPagesPerAck);
+        });
+        if (end.stale) {
+          stale(*end.stale, c);
           return TailEnd::stale;
         }
-        for (const Event& e : page.events) {
-          out_.event(e);
-          ++printed_;
-          if (o_.limit > 0 && printed_ >= o_.limit) {
-            c.watermark = e.watermark;
-            out_.flush();
-            acknowledge(conn, c);
-            return TailEnd::limit_reached;
-          }
+        // A cursor of an epoch that forked (a failover) continues in the new one.
+        c.epoch = end.position.epoch;
+        if (c.watermark != before) {
+          acknowledge(conn, c);
+          progressed = true;
         }
-        // Flush before moving the cursor: the cursor is what was printed.
-        out_.flush();
-        c.watermark = page.through;
-        acknowledge(conn, c);
-        progressed = true;
-        last_output_ = Clock::now();
+        if (limited) return TailEnd::limit_reached;
+        if (c.watermark == end.through && end.through == end.position.head) {
+          positions_.push_back(end.position);
+          break;  // caught up with the head the last page saw
+        }
+        if (c.watermark == before) break;  // nothing more in this pass
       }
     }
     return TailEnd::caught_up;
@@ -165,6 +176,9 @@ class Tailer {
                c.watermark, c.topic, to_string(check.reason));
     return false;
   }
+
+  // How many pages a named consumer prints between two recorded positions.
+  static constexpr int kPagesPerAck = 20;
 
   const TailOptions& o_;
   Output& out_;

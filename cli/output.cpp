@@ -21,14 +21,14 @@ std::string quoted(const std::string& s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
-// Appends `s` as a JSON string. Text that needs no escaping (the usual key,
-// topic or scope) is copied as is; anything else goes through the JSON
-// library, so escapes and invalid UTF-8 are handled in one place.
 void append_int(std::string& out, std::int64_t value) {
   const fmt::format_int text(value);
   out.append(text.data(), text.size());
 }
 
+// Appends `s` as a JSON string. Text that needs no escaping (the usual key,
+// topic or scope) is copied as is; anything else goes through the JSON
+// library, so escapes and invalid UTF-8 are handled in one place.
 void append_quoted(std::string& out, const std::string& s) {
   for (const unsigned char c : s) {
     if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {

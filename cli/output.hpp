@@ -38,6 +38,8 @@ class Output {
   void doc(const Doc& d);
   // Writes what is buffered to stdout. Throws oasync::Error when stdout is gone.
   void flush();
+  // Drops what is buffered (a page that failed midway: it is read again).
+  void discard() { buffer_.clear(); }
   // Bytes waiting; callers flush past a threshold to keep memory bounded.
   std::size_t buffered() const { return buffer_.size(); }
 

@@ -311,6 +311,7 @@ $$;
 --     view, the move, says the rest).
 --   - p_scope NULL from a session bound to a scope (scope security, see
 --     session_scope): that scope's view, as if it had been given.
+-- p_through NULL reads to the head, as of the same snapshot.
 -- Checks the cursor and p_through first, in the same snapshot (read_check).
 -- Three branches, of which the one-time filters keep one or two, each an
 -- index scan in watermark order (the primary key, or (topic, scope,
@@ -326,7 +327,9 @@ BEGIN ATOMIC
     WITH v AS MATERIALIZED (
         -- Once per call: the stale check, and the view to read (NULL: all).
         SELECT oasync.read_check(p_topic, p_epoch, p_after, p_through) AS ok,
-               coalesce(p_scope, oasync.session_scope(CURRENT_USER)) AS scope
+               coalesce(p_scope, oasync.session_scope(CURRENT_USER) COLLATE pg_catalog."default") AS scope,
+               coalesce(p_through, (SELECT t.head FROM oasync.topics AS t
+                                    WHERE t.topic OPERATOR(pg_catalog.=) p_topic)) AS through
     )
     SELECT x.watermark, x.doc_key, x.doc_version, x.scope, x.op,
            CASE
@@ -342,31 +345,34 @@ BEGIN ATOMIC
            x.op OPERATOR(pg_catalog.=) 'upsert' AND x.payload IS NULL,
            x.committed_at
     FROM (
-        SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
-               e.committed_at
-        FROM oasync.events AS e
-        WHERE (SELECT v.ok FROM v) AND (SELECT v.scope FROM v) IS NULL
-          AND e.topic OPERATOR(pg_catalog.=) p_topic
-          AND e.watermark OPERATOR(pg_catalog.>) p_after
-          AND e.watermark OPERATOR(pg_catalog.<=) p_through
+        (SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
+                e.committed_at
+         FROM oasync.events AS e
+         WHERE (SELECT v.ok FROM v) AND (SELECT v.scope FROM v) IS NULL
+           AND e.topic OPERATOR(pg_catalog.=) p_topic
+           AND e.watermark OPERATOR(pg_catalog.>) p_after
+           AND e.watermark OPERATOR(pg_catalog.<=) (SELECT v.through FROM v)
+         ORDER BY e.watermark)
         UNION ALL
-        SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
-               e.committed_at
-        FROM oasync.events AS e
-        WHERE (SELECT v.ok FROM v)
-          AND e.topic OPERATOR(pg_catalog.=) p_topic
-          AND e.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
-          AND e.watermark OPERATOR(pg_catalog.>) p_after
-          AND e.watermark OPERATOR(pg_catalog.<=) p_through
+        (SELECT e.watermark, e.doc_key, e.doc_version, e.scope, e.op, e.payload, e.payload_hash,
+                e.committed_at
+         FROM oasync.events AS e
+         WHERE (SELECT v.ok FROM v) AND (SELECT v.scope FROM v) IS NOT NULL
+           AND e.topic OPERATOR(pg_catalog.=) p_topic
+           AND e.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+           AND e.watermark OPERATOR(pg_catalog.>) p_after
+           AND e.watermark OPERATOR(pg_catalog.<=) (SELECT v.through FROM v)
+         ORDER BY e.watermark)
         UNION ALL
-        SELECT ex.watermark, ex.doc_key, ex.doc_version, ex.scope, 'delete', NULL, NULL,
-               ex.committed_at
-        FROM oasync.scope_exits AS ex
-        WHERE (SELECT v.ok FROM v)
-          AND ex.topic OPERATOR(pg_catalog.=) p_topic
-          AND ex.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
-          AND ex.watermark OPERATOR(pg_catalog.>) p_after
-          AND ex.watermark OPERATOR(pg_catalog.<=) p_through
+        (SELECT ex.watermark, ex.doc_key, ex.doc_version, ex.scope, 'delete', NULL, NULL,
+                ex.committed_at
+         FROM oasync.scope_exits AS ex
+         WHERE (SELECT v.ok FROM v) AND (SELECT v.scope FROM v) IS NOT NULL
+           AND ex.topic OPERATOR(pg_catalog.=) p_topic
+           AND ex.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+           AND ex.watermark OPERATOR(pg_catalog.>) p_after
+           AND ex.watermark OPERATOR(pg_catalog.<=) (SELECT v.through FROM v)
+         ORDER BY ex.watermark)
     ) AS x
     ORDER BY x.watermark;
 END;
@@ -393,7 +399,7 @@ BEGIN ATOMIC
                              'history up to %s was purged', p_topic, p_since, f.floor),
                              pg_catalog.format('reason=retention_floor_breach floor=%s', f.floor))
                     ELSE 0 END AS checked
-        FROM (SELECT coalesce(p_scope, oasync.session_scope(CURRENT_USER)) AS scope) AS s
+        FROM (SELECT coalesce(p_scope, oasync.session_scope(CURRENT_USER) COLLATE pg_catalog."default") AS scope) AS s
         LEFT JOIN LATERAL (
             SELECT CASE WHEN s.scope IS NULL THEN t.delta_floor
                         WHEN t.purged_through OPERATOR(pg_catalog.>) t.delta_floor
@@ -404,44 +410,47 @@ BEGIN ATOMIC
     SELECT x.doc_key, x.scope, x.doc_version, x.deleted, x.payload, x.payload_hash,
            x.last_watermark
     FROM (
-        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-               d.last_watermark
-        FROM oasync.docs AS d
-        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
-          AND (SELECT v.scope FROM v) IS NULL
-          AND d.topic OPERATOR(pg_catalog.=) p_topic
-          AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
-          AND d.doc_version OPERATOR(pg_catalog.>) 0
-          AND CASE WHEN p_since IS NULL THEN NOT d.deleted
-                   ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+        (SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+                d.last_watermark
+         FROM oasync.docs AS d
+         WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+           AND (SELECT v.scope FROM v) IS NULL
+           AND d.topic OPERATOR(pg_catalog.=) p_topic
+           AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
+           AND d.doc_version OPERATOR(pg_catalog.>) 0
+           AND CASE WHEN p_since IS NULL THEN NOT d.deleted
+                    ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+         ORDER BY d.doc_key)
         UNION ALL
-        SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
-               d.last_watermark
-        FROM oasync.docs AS d
-        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
-          AND d.topic OPERATOR(pg_catalog.=) p_topic
-          AND d.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
-          AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
-          AND d.doc_version OPERATOR(pg_catalog.>) 0
-          AND CASE WHEN p_since IS NULL THEN NOT d.deleted
-                   ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+        (SELECT d.doc_key, d.scope, d.doc_version, d.deleted, d.payload, d.payload_hash,
+                d.last_watermark
+         FROM oasync.docs AS d
+         WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+           AND (SELECT v.scope FROM v) IS NOT NULL
+           AND d.topic OPERATOR(pg_catalog.=) p_topic
+           AND d.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+           AND d.doc_key OPERATOR(pg_catalog.>) p_after_key
+           AND d.doc_version OPERATOR(pg_catalog.>) 0
+           AND CASE WHEN p_since IS NULL THEN NOT d.deleted
+                    ELSE d.last_watermark OPERATOR(pg_catalog.>) p_since END
+         ORDER BY d.doc_key)
         UNION ALL
         -- A doc's last exit from the scope, unless it is back in it.
         (SELECT DISTINCT ON (ex.doc_key) ex.doc_key, ex.scope, ex.doc_version, true,
                 NULL::pg_catalog.json, NULL::pg_catalog.bytea, ex.watermark
-        FROM oasync.scope_exits AS ex
-        WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
-          AND p_since IS NOT NULL
-          AND ex.topic OPERATOR(pg_catalog.=) p_topic
-          AND ex.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
-          AND ex.watermark OPERATOR(pg_catalog.>) p_since
-          AND ex.doc_key OPERATOR(pg_catalog.>) p_after_key
-          AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
-                          WHERE d.topic OPERATOR(pg_catalog.=) p_topic
-                            AND d.doc_key OPERATOR(pg_catalog.=) ex.doc_key
-                            AND d.scope OPERATOR(pg_catalog.=) ex.scope
-                            AND d.doc_version OPERATOR(pg_catalog.>) 0)
-        ORDER BY ex.doc_key, ex.watermark DESC)
+         FROM oasync.scope_exits AS ex
+         WHERE (SELECT v.checked FROM v) OPERATOR(pg_catalog.=) 0
+           AND (SELECT v.scope FROM v) IS NOT NULL AND p_since IS NOT NULL
+           AND ex.topic OPERATOR(pg_catalog.=) p_topic
+           AND ex.scope OPERATOR(pg_catalog.=) (SELECT v.scope FROM v)
+           AND ex.watermark OPERATOR(pg_catalog.>) p_since
+           AND ex.doc_key OPERATOR(pg_catalog.>) p_after_key
+           AND NOT EXISTS (SELECT 1 FROM oasync.docs AS d
+                           WHERE d.topic OPERATOR(pg_catalog.=) p_topic
+                             AND d.doc_key OPERATOR(pg_catalog.=) ex.doc_key
+                             AND d.scope OPERATOR(pg_catalog.=) ex.scope
+                             AND d.doc_version OPERATOR(pg_catalog.>) 0)
+         ORDER BY ex.doc_key, ex.watermark DESC)
     ) AS x
     ORDER BY x.doc_key
     LIMIT p_limit;

@@ -356,7 +356,10 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
     BEGIN ATOMIC
  WITH v AS MATERIALIZED (
           SELECT oasync.read_check(read_events.p_topic, read_events.p_epoch, read_events.p_after, read_events.p_through) AS ok,
-             COALESCE(read_events.p_scope, oasync.session_scope(CURRENT_USER)) AS scope
+             COALESCE(read_events.p_scope, (oasync.session_scope(CURRENT_USER) COLLATE "default")) AS scope,
+             COALESCE(read_events.p_through, ( SELECT t.head
+                    FROM oasync.topics t
+                   WHERE (t.topic = read_events.p_topic))) AS through
          )
   SELECT x.watermark,
      x.doc_key,
@@ -374,7 +377,7 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
      x.payload_hash,
      ((x.op = 'upsert'::text) AND (x.payload IS NULL)),
      x.committed_at
-    FROM ( SELECT e.watermark,
+    FROM (( SELECT e.watermark,
              e.doc_key,
              e.doc_version,
              e.scope,
@@ -385,9 +388,11 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
             FROM oasync.events e
            WHERE (( SELECT v.ok
                     FROM v) AND (( SELECT v.scope
-                    FROM v) IS NULL) AND (e.topic = read_events.p_topic) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through))
+                    FROM v) IS NULL) AND (e.topic = read_events.p_topic) AND (e.watermark > read_events.p_after) AND (e.watermark <= ( SELECT v.through
+                    FROM v)))
+           ORDER BY e.watermark)
          UNION ALL
-          SELECT e.watermark,
+         ( SELECT e.watermark,
              e.doc_key,
              e.doc_version,
              e.scope,
@@ -397,10 +402,13 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
              e.committed_at
             FROM oasync.events e
            WHERE (( SELECT v.ok
-                    FROM v) AND (e.topic = read_events.p_topic) AND (e.scope = ( SELECT v.scope
-                    FROM v)) AND (e.watermark > read_events.p_after) AND (e.watermark <= read_events.p_through))
+                    FROM v) AND (( SELECT v.scope
+                    FROM v) IS NOT NULL) AND (e.topic = read_events.p_topic) AND (e.scope = ( SELECT v.scope
+                    FROM v)) AND (e.watermark > read_events.p_after) AND (e.watermark <= ( SELECT v.through
+                    FROM v)))
+           ORDER BY e.watermark)
          UNION ALL
-          SELECT ex.watermark,
+         ( SELECT ex.watermark,
              ex.doc_key,
              ex.doc_version,
              ex.scope,
@@ -410,8 +418,11 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
              ex.committed_at
             FROM oasync.scope_exits ex
            WHERE (( SELECT v.ok
-                    FROM v) AND (ex.topic = read_events.p_topic) AND (ex.scope = ( SELECT v.scope
-                    FROM v)) AND (ex.watermark > read_events.p_after) AND (ex.watermark <= read_events.p_through))) x
+                    FROM v) AND (( SELECT v.scope
+                    FROM v) IS NOT NULL) AND (ex.topic = read_events.p_topic) AND (ex.scope = ( SELECT v.scope
+                    FROM v)) AND (ex.watermark > read_events.p_after) AND (ex.watermark <= ( SELECT v.through
+                    FROM v)))
+           ORDER BY ex.watermark)) x
    ORDER BY x.watermark;
 END;
 
@@ -509,7 +520,7 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
                      WHEN ((snapshot_docs.p_since IS NOT NULL) AND (snapshot_docs.p_since < f.floor)) THEN oasync.raise('OA410'::text, format('delta resync of topic "%s" since %s is no longer possible: the history up to %s was purged'::text, snapshot_docs.p_topic, snapshot_docs.p_since, f.floor), format('reason=retention_floor_breach floor=%s'::text, f.floor))
                      ELSE (0)::bigint
                  END AS checked
-            FROM (( SELECT COALESCE(snapshot_docs.p_scope, oasync.session_scope(CURRENT_USER)) AS scope) s
+            FROM (( SELECT COALESCE(snapshot_docs.p_scope, (oasync.session_scope(CURRENT_USER) COLLATE "default")) AS scope) s
               LEFT JOIN LATERAL ( SELECT
                          CASE
                              WHEN (s.scope IS NULL) THEN t.delta_floor
@@ -526,7 +537,7 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
      x.payload,
      x.payload_hash,
      x.last_watermark
-    FROM ( SELECT d.doc_key,
+    FROM (( SELECT d.doc_key,
              d.scope,
              d.doc_version,
              d.deleted,
@@ -541,8 +552,9 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
                      WHEN (snapshot_docs.p_since IS NULL) THEN (NOT d.deleted)
                      ELSE (d.last_watermark > snapshot_docs.p_since)
                  END)
+           ORDER BY d.doc_key)
          UNION ALL
-          SELECT d.doc_key,
+         ( SELECT d.doc_key,
              d.scope,
              d.doc_version,
              d.deleted,
@@ -551,12 +563,14 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
              d.last_watermark
             FROM oasync.docs d
            WHERE ((( SELECT v.checked
-                    FROM v) = 0) AND (d.topic = snapshot_docs.p_topic) AND (d.scope = ( SELECT v.scope
+                    FROM v) = 0) AND (( SELECT v.scope
+                    FROM v) IS NOT NULL) AND (d.topic = snapshot_docs.p_topic) AND (d.scope = ( SELECT v.scope
                     FROM v)) AND (d.doc_key > snapshot_docs.p_after_key) AND (d.doc_version > 0) AND
                  CASE
                      WHEN (snapshot_docs.p_since IS NULL) THEN (NOT d.deleted)
                      ELSE (d.last_watermark > snapshot_docs.p_since)
                  END)
+           ORDER BY d.doc_key)
          UNION ALL
          ( SELECT DISTINCT ON (ex.doc_key) ex.doc_key,
              ex.scope,
@@ -567,7 +581,8 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
              ex.watermark
             FROM oasync.scope_exits ex
            WHERE ((( SELECT v.checked
-                    FROM v) = 0) AND (snapshot_docs.p_since IS NOT NULL) AND (ex.topic = snapshot_docs.p_topic) AND (ex.scope = ( SELECT v.scope
+                    FROM v) = 0) AND (( SELECT v.scope
+                    FROM v) IS NOT NULL) AND (snapshot_docs.p_since IS NOT NULL) AND (ex.topic = snapshot_docs.p_topic) AND (ex.scope = ( SELECT v.scope
                     FROM v)) AND (ex.watermark > snapshot_docs.p_since) AND (ex.doc_key > snapshot_docs.p_after_key) AND (NOT (EXISTS ( SELECT 1
                     FROM oasync.docs d
                    WHERE ((d.topic = snapshot_docs.p_topic) AND (d.doc_key = ex.doc_key) AND (d.scope = ex.scope) AND (d.doc_version > 0))))))

@@ -100,7 +100,7 @@ const char* const kScopeSecurityOn[] = {
     "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
     R"SQL(CREATE POLICY oasync_scope_read ON {} FOR SELECT
           USING ((SELECT oasync.session_trusted(CURRENT_USER))
-                 OR scope = (SELECT oasync.session_scope(CURRENT_USER))))SQL",
+                 OR scope = (SELECT oasync.session_scope(CURRENT_USER) COLLATE pg_catalog."default")))SQL",
     R"SQL(CREATE POLICY oasync_trusted_write ON {} FOR ALL
           USING ((SELECT oasync.session_trusted(CURRENT_USER)))
           WITH CHECK ((SELECT oasync.session_trusted(CURRENT_USER))))SQL",

@@ -83,6 +83,14 @@ PGconn* raw_connection(const pqxx::dbtransaction& tx) {
   return LargeObjectGate::of(tx);
 }
 
+// Never begun: End() only unregisters it from the connection.
+Borrowed::Borrowed(pqxx::connection_base& conn)
+    : pqxx::internal::namedclass("borrowed connection"), dbtransaction(conn) {}
+
+Borrowed::~Borrowed() {
+  End();
+}
+
 Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
   if (conn_ == nullptr) throw connect_error(conninfo, "out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
@@ -235,6 +243,11 @@ std::string Pipeline::name_of(const Statement& statement) const {
 }
 
 std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const std::string& step) {
+  send(conn, calls, step);
+  return receive(conn);
+}
+
+void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& step) {
   const auto broken = [&](const std::string& what) {
     return Error(Code::database,
                  fmt::format("{}: connection lost: {}", step, trimmed(PQerrorMessage(conn))),
@@ -245,21 +258,18 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
     prepared_.clear();
   }
   if (PQenterPipelineMode(conn) != 1) throw broken(step);
-  // What was sent, in order: a preparation or a call (by index).
-  struct Sent {
-    bool prepare = false;
-    std::size_t call = 0;
-  };
-  std::vector<Sent> sent;
+  in_flight_ = InFlight{};
+  in_flight_.step = step;
+  in_flight_.calls = calls.size();
+  in_flight_.commit_at = calls.size();
   std::vector<std::string> newly_prepared;
-  std::size_t commit_at = calls.size();
   bool ok = PQsetnonblocking(conn, 1) == 0;
   for (std::size_t i = 0; ok && i < calls.size(); ++i) {
     Call& call = calls[i];
     if (call.statement == nullptr) {
       ok = PQsendQueryParams(conn, call.sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-      if (std::strcmp(call.sql, "COMMIT") == 0) commit_at = i;
-      sent.push_back({false, i});
+      if (std::strcmp(call.sql, "COMMIT") == 0) in_flight_.commit_at = i;
+      in_flight_.sent.push_back({"", i});
       continue;
     }
     const Statement& s = *call.statement;
@@ -271,12 +281,12 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
       ok = PQsendPrepare(conn, name.c_str(), s.sql, static_cast<int>(s.types.size()),
                          s.types.data()) == 1;
       newly_prepared.push_back(name);
-      sent.push_back({true, i});
+      in_flight_.sent.push_back({name, i});
     }
     const std::vector<const char*> values = call.params.values();
     ok = ok && PQsendQueryPrepared(conn, name.c_str(), call.params.size(), values.data(),
                                    call.params.lengths(), call.params.formats(), 0) == 1;
-    sent.push_back({false, i});
+    in_flight_.sent.push_back({"", i});
   }
   ok = ok && PQpipelineSync(conn) == 1;
   // Send everything, reading what comes back meanwhile, so that neither side
@@ -297,13 +307,21 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
     PQexitPipelineMode(conn);
     throw broken(step);
   }
+}
 
+std::vector<Result> Pipeline::receive(PGconn* conn) {
+  const std::string& step = in_flight_.step;
+  const auto broken = [&](const std::string& what) {
+    return Error(Code::database,
+                 fmt::format("{}: connection lost: {}", step, trimmed(PQerrorMessage(conn))),
+                 Retryable::yes, "08006", what);
+  };
   std::vector<Result> results;
-  results.reserve(calls.size());
+  results.reserve(in_flight_.sent.size());
   std::optional<Error> failure;
   bool lost = false;
   std::size_t answered = 0;  // calls whose result arrived
-  for (const Sent& s : sent) {
+  for (const Sent& s : in_flight_.sent) {
     PGresult* r = PQgetResult(conn);
     if (r == nullptr) {
       lost = true;
@@ -311,21 +329,20 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
     }
     Result result(r);
     const ExecStatusType status = PQresultStatus(r);
+    const bool prepare = !s.prepared.empty();
     if (status == PGRES_FATAL_ERROR && !failure) {
       const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-      failure =
-          database_error(step, state == nullptr ? "" : state, trimmed(PQresultErrorMessage(r)),
-                         s.prepare ? calls[s.call].statement->name : step);
+      failure = database_error(step, state == nullptr ? "" : state,
+                               trimmed(PQresultErrorMessage(r)), prepare ? s.prepared : step);
     }
-    if (s.prepare && status == PGRES_COMMAND_OK)
-      prepared_.push_back(name_of(*calls[s.call].statement));
+    if (prepare && status == PGRES_COMMAND_OK) prepared_.push_back(s.prepared);
     if (PQstatus(conn) == CONNECTION_BAD) {
       lost = true;
       break;
     }
     // Each command's results end with a NULL.
     while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
-    if (!s.prepare) {
+    if (!prepare) {
       ++answered;
       results.push_back(std::move(result));
     }
@@ -336,9 +353,10 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
     lost = sync == nullptr;
     if (sync != nullptr) PQclear(sync);
   }
+  const std::size_t commit_at = in_flight_.commit_at;
   if (lost || PQstatus(conn) == CONNECTION_BAD) {
     PQexitPipelineMode(conn);
-    if (!failure && commit_at < calls.size() && answered <= commit_at) {
+    if (!failure && commit_at < in_flight_.calls && answered <= commit_at) {
       throw Error(Code::outcome_unknown,
                   fmt::format("{}: connection lost during commit; the outcome is unknown ({})",
                               step, trimmed(PQerrorMessage(conn))),

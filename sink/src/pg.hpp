@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,20 @@ namespace oasync::internal::pg {
 
 // The libpq connection under a libpqxx transaction (valid while it lives).
 PGconn* raw_connection(const pqxx::dbtransaction& tx);
+
+// The libpq connection of a libpqxx connection, borrowed without a round
+// trip: a libpqxx transaction object that never sends BEGIN, so statements
+// run on the connection in autocommit mode, each in its own snapshot. While
+// it lives, libpqxx refuses to open another transaction on the connection.
+class Borrowed final : public pqxx::dbtransaction {
+ public:
+  explicit Borrowed(pqxx::connection_base& conn);
+  ~Borrowed() override;
+  PGconn* get() const { return raw_connection(*this); }
+
+ private:
+  void do_commit() override {}
+};
 
 // A libpq connection of oasync's own, set up as oasync::connect sets up its
 // libpqxx ones (redacted errors, search_path pg_catalog, pg_temp).
@@ -130,6 +145,13 @@ class Pipeline {
   // idle, in blocking mode, outside pipeline mode.
   std::vector<Result> run(PGconn* conn, std::vector<Call>& calls, const std::string& step);
 
+  // run() in two halves, so that the caller can work while the server does:
+  // send() leaves `conn` in pipeline mode, waiting for receive(), and
+  // nothing else may use `conn` in between. send() throws only when the
+  // connection broke; receive() throws as run() does.
+  void send(PGconn* conn, std::vector<Call>& calls, const std::string& step);
+  std::vector<Result> receive(PGconn* conn);
+
   // Runs one plain statement outside a pipeline (a ROLLBACK after a
   // failure); never throws.
   static void run_quietly(PGconn* conn, const char* sql) noexcept;
@@ -138,9 +160,23 @@ class Pipeline {
   // The name a statement has on the connection.
   std::string name_of(const Statement& statement) const;
 
+  // What send() sent, in order: a preparation (the statement's name) or a
+  // call (by index).
+  struct Sent {
+    std::string prepared;
+    std::size_t call = 0;
+  };
+  struct InFlight {
+    std::string step;
+    std::vector<Sent> sent;
+    std::size_t calls = 0;
+    std::size_t commit_at = 0;  // the index of a "COMMIT" call, or `calls`
+  };
+
   std::string prefix_;
   int backend_pid_ = 0;
   std::vector<std::string> prepared_;
+  InFlight in_flight_;
 };
 
 // Types of Params values (pg_type OIDs).

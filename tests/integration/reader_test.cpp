@@ -193,7 +193,7 @@ TEST_CASE("tail --format ndjson quotes keys and scopes exactly, escapes and all"
     CHECK(events[i]["doc_key"] == "run_summary:" + ids[i]);
     CHECK(events[i]["scope"] == "org:" + ids[i]);
   }
-  // Plain text is copied verbatim; the rest is escaped as the JSON library does.
+  // Formatted by PostgreSQL (to_json): plain text verbatim, the rest escaped.
   CHECK(r.out.find(R"("doc_key":"run_summary:plain","doc_version":1)") != std::string::npos);
   CHECK(r.out.find(R"("doc_key":"run_summary:q\"uote")") != std::string::npos);
   CHECK(r.out.find(R"("doc_key":"run_summary:nl\nand\u0001")") != std::string::npos);

@@ -10,8 +10,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <pqxx/connection_base>
@@ -19,6 +21,10 @@
 #include "oasync/batch.hpp"
 
 namespace oasync {
+
+namespace internal::pg {
+class Pipeline;
+}
 
 // Where a topic stands.
 struct TopicPosition {
@@ -70,39 +76,48 @@ struct Doc {
   std::int64_t last_watermark = 0;
 };
 
-// What Reader::read reads: the events of `topic` with
-// after < watermark <= min(through, after + max_events).
+// What Reader::read reads: the first max_events events of `topic` with
+// after < watermark <= through (of `scope`'s view, when set).
 struct ReadRequest {
   std::string topic;
   // The cursor's epoch; empty skips the epoch comparison.
   std::string epoch;
   // The cursor: the last watermark the reader has.
   std::int64_t after = 0;
-  // The highest watermark to read: at most the head the reader saw (resume
-  // check); above the current head the read is refused (Code::
-  // invalid_argument), since moving a cursor there would skip events.
-  std::int64_t through = 0;
+  // The highest watermark to read; nullopt: the head, as of the read. Above
+  // the head the read is refused (Code::invalid_argument), since moving a
+  // cursor there would skip the events written there later.
+  std::optional<std::int64_t> through;
   // Only this scope's view, when set: its events, and the moves of docs out
   // of it as deletes (see oasync.read_events, migrations/0006_contract.sql).
   std::optional<std::string> scope;
-  // The most events one page covers (its watermark range, not its rows).
+  // The most events one page holds.
   std::int64_t max_events = 5000;
 };
 
 // A page of events, or the reason the cursor went stale while reading.
 struct Page {
   std::vector<Event> events;
-  // The cursor after this page: the upper end of the watermark range read.
+  // The cursor after this page: the last event's watermark when the page is
+  // full, else the end of the range read (through, or the head as of the
+  // read). A scope's cursor moves past the other scopes' events too.
   std::int64_t through = 0;
-  // Set when the cursor could not resume (then events is empty).
+  // The topic as of the read; its epoch is the current one (a cursor of an
+  // epoch that a timeline fork replaced continues in it).
+  TopicPosition position;
+  // Set when the cursor could not resume (then the page is empty).
   std::optional<ResumeCheck> stale;
 };
 
 class Reader {
  public:
-  // Uses the caller's connection, which must outlive the Reader.
+  // Uses the caller's connection, which must outlive the Reader. Sets the
+  // connection's planner settings for the session (enable_seqscan and
+  // enable_bitmapscan off, jit off): the reads then walk the indexes in
+  // order, whatever the statistics say (tests/integration/plans_test.cpp).
   explicit Reader(pqxx::connection_base& connection);
 
+  ~Reader();
   Reader(const Reader&) = delete;
   Reader& operator=(const Reader&) = delete;
 
@@ -112,9 +127,18 @@ class Reader {
   // resumes at or below the fork; position.epoch is then the new epoch.
   ResumeCheck check(const std::string& topic, const std::string& epoch, std::int64_t watermark);
 
-  // Reads one page (see ReadRequest), checking the resume rule in the same
-  // snapshot as the rows.
+  // Reads one page (see ReadRequest) in one statement, one round trip: the
+  // resume rule, the topic's position and the rows come from one snapshot.
   Page read(const ReadRequest& request);
+
+  // Reads consecutive pages from request.after until one is not full (the
+  // head, as of its read, or request.through) and hands each to `on_page`,
+  // while the next one is already being read: the database reads page k+1
+  // while the caller writes page k out. `on_page` returns false to stop, and
+  // must not use the connection. Returns the last page's position and cursor
+  // (`through`), without its events; or, with `stale` set, the reason a page
+  // could not be read (request.after is then the stale cursor).
+  Page read_pages(const ReadRequest& request, const std::function<bool(Page&)>& on_page);
 
   struct SnapshotHeader {
     TopicPosition position;
@@ -136,7 +160,13 @@ class Reader {
   std::vector<Doc> find_doc(const std::string& doc_key, const std::optional<std::string>& topic);
 
  private:
+  enum class ReadAhead { no, yes };
+  Page read_pages(ReadRequest request, const std::function<bool(Page&)>& on_page,
+                  ReadAhead read_ahead);
+
   pqxx::connection_base& conn_;
+  // The page read's prepared statement, per session (sink/src/pg.hpp).
+  std::unique_ptr<internal::pg::Pipeline> pipeline_;
 };
 
 }  // namespace oasync
