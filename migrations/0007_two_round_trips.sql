@@ -4,7 +4,8 @@
 --
 --   - per topic, counters of live docs and tombstones, kept by the sink and
 --     purge in the transactions that change them;
---   - drop_placeholders by ctid (the rows the sink locked and read).
+--   - drop_placeholders by ctid (the rows the sink locked and read);
+--   - room on doc pages for rewriting docs in place.
 
 ALTER TABLE oasync.topics
     ADD COLUMN live_docs bigint NOT NULL DEFAULT 0,
@@ -37,3 +38,9 @@ DROP FUNCTION oasync.drop_placeholders(json);
 -- Topics registered from now on start on the current timeline (0006 set it
 -- for the ones that existed): their first write needs no extra step.
 ALTER TABLE oasync.topics ALTER COLUMN timeline SET DEFAULT oasync.current_timeline();
+
+-- Every change rewrites a doc's row. With room left on each page, PostgreSQL
+-- writes the new version beside the old one (a HOT update: no new index
+-- entries) as long as no indexed column changes; the sink creates a doc's row
+-- in its final scope for that reason. New pages keep a quarter free.
+ALTER TABLE oasync.docs SET (fillfactor = 75);

@@ -122,7 +122,7 @@ CREATE TABLE oasync.docs (
     last_watermark bigint NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL
 )
-WITH (fillfactor='80');
+WITH (fillfactor='75');
 
 
 --

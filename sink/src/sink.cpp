@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <map>
 #include <set>
 #include <thread>
@@ -118,19 +119,22 @@ SELECT CASE WHEN pg_catalog.current_setting('oasync.sink_applied', true)
 // placeholder for each that does not exist: ON CONFLICT ... WHERE false locks
 // an existing row without writing it, and waits for a concurrent transaction
 // that is creating the same doc. Returns the placeholders it created.
-// $1, $2: topics and keys, sorted.
+// $1, $2: topics and keys, sorted; $3: the scope each placeholder starts in
+// (the batch's last upsert of the key, so that writing the doc in place does
+// not change an indexed column: a HOT update, without new index entries).
 const pg::Statement kLockDocs{"sink_lock_docs",
                               R"SQL(
 INSERT INTO oasync.docs AS d (topic, doc_key, scope, doc_version, last_watermark)
-SELECT k.t, k.k, '', 0, 0
+SELECT k.t, k.k, k.s, 0, 0
 FROM ROWS FROM (
     pg_catalog.unnest($1::pg_catalog.text[]),
-    pg_catalog.unnest($2::pg_catalog.text[])) AS k(t, k)
+    pg_catalog.unnest($2::pg_catalog.text[]),
+    pg_catalog.unnest($3::pg_catalog.text[])) AS k(t, k, s)
 ORDER BY k.t COLLATE pg_catalog."C", k.k COLLATE pg_catalog."C"
 ON CONFLICT (topic, doc_key) DO UPDATE SET doc_version = d.doc_version WHERE false
 RETURNING d.topic, d.doc_key
 )SQL",
-                              {pg::kTextArray, pg::kTextArray}};
+                              {pg::kTextArray, pg::kTextArray, pg::kTextArray}};
 
 // 1b. The locked docs' states and ctids, one primary-key lookup per key (a
 // subquery with LIMIT is never flattened into a join the planner could turn
@@ -437,29 +441,52 @@ struct Sink::Impl {
   // Step 1: validates every write. Fills the rejections into `results` and
   // returns the valid writes in input order, with where each one came from.
   // An unknown topic refreshes the registry once (it may have been
-  // registered since it was cached).
+  // registered since it was cached). A large group is checked by two
+  // threads (canonicalizing and hashing payloads is most of the work), on a
+  // core that the database is not using meanwhile.
   std::vector<ValidWrite> validate(PGconn* conn, const std::vector<const Batch*>& batches,
                                    std::vector<std::vector<WriteResult>>& results,
                                    std::vector<std::pair<std::size_t, std::size_t>>& origin) {
-    std::vector<ValidWrite> valid;
-    bool refreshed = false;
+    using Checked = std::variant<ValidWrite, WriteResult>;
+    std::vector<std::pair<std::size_t, std::size_t>> where;
     for (std::size_t b = 0; b < batches.size(); ++b) {
-      const auto& writes = batches[b]->writes;
-      results[b].resize(writes.size());
-      for (std::size_t i = 0; i < writes.size(); ++i) {
-        auto checked = internal::validate_write(writes[i], registry);
-        if (const auto* r = std::get_if<WriteResult>(&checked);
-            r && r->reason == RejectReason::topic_not_registered && !refreshed) {
+      results[b].resize(batches[b]->writes.size());
+      for (std::size_t i = 0; i < batches[b]->writes.size(); ++i) where.emplace_back(b, i);
+    }
+    std::vector<Checked> checked(where.size());
+    const auto check = [&](std::size_t from, std::size_t to) {
+      for (std::size_t k = from; k < to; ++k) {
+        checked[k] =
+            internal::validate_write(batches[where[k].first]->writes[where[k].second], registry);
+      }
+    };
+    constexpr std::size_t kParallelFrom = 256;
+    if (where.size() >= kParallelFrom && std::thread::hardware_concurrency() > 1) {
+      const std::size_t half = where.size() / 2;
+      auto second = std::async(std::launch::async, check, half, where.size());
+      check(0, half);
+      second.get();
+    } else {
+      check(0, where.size());
+    }
+    std::vector<ValidWrite> valid;
+    valid.reserve(where.size());
+    bool refreshed = false;
+    for (std::size_t k = 0; k < where.size(); ++k) {
+      const auto [b, i] = where[k];
+      if (const auto* r = std::get_if<WriteResult>(&checked[k]);
+          r && r->reason == RejectReason::topic_not_registered) {
+        if (!refreshed) {
           load_registry(conn);
           refreshed = true;
-          checked = internal::validate_write(writes[i], registry);
         }
-        if (auto* v = std::get_if<ValidWrite>(&checked)) {
-          valid.push_back(std::move(*v));
-          origin.emplace_back(b, i);
-        } else {
-          results[b][i] = std::move(std::get<WriteResult>(checked));
-        }
+        checked[k] = internal::validate_write(batches[b]->writes[i], registry);
+      }
+      if (auto* v = std::get_if<ValidWrite>(&checked[k])) {
+        valid.push_back(std::move(*v));
+        origin.emplace_back(b, i);
+      } else {
+        results[b][i] = std::move(std::get<WriteResult>(checked[k]));
       }
     }
     return valid;
@@ -470,8 +497,11 @@ struct Sink::Impl {
   std::map<DocKey, DocState> lock_docs(PGconn* conn, const Mode& mode,
                                        const std::vector<ValidWrite>& writes,
                                        std::map<DocKey, pg::Tid>& ctids) {
-    std::set<DocKey> keys;
-    for (const ValidWrite& v : writes) keys.emplace(v.write->topic, v.write->doc_key);
+    std::map<DocKey, std::string_view> keys;  // with the scope of the key's last upsert
+    for (const ValidWrite& v : writes) {
+      auto [it, added] = keys.try_emplace({v.write->topic, v.write->doc_key}, std::string_view());
+      if (v.write->op == Op::upsert) it->second = v.write->scope;
+    }
     std::vector<pg::Call> calls;
     if (mode.ends == Ends::here) calls.push_back(plain("BEGIN"));
     const std::size_t pin_at = calls.size();
@@ -479,17 +509,21 @@ struct Sink::Impl {
     if (mode.guard) calls.push_back(call(kGuard));
     std::map<DocKey, DocState> docs;
     if (!keys.empty()) {
-      std::vector<std::optional<std::string_view>> topics, names;
-      for (const auto& [topic, key] : keys) {
-        topics.emplace_back(topic);
-        names.emplace_back(key);
+      std::vector<std::optional<std::string_view>> topics, names, scopes;
+      for (const auto& [key, scope] : keys) {
+        topics.emplace_back(key.first);
+        names.emplace_back(key.second);
+        scopes.emplace_back(scope);
       }
-      for (const pg::Statement* s : {&kLockDocs, &kReadDocs}) {
-        pg::Call c = call(*s);
-        c.params.add_text_array(topics);
-        c.params.add_text_array(names);
-        calls.push_back(std::move(c));
-      }
+      pg::Call lock = call(kLockDocs);
+      lock.params.add_text_array(topics);
+      lock.params.add_text_array(names);
+      lock.params.add_text_array(scopes);
+      calls.push_back(std::move(lock));
+      pg::Call read = call(kReadDocs);
+      read.params.add_text_array(topics);
+      read.params.add_text_array(names);
+      calls.push_back(std::move(read));
     }
     std::vector<pg::Result> results = pipeline.run(conn, calls, "lock docs");
     if (mode.planner == Planner::pinned_then_restored) {
