@@ -114,6 +114,8 @@ int run(int argc, char** argv) {
   add_consumers_command(app, ctx, commands);
   add_reproject_command(app, ctx, commands);
   add_grants_command(app, ctx, commands);
+  add_sessions_commands(app, ctx, commands);
+  add_serve_command(app, ctx, commands);
 
   try {
     app.parse(argc, argv);

@@ -49,5 +49,7 @@ void add_purge_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_consumers_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_grants_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 void add_reproject_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_sessions_commands(CLI::App& app, Context& ctx, std::vector<Command>& out);
+void add_serve_command(CLI::App& app, Context& ctx, std::vector<Command>& out);
 
 }  // namespace oasync::cli

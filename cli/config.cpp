@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <cstdlib>
 #include <limits>
 
@@ -12,6 +13,91 @@
 namespace oasync::cli {
 
 namespace {
+
+// The serve: section (serve.hpp names every key).
+void read_serve(const YamlContext& ctx, const YAML::Node& node, serve::ServeConfig& out) {
+  ctx.require_map(node, "serve");
+  for (const auto& item : node) {
+    const std::string key = ctx.key(item);
+    const YAML::Node& v = item.second;
+    if (key == "listen") {
+      out.listen = ctx.string(v, "serve.listen");
+    } else if (key == "port") {
+      out.port = static_cast<std::uint16_t>(ctx.integer(v, "serve.port", 0, 65535));
+    } else if (key == "cors_origins") {
+      out.cors_origins = ctx.strings(v, "serve.cors_origins");
+    } else if (key == "auth") {
+      ctx.require_map(v, "serve.auth");
+      for (const auto& a : v) {
+        const std::string sub = ctx.key(a);
+        const std::string name = "serve.auth." + sub;
+        if (sub == "algorithm") {
+          out.auth.algorithm = ctx.string(a.second, name);
+          if (out.auth.algorithm != "HS256" && out.auth.algorithm != "RS256" &&
+              out.auth.algorithm != "ES256") {
+            ctx.fail(a.second, fmt::format("\"{}\" must be HS256, RS256 or ES256, found \"{}\"",
+                                           name, out.auth.algorithm));
+          }
+        } else if (sub == "key_file") {
+          out.auth.key_file = ctx.string(a.second, name);
+        } else if (sub == "issuer") {
+          out.auth.issuer = ctx.string(a.second, name);
+        } else if (sub == "audience") {
+          out.auth.audience = ctx.string(a.second, name);
+        } else if (sub == "query_parameter") {
+          out.auth.query_parameter = ctx.string(a.second, name);
+        } else if (sub == "leeway_seconds") {
+          out.auth.leeway_seconds = ctx.integer(a.second, name, 0, 3600);
+        } else {
+          ctx.unknown(a.first, name);
+        }
+      }
+    } else if (key == "tenancy") {
+      ctx.require_map(v, "serve.tenancy");
+      for (const auto& t : v) {
+        const std::string sub = ctx.key(t);
+        if (sub == "scope_format") {
+          out.tenancy.scope_format = ctx.string(t.second, "serve.tenancy.scope_format");
+          if (out.tenancy.scope_format.find("{org_id}") == std::string::npos) {
+            ctx.fail(t.second, "\"serve.tenancy.scope_format\" must contain {org_id}");
+          }
+        } else if (sub == "unscoped") {
+          out.tenancy.unscoped = ctx.boolean(t.second, "serve.tenancy.unscoped");
+        } else {
+          ctx.unknown(t.first, "serve.tenancy." + sub);
+        }
+      }
+    } else if (key == "limits") {
+      ctx.require_map(v, "serve.limits");
+      serve::LimitsConfig& l = out.limits;
+      const std::pair<const char*, std::int64_t*> fields[] = {
+          {"max_connections", &l.max_connections},
+          {"max_request_bytes", &l.max_request_bytes},
+          {"idle_timeout_seconds", &l.idle_timeout_seconds},
+          {"send_timeout_seconds", &l.send_timeout_seconds},
+          {"long_poll_seconds", &l.long_poll_seconds},
+          {"sse_seconds", &l.sse_seconds},
+          {"page_events", &l.page_events},
+          {"snapshot_page_docs", &l.snapshot_page_docs},
+          {"max_wait_for_ms", &l.max_wait_for_ms},
+          {"live_buffer_events", &l.live_buffer_events},
+          {"db_pool", &l.db_pool},
+          {"db_queue", &l.db_queue},
+          {"revocation_poll_ms", &l.revocation_poll_ms},
+          {"poll_ms", &l.poll_ms},
+          {"drain_seconds", &l.drain_seconds}};
+      for (const auto& f : v) {
+        const std::string sub = ctx.key(f);
+        const auto field = std::find_if(std::begin(fields), std::end(fields),
+                                        [&](const auto& p) { return sub == p.first; });
+        if (field == std::end(fields)) ctx.unknown(f.first, "serve.limits." + sub);
+        *field->second = ctx.integer(f.second, "serve.limits." + sub, 1, 1000000000);
+      }
+    } else {
+      ctx.unknown(item.first, "serve." + key);
+    }
+  }
+}
 
 Config config_from(const YAML::Node& root, const std::string& origin) {
   Config config;
@@ -38,6 +124,8 @@ Config config_from(const YAML::Node& root, const std::string& origin) {
           ctx.unknown(s.first, "sink." + sub);
         }
       }
+    } else if (key == "serve") {
+      read_serve(ctx, item.second, config.serve);
     } else {
       ctx.unknown(item.first, key);
     }

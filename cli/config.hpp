@@ -6,6 +6,14 @@
 //     max_batch_writes: 2000              # group-commit bound, in writes
 //     max_delay_ms: 0                     # how long a frame may wait for company
 //     max_frame_bytes: 16777216           # largest frame or NDJSON line
+//   serve:                                # oasync serve (see serve.hpp)
+//     listen: 127.0.0.1
+//     port: 4437
+//     cors_origins: ["https://app.example"]
+//     auth: {algorithm: RS256, key_file: /etc/oasync/jwt.pub, issuer: ..., audience: ...,
+//            query_parameter: access_token, leeway_seconds: 30}
+//     tenancy: {scope_format: "org:{org_id}", unscoped: false}
+//     limits: {max_connections: 10000, long_poll_seconds: 20, sse_seconds: 60, ...}
 // Unknown keys and wrong types are errors reported as "FILE:LINE: ...".
 #pragma once
 
@@ -14,6 +22,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "oasync/serve/serve.hpp"
 
 namespace oasync::cli {
 
@@ -31,6 +41,7 @@ struct Config {
   // libpq connection string or URI; empty means libpq's defaults (PG* vars).
   std::string database_url;
   SinkConfig sink;
+  serve::ServeConfig serve;
 };
 
 // Reads an oasync.yaml. Throws oasync::Error "PATH:LINE: message" on a bad

@@ -87,4 +87,22 @@ std::int64_t YamlContext::integer(const YAML::Node& node, const std::string& key
   return value;
 }
 
+bool YamlContext::boolean(const YAML::Node& node, const std::string& key) const {
+  bool value = false;
+  if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) {
+    fail(node, fmt::format("\"{}\" must be true or false, found {}", key, quote(node)));
+  }
+  return value;
+}
+
+std::vector<std::string> YamlContext::strings(const YAML::Node& node,
+                                              const std::string& key) const {
+  if (!node.IsSequence()) {
+    fail(node, fmt::format("\"{}\" must be a list of strings, found {}", key, quote(node)));
+  }
+  std::vector<std::string> out;
+  for (const auto& item : node) out.push_back(string(item, key));
+  return out;
+}
+
 }  // namespace oasync::cli

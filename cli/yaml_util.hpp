@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <yaml-cpp/yaml.h>
 
@@ -31,6 +32,9 @@ struct YamlContext {
   std::string string(const YAML::Node& node, const std::string& key) const;
   std::int64_t integer(const YAML::Node& node, const std::string& key, std::int64_t min,
                        std::int64_t max) const;
+  bool boolean(const YAML::Node& node, const std::string& key) const;
+  // A sequence of strings.
+  std::vector<std::string> strings(const YAML::Node& node, const std::string& key) const;
 };
 
 }  // namespace oasync::cli

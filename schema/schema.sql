@@ -62,6 +62,23 @@ $$;
 
 
 --
+-- Name: count_epoch(); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.count_epoch() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
+    AS $$
+BEGIN
+    IF NEW.epoch IS DISTINCT FROM OLD.epoch THEN
+        NEW.epoch_counter := nextval('oasync.epoch_counters');
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+
+--
 -- Name: current_timeline(); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
@@ -126,6 +143,18 @@ WITH (fillfactor='75');
 
 
 --
+-- Name: epoch_counters; Type: SEQUENCE; Schema: oasync; Owner: -
+--
+
+CREATE SEQUENCE oasync.epoch_counters
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+--
 -- Name: topics; Type: TABLE; Schema: oasync; Owner: -
 --
 
@@ -147,6 +176,7 @@ CREATE TABLE oasync.topics (
     timeline bigint DEFAULT oasync.current_timeline(),
     live_docs bigint DEFAULT 0 NOT NULL,
     tombstones bigint DEFAULT 0 NOT NULL,
+    epoch_counter bigint DEFAULT nextval('oasync.epoch_counters'::regclass) NOT NULL,
     CONSTRAINT topics_check CHECK (((purged_through >= 0) AND (purged_through <= head))),
     CONSTRAINT topics_max_payload_bytes_check CHECK ((max_payload_bytes > 0)),
     CONSTRAINT topics_payload_mode_check CHECK ((payload_mode = ANY (ARRAY['inline'::text, 'pointer'::text]))),
@@ -177,6 +207,13 @@ COMMENT ON COLUMN oasync.topics.tombstones IS 'Deleted docs of the topic still s
 
 
 --
+-- Name: COLUMN topics.epoch_counter; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON COLUMN oasync.topics.epoch_counter IS 'Grows with every new epoch (oasync.epoch_counters): the first part of a served offset.';
+
+
+--
 -- Name: get_doc(text, text); Type: FUNCTION; Schema: oasync; Owner: -
 --
 
@@ -197,6 +234,24 @@ CREATE FUNCTION oasync.get_doc(p_doc_key text, p_topic text DEFAULT NULL::text) 
    WHERE (((get_doc.p_topic IS NULL) OR (t.topic = get_doc.p_topic)) AND (d.doc_version > 0))
    ORDER BY (t.topic COLLATE "C");
 END;
+
+
+--
+-- Name: note_epoch_counter(); Type: FUNCTION; Schema: oasync; Owner: -
+--
+
+CREATE FUNCTION oasync.note_epoch_counter() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog'
+    AS $$
+BEGIN
+    IF NEW.epoch_counter IS NULL THEN
+        SELECT t.epoch_counter INTO NEW.epoch_counter FROM oasync.topics AS t
+        WHERE t.topic = NEW.topic AND t.epoch = NEW.epoch;
+    END IF;
+    RETURN NEW;
+END
+$$;
 
 
 --
@@ -435,7 +490,8 @@ CREATE TABLE oasync.epoch_history (
     topic text NOT NULL,
     epoch uuid NOT NULL,
     valid_through bigint NOT NULL,
-    forked_at timestamp with time zone DEFAULT now() NOT NULL
+    forked_at timestamp with time zone DEFAULT now() NOT NULL,
+    epoch_counter bigint
 );
 
 
@@ -635,6 +691,25 @@ CREATE TABLE oasync.producer_checkpoints (
 
 
 --
+-- Name: revoked_sessions; Type: TABLE; Schema: oasync; Owner: -
+--
+
+CREATE TABLE oasync.revoked_sessions (
+    session_id text NOT NULL,
+    revoked_at timestamp with time zone DEFAULT now() NOT NULL,
+    reason text DEFAULT ''::text NOT NULL,
+    CONSTRAINT revoked_sessions_session_id_check CHECK (((octet_length(session_id) >= 1) AND (octet_length(session_id) <= 256)))
+);
+
+
+--
+-- Name: TABLE revoked_sessions; Type: COMMENT; Schema: oasync; Owner: -
+--
+
+COMMENT ON TABLE oasync.revoked_sessions IS 'Sessions whose tokens oasync serve refuses, and whose open streams it ends.';
+
+
+--
 -- Name: schema_migrations; Type: TABLE; Schema: oasync; Owner: -
 --
 
@@ -715,6 +790,14 @@ ALTER TABLE ONLY oasync.producer_checkpoints
 
 
 --
+-- Name: revoked_sessions revoked_sessions_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
+--
+
+ALTER TABLE ONLY oasync.revoked_sessions
+    ADD CONSTRAINT revoked_sessions_pkey PRIMARY KEY (session_id);
+
+
+--
 -- Name: schema_migrations schema_migrations_pkey; Type: CONSTRAINT; Schema: oasync; Owner: -
 --
 
@@ -773,6 +856,20 @@ CREATE INDEX events_topic_scope_watermark ON oasync.events USING btree (topic, s
 --
 
 CREATE INDEX scope_exits_topic_watermark ON oasync.scope_exits USING btree (topic, watermark);
+
+
+--
+-- Name: epoch_history epoch_history_counter; Type: TRIGGER; Schema: oasync; Owner: -
+--
+
+CREATE TRIGGER epoch_history_counter BEFORE INSERT ON oasync.epoch_history FOR EACH ROW EXECUTE FUNCTION oasync.note_epoch_counter();
+
+
+--
+-- Name: topics topics_epoch_counter; Type: TRIGGER; Schema: oasync; Owner: -
+--
+
+CREATE TRIGGER topics_epoch_counter BEFORE UPDATE OF epoch ON oasync.topics FOR EACH ROW EXECUTE FUNCTION oasync.count_epoch();
 
 
 --

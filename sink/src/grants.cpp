@@ -84,6 +84,9 @@ const char* const kReaderGrants[] = {
       TO {})SQL",
 };
 
+// The server alone: the revoked sessions it refuses.
+const char* const kServerGrants[] = {"GRANT SELECT ON oasync.revoked_sessions TO {}"};
+
 // Scope security, per table ({}). The policies name no role: every role but
 // the owner is held to them. A trusted role (a writer or a server, in
 // oasync.trusted_roles) sees and writes every row; any other sees the rows of
@@ -157,6 +160,9 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
     for (const std::string& role : {r, s}) {
       if (role.empty()) continue;
       for (const char* statement : kReaderGrants) run(tx, statement, role);
+    }
+    if (!s.empty()) {
+      for (const char* statement : kServerGrants) run(tx, statement, s);
     }
     // The reader is held to its scopes even if it was trusted before.
     tx.exec_params(kDistrustSql, roles.reader);

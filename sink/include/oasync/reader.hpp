@@ -32,6 +32,9 @@ struct TopicPosition {
   std::string epoch;
   std::int64_t head = 0;
   std::int64_t purged_through = 0;
+  // Grows with every new epoch, across topics (migrations/0009_serve.sql):
+  // what served offsets start with.
+  std::int64_t epoch_counter = 0;
 };
 
 // Why a cursor cannot resume (StaleReason::none when it can).
@@ -62,6 +65,9 @@ struct Event {
   // SHA-256 of the payload as written by the event (32 raw bytes); empty for
   // deletes.
   std::string payload_hash;
+  // Detail::routing only: the scope this event moved the doc out of; empty
+  // when it moved nothing.
+  std::string previous_scope;
 };
 
 // A read-model doc as stored.
@@ -74,6 +80,17 @@ struct Doc {
   std::string payload;       // canonical JSON; empty for tombstones
   std::string payload_hash;  // 32 raw bytes; empty for tombstones
   std::int64_t last_watermark = 0;
+};
+
+// What a read returns of each event.
+enum class Detail {
+  // The rows of oasync.read_events, as the SQL contract defines them.
+  contract,
+  // Also each event's previous_scope, and a fetched payload (pointer topics)
+  // only while the doc is still in the event's scope: every scope's view at
+  // once, for a server that routes one read's events to many tenants. Costs
+  // a primary-key lookup per event.
+  routing,
 };
 
 // What Reader::read reads: the first max_events events of `topic` with
@@ -93,6 +110,7 @@ struct ReadRequest {
   std::optional<std::string> scope;
   // The most events one page holds.
   std::int64_t max_events = 5000;
+  Detail detail = Detail::contract;
 };
 
 // A page of events, or the reason the cursor went stale while reading.
@@ -153,6 +171,27 @@ class Reader {
                        std::optional<std::int64_t> since, int page_size,
                        const std::function<void(const SnapshotHeader&)>& on_header,
                        const std::function<void(const Doc&)>& on_doc);
+
+  // Every registered topic's position, in name order: one statement.
+  std::vector<TopicPosition> positions();
+
+  // The epoch (UUID) that `epoch_counter` numbers in `topic`: the current
+  // one, or one that a timeline fork replaced (whose cursors may still
+  // resume at or below the fork); nullopt for any other number.
+  std::optional<std::string> epoch_for(const std::string& topic, std::int64_t epoch_counter);
+
+  // One page of a topic's live docs in key order after `after_key` ("" for
+  // the first), of `scope` when set, with the topic's position, from one
+  // snapshot: stateless paging, as a server does it. Docs changed after the
+  // first page's head may show in later pages; a caller that goes on from
+  // that head skips them (last_watermark above it). position.epoch is empty
+  // when the topic is not registered.
+  struct SnapshotPage {
+    TopicPosition position;
+    std::vector<Doc> docs;
+  };
+  SnapshotPage snapshot_page(const std::string& topic, const std::optional<std::string>& scope,
+                             const std::string& after_key, int page_size);
 
   // The docs with this key, tombstones included, in topic order: one per
   // topic that has it (only `topic`'s when given), so at most one when

@@ -1,0 +1,246 @@
+#include "hub.hpp"
+
+#include <chrono>
+
+#include <boost/asio/post.hpp>
+#include <fmt/format.h>
+#include <pqxx/pqxx>
+
+#include "oasync/connection.hpp"
+#include "oasync/error.hpp"
+#include "oasync/listener.hpp"
+#include "oasync/sessions.hpp"
+
+namespace oasync::serve {
+
+using Clock = std::chrono::steady_clock;
+
+Hub::Hub(std::string database_url, const LimitsConfig& limits, Metrics& metrics,
+         std::function<void(const std::string&)> log)
+    : database_url_(std::move(database_url)),
+      limits_(limits),
+      metrics_(metrics),
+      log_(std::move(log)) {}
+
+Hub::~Hub() {
+  stop();
+}
+
+void Hub::start() {
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Hub::stop() {
+  stopping_ = true;
+  if (thread_.joinable()) thread_.join();
+}
+
+void Hub::follow(const std::string& topic) {
+  std::lock_guard lock(mutex_);
+  feeds_.try_emplace(topic);
+}
+
+std::optional<TopicPosition> Hub::position(const std::string& topic) const {
+  std::lock_guard lock(mutex_);
+  const auto it = feeds_.find(topic);
+  if (it == feeds_.end()) return std::nullopt;
+  return it->second.position;
+}
+
+std::optional<Hub::Buffered> Hub::buffered(const std::string& topic, std::int64_t epoch_counter,
+                                           std::int64_t after, std::int64_t max) const {
+  std::lock_guard lock(mutex_);
+  const auto it = feeds_.find(topic);
+  if (it == feeds_.end() || !it->second.position) return std::nullopt;
+  const Feed& f = it->second;
+  if (f.epoch_counter != epoch_counter || after < f.start_after || after > f.end) {
+    return std::nullopt;
+  }
+  Buffered out;
+  out.position = *f.position;
+  out.through = f.end;
+  // Events are dense in the buffer: the one after `after` is at this index.
+  auto index = static_cast<std::size_t>(after - f.start_after);
+  for (; index < f.events.size(); ++index) {
+    if (static_cast<std::int64_t>(out.events.size()) >= max) {
+      out.through = out.events.back()->watermark;
+      break;
+    }
+    out.events.push_back(f.events[index]);
+  }
+  return out;
+}
+
+std::uint64_t Hub::generation(const std::string& topic) const {
+  std::lock_guard lock(mutex_);
+  const auto it = feeds_.find(topic);
+  return revocations_ + (it == feeds_.end() ? 0 : it->second.generation);
+}
+
+bool Hub::wait(const std::string& topic, std::uint64_t seen,
+               const std::shared_ptr<Waiter>& waiter) {
+  std::lock_guard lock(mutex_);
+  Feed& f = feeds_[topic];
+  if (revocations_ + f.generation != seen) return false;
+  f.waiters.push_back(waiter);
+  return true;
+}
+
+bool Hub::revoked(const std::string& session_id) const {
+  std::lock_guard lock(mutex_);
+  return revoked_.count(session_id) > 0;
+}
+
+void Hub::wake(Feed& feed) {
+  ++feed.generation;
+  wake_waiters(feed);
+}
+
+void Hub::wake_waiters(Feed& feed) {
+  for (const auto& w : feed.waiters) {
+    if (auto waiter = w.lock()) {
+      boost::asio::post(waiter->executor, [waiter] { waiter->timer.cancel(); });
+    }
+  }
+  feed.waiters.clear();
+}
+
+void Hub::refresh(Reader& reader) {
+  ++metrics_.wakes;
+  std::set<std::string> followed;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [topic, feed] : feeds_) followed.insert(topic);
+  }
+  if (followed.empty()) return;
+  ++metrics_.wake_queries;
+  std::map<std::string, TopicPosition> now;
+  for (auto& p : reader.positions()) now.emplace(p.topic, std::move(p));
+  for (const std::string& topic : followed) {
+    const auto found = now.find(topic);
+    std::int64_t read_from = 0, epoch_counter = 0;
+    {
+      std::lock_guard lock(mutex_);
+      Feed& f = feeds_[topic];
+      if (found == now.end()) {
+        // Not registered (any more): nothing to buffer; wake whoever waits.
+        if (f.position) {
+          f.position.reset();
+          f.events.clear();
+          wake(f);
+        }
+        continue;
+      }
+      const TopicPosition& p = found->second;
+      const bool first = !f.position;
+      if (first || f.epoch_counter != p.epoch_counter || p.head < f.end) {
+        // A new epoch (or a first look): the buffer starts at the head.
+        f.epoch_counter = p.epoch_counter;
+        f.start_after = f.end = p.head;
+        f.events.clear();
+        f.position = p;
+        if (!first) wake(f);
+        continue;
+      }
+      if (p.head == f.end) {
+        f.position = p;
+        continue;
+      }
+      if (p.head - f.end > limits_.live_buffer_events) {
+        // Too far behind to buffer it all: keep the newest.
+        f.events.clear();
+        f.start_after = f.end = p.head - limits_.live_buffer_events;
+      }
+      read_from = f.end;
+      epoch_counter = f.epoch_counter;
+    }
+    // Read (read_from, head] once, for every subscriber of the topic.
+    const TopicPosition& p = found->second;
+    ReadRequest request;
+    request.topic = topic;
+    request.epoch = p.epoch;
+    request.after = read_from;
+    request.through = p.head;
+    request.max_events = std::min<std::int64_t>(limits_.live_buffer_events, 5000);
+    request.detail = Detail::routing;
+    std::vector<std::shared_ptr<const Event>> fresh;
+    ++metrics_.wake_queries;
+    const Page end = reader.read_pages(request, [&](Page& page) {
+      for (Event& e : page.events) fresh.push_back(std::make_shared<const Event>(std::move(e)));
+      return true;
+    });
+    std::lock_guard lock(mutex_);
+    Feed& f = feeds_[topic];
+    if (f.epoch_counter != epoch_counter || f.end != read_from) continue;  // changed meanwhile
+    if (end.stale) {
+      // Purged below the buffer (or the epoch moved): start over at the head.
+      f.events.clear();
+      f.start_after = f.end = p.head;
+    } else {
+      for (auto& e : fresh) f.events.push_back(std::move(e));
+      f.end = end.through;
+      while (static_cast<std::int64_t>(f.events.size()) > limits_.live_buffer_events) {
+        f.start_after = f.events.front()->watermark;
+        f.events.pop_front();
+      }
+    }
+    f.position = p;
+    f.position->head = f.end;
+    wake(f);
+  }
+}
+
+void Hub::poll_revocations(pqxx::connection_base& conn) {
+  const auto revoked = revoked_sessions(conn, revoked_after_);
+  if (revoked.empty()) return;
+  std::lock_guard lock(mutex_);
+  for (const auto& r : revoked) {
+    revoked_.insert(r.session_id);
+    revoked_after_ = std::max(revoked_after_, r.revoked_at);
+  }
+  ++revocations_;
+  for (auto& [topic, feed] : feeds_) wake_waiters(feed);
+}
+
+void Hub::wake_all() {
+  std::lock_guard lock(mutex_);
+  ++revocations_;
+  for (auto& [topic, feed] : feeds_) wake_waiters(feed);
+}
+
+void Hub::loop() {
+  auto backoff = std::chrono::milliseconds(100);
+  while (!stopping_) {
+    try {
+      auto conn = connect(database_url_);
+      Reader reader(*conn);
+      CommitListener listener(*conn);
+      poll_revocations(*conn);
+      healthy_ = true;
+      backoff = std::chrono::milliseconds(100);
+      auto next_revocation_poll = Clock::now();
+      while (!stopping_) {
+        refresh(reader);
+        if (Clock::now() >= next_revocation_poll) {
+          poll_revocations(*conn);
+          next_revocation_poll = Clock::now() + std::chrono::milliseconds(limits_.revocation_poll_ms);
+        }
+        // Short waits, so that stop() is quick; a notification ends it early.
+        const auto budget = std::chrono::milliseconds(
+            std::min<std::int64_t>(limits_.poll_ms, limits_.revocation_poll_ms));
+        const auto until = Clock::now() + budget;
+        while (!stopping_ && Clock::now() < until) {
+          if (listener.wait(std::chrono::milliseconds(100))) break;
+        }
+      }
+    } catch (const std::exception& e) {
+      if (healthy_.exchange(false) || backoff == std::chrono::milliseconds(100)) {
+        log_(fmt::format("hub: {}; reconnecting", e.what()));
+      }
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+    }
+  }
+}
+
+}  // namespace oasync::serve

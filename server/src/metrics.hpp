@@ -1,0 +1,47 @@
+// What /metrics reports, in Prometheus text format. Counters and gauges are
+// atomics: the I/O thread, the database pool and the hub update them.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace oasync::serve {
+
+class Metrics {
+ public:
+  // Open connections, and responses in progress by mode.
+  std::atomic<std::int64_t> connections{0};
+  std::atomic<std::int64_t> catch_up{0};
+  std::atomic<std::int64_t> long_poll{0};
+  std::atomic<std::int64_t> sse{0};
+  std::atomic<std::int64_t> connections_refused{0};
+  // The hub: wakes, and the database reads they cost.
+  std::atomic<std::int64_t> wakes{0};
+  std::atomic<std::int64_t> wake_queries{0};
+  // Reads for a single request (catch-up, snapshot, doc).
+  std::atomic<std::int64_t> request_queries{0};
+  // Messages delivered, and the latest delay between a commit becoming
+  // visible to the hub and its delivery starting, in microseconds.
+  std::atomic<std::int64_t> messages{0};
+  std::atomic<std::int64_t> delivery_lag_us{0};
+  // Subscribers ended because a write to them took too long.
+  std::atomic<std::int64_t> slow_subscribers{0};
+
+  // Labelled counters: 410s and resets by reason, refused auth by reason.
+  void count_stale(const std::string& reason);
+  void count_reset(const std::string& reason);
+  void count_auth_refused(const std::string& reason);
+  // Subscribers waiting per topic.
+  void add_subscriber(const std::string& topic, int delta);
+
+  std::string text() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::string, std::int64_t> stale_, resets_, auth_refused_, subscribers_;
+};
+
+}  // namespace oasync::serve

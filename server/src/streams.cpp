@@ -1,0 +1,201 @@
+#include "streams.hpp"
+
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "oasync/error.hpp"
+
+namespace oasync::serve {
+
+using boost::asio::awaitable;
+
+Streams::Streams(Hub& hub, DbPool& pool, Metrics& metrics, const LimitsConfig& limits)
+    : hub_(hub), pool_(pool), metrics_(metrics), limits_(limits) {}
+
+awaitable<std::optional<TopicPosition>> Streams::position(const std::string& topic) {
+  hub_.follow(topic);
+  if (auto p = hub_.position(topic)) co_return p;
+  ++metrics_.request_queries;
+  std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
+  const ResumeCheck check = co_await pool_.run(std::move(job));
+  if (check.reason == StaleReason::unknown_topic) co_return std::nullopt;
+  co_return check.position;
+}
+
+void Streams::finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t through,
+                     std::int64_t head) {
+  Offset next;
+  next.epoch_counter = epoch_counter;
+  next.watermark = through;
+  chunk.next = encode(next);
+  chunk.journal = next;
+  chunk.up_to_date = through >= head;
+}
+
+awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
+                               const std::string& offset) {
+  hub_.follow(topic);
+  // (Named, not temporary: GCC 12 destroys temporaries of a co_await
+  // expression too early.)
+  const Offset start;
+  if (offset == "-1") co_return co_await snapshot(topic, view, start, true);
+  if (offset == "now") {
+    const auto p = co_await position(topic);
+    if (!p) throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
+    Chunk chunk;
+    finish(chunk, p->epoch_counter, p->head, p->head);
+    co_return chunk;
+  }
+  const auto o = decode(offset);
+  if (!o || (o->kind == Offset::Kind::snapshot &&
+             o->part >= static_cast<int>(view.parts().size()))) {
+    throw Error(Code::invalid_argument,
+                fmt::format("offset \"{}\" was not issued by this server (use -1 or now)",
+                            offset.substr(0, 120)));
+  }
+  if (o->kind == Offset::Kind::snapshot) co_return co_await snapshot(topic, view, *o, false);
+  co_return co_await journal(topic, view, *o);
+}
+
+awaitable<Chunk> Streams::reset(const std::string& topic, const View& view) {
+  const Offset start;
+  Chunk chunk = co_await snapshot(topic, view, start, true);
+  chunk.messages.insert(chunk.messages.begin(), control_message("reset"));
+  co_return chunk;
+}
+
+awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view,
+                                   const Offset& from, bool first) {
+  const std::vector<std::string> parts = view.parts();
+  const std::string scope = parts[static_cast<std::size_t>(from.part)];
+  const auto size = static_cast<int>(limits_.snapshot_page_docs);
+  ++metrics_.request_queries;
+  std::function<Reader::SnapshotPage(Reader&)> job = [topic, scope, after = from.after_key,
+                                                       size](Reader& r) {
+    return r.snapshot_page(topic, scope, after, size);
+  };
+  const Reader::SnapshotPage page = co_await pool_.run(std::move(job));
+  if (page.position.epoch.empty()) {
+    throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
+  }
+  Chunk chunk;
+  const std::int64_t epoch = first ? page.position.epoch_counter : from.epoch_counter;
+  const std::int64_t head = first ? page.position.head : from.watermark;
+  if (page.position.epoch_counter != epoch || page.position.purged_through > head) {
+    // The snapshot's epoch is gone, or the journal after its head was
+    // purged: it cannot hand over any more.
+    ResumeCheck stale;
+    stale.reason = page.position.epoch_counter != epoch ? StaleReason::epoch_changed
+                                                        : StaleReason::retention_floor_breach;
+    stale.position = page.position;
+    chunk.stale = stale;
+    co_return chunk;
+  }
+  if (first) chunk.messages.push_back(control_message("snapshot-start"));
+  for (const Doc& d : page.docs) {
+    // Later pages skip what changed after the head: the journal brings it.
+    if (d.deleted || d.last_watermark > head) continue;
+    chunk.messages.push_back(snapshot_message(d));
+  }
+  Offset next;
+  next.kind = Offset::Kind::snapshot;
+  next.epoch_counter = epoch;
+  next.watermark = head;
+  next.page = from.page + 1;
+  if (static_cast<int>(page.docs.size()) >= size) {
+    next.part = from.part;
+    next.after_key = page.docs.back().doc_key;
+  } else if (static_cast<std::size_t>(from.part) + 1 < parts.size()) {
+    next.part = from.part + 1;
+  } else {
+    chunk.messages.push_back(control_message("snapshot-end"));
+    finish(chunk, epoch, head, page.position.head);
+    co_return chunk;
+  }
+  chunk.next = encode(next);
+  co_return chunk;
+}
+
+awaitable<Chunk> Streams::journal(const std::string& topic, const View& view,
+                                  const Offset& from) {
+  Chunk chunk;
+  const auto known = hub_.position(topic);
+  if (known && known->epoch_counter == from.epoch_counter && from.watermark <= known->head) {
+    if (const auto b = hub_.buffered(topic, from.epoch_counter, from.watermark,
+                                     limits_.page_events)) {
+      for (const auto& e : b->events) {
+        if (auto m = message_for(*e, view)) chunk.messages.push_back(std::move(*m));
+      }
+      finish(chunk, from.epoch_counter, b->through, b->position.head);
+      co_return chunk;
+    }
+  }
+  // Behind the buffer (or not buffered yet): read the view's scopes.
+  std::optional<std::string> epoch;
+  if (known && known->epoch_counter == from.epoch_counter) {
+    epoch = known->epoch;
+  } else {
+    ++metrics_.request_queries;
+    std::function<std::optional<std::string>(Reader&)> job =
+        [topic, counter = from.epoch_counter](Reader& r) { return r.epoch_for(topic, counter); };
+    epoch = co_await pool_.run(std::move(job));
+  }
+  const std::vector<std::string> parts = view.parts();
+  metrics_.request_queries += static_cast<std::int64_t>(parts.size());
+  std::function<std::vector<Page>(Reader&)> job =
+      [topic, parts, after = from.watermark, max = limits_.page_events,
+       // Another epoch's number: a text that is no UUID reads as epoch_changed.
+       e = epoch.value_or("epoch " + std::to_string(from.epoch_counter))](Reader& r) {
+        std::vector<Page> out;
+        for (const std::string& scope : parts) {
+          ReadRequest request;
+          request.topic = topic;
+          request.epoch = e;
+          request.after = after;
+          request.scope = scope;
+          request.max_events = max;
+          request.detail = Detail::routing;
+          out.push_back(r.read(request));
+          if (out.back().stale) break;
+        }
+        return out;
+      };
+  const std::vector<Page> pages = co_await pool_.run(std::move(job));
+  for (const Page& p : pages) {
+    if (p.stale) {
+      if (p.stale->reason == StaleReason::unknown_topic) {
+        throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
+      }
+      chunk.stale = p.stale;
+      co_return chunk;
+    }
+  }
+  // Merge the parts up to where all of them are complete.
+  std::int64_t through = pages.front().through;
+  for (const Page& p : pages) through = std::min(through, p.through);
+  std::vector<const Event*> events;
+  for (const Page& p : pages) {
+    for (const Event& e : p.events) {
+      if (e.watermark <= through) events.push_back(&e);
+    }
+  }
+  std::stable_sort(events.begin(), events.end(),
+                   [](const Event* a, const Event* b) { return a->watermark < b->watermark; });
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    // A move between the view's own scopes shows in both: the exit of one
+    // and the upsert into the other. Only the upsert counts.
+    if (i + 1 < events.size() && events[i]->watermark == events[i + 1]->watermark) {
+      const Event* keep = events[i]->op == Op::upsert ? events[i] : events[i + 1];
+      if (auto m = message_for(*keep, view)) chunk.messages.push_back(std::move(*m));
+      ++i;
+      continue;
+    }
+    if (auto m = message_for(*events[i], view)) chunk.messages.push_back(std::move(*m));
+  }
+  const TopicPosition& now = pages.front().position;
+  finish(chunk, now.epoch_counter, through, now.head);
+  co_return chunk;
+}
+
+}  // namespace oasync::serve

@@ -1,0 +1,68 @@
+// A topic's stream as a reader's view sees it: what the next response from
+// an offset carries, from the hub's buffer when it can, else from the
+// database (the reader's own scopes only: a tenant's catch-up costs in
+// proportion to its events).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "db_pool.hpp"
+#include "hub.hpp"
+#include "metrics.hpp"
+#include "oasync/serve/serve.hpp"
+#include "offset.hpp"
+#include "view.hpp"
+
+namespace oasync::serve {
+
+// What one response (or one SSE data event) carries.
+struct Chunk {
+  std::vector<std::string> messages;
+  // Stream-Next-Offset: where the reader stands after these messages.
+  std::string next;
+  // Whether `next` is the head (Stream-Up-To-Date).
+  bool up_to_date = false;
+  // Set when the offset cannot resume (then there are no messages).
+  std::optional<ResumeCheck> stale;
+  // The journal offset `next` is, when it is one (for waiting on the hub).
+  std::optional<Offset> journal;
+};
+
+class Streams {
+ public:
+  Streams(Hub& hub, DbPool& pool, Metrics& metrics, const LimitsConfig& limits);
+
+  // The next chunk from `offset`: "-1" (a snapshot, then the journal after
+  // its head), "now" (the head), or an offset this server issued. Throws
+  // oasync::Error: invalid_argument for any other offset, not_found for an
+  // unregistered topic.
+  boost::asio::awaitable<Chunk> read(const std::string& topic, const View& view,
+                                     const std::string& offset);
+
+  // The answer to a stale offset in reset mode: a reset control, then the
+  // first page of a fresh snapshot.
+  boost::asio::awaitable<Chunk> reset(const std::string& topic, const View& view);
+
+  // The topic's position (the hub's, else the database's); nullopt when the
+  // topic is not registered.
+  boost::asio::awaitable<std::optional<TopicPosition>> position(const std::string& topic);
+
+ private:
+  boost::asio::awaitable<Chunk> snapshot(const std::string& topic, const View& view,
+                                         const Offset& from, bool first);
+  boost::asio::awaitable<Chunk> journal(const std::string& topic, const View& view,
+                                        const Offset& from);
+  void finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t through, std::int64_t head);
+
+  Hub& hub_;
+  DbPool& pool_;
+  Metrics& metrics_;
+  LimitsConfig limits_;
+};
+
+}  // namespace oasync::serve

@@ -1,0 +1,95 @@
+#include "view.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace oasync::serve {
+namespace {
+
+// Appends `s` as a JSON string: plain text as is, anything else through the
+// JSON library.
+void append_quoted(std::string& out, std::string_view s) {
+  for (const unsigned char c : s) {
+    if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
+      out += nlohmann::json(std::string(s)).dump(-1, ' ', false,
+                                                 nlohmann::json::error_handler_t::replace);
+      return;
+    }
+  }
+  out += '"';
+  out += s;
+  out += '"';
+}
+
+std::string change(std::string_view topic, std::string_view key, std::string_view operation,
+                   std::int64_t version, const std::string* payload) {
+  std::string out;
+  out.reserve(96 + topic.size() + key.size() + (payload ? payload->size() : 0));
+  out += R"({"type":)";
+  append_quoted(out, topic);
+  out += R"(,"key":)";
+  append_quoted(out, key);
+  if (payload != nullptr) {
+    out += R"(,"value":)";
+    out += *payload;
+  }
+  out += R"(,"headers":{"operation":")";
+  out += operation;
+  out += R"(","version":)";
+  out += std::to_string(version);
+  out += "}}";
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> View::parts() const {
+  std::vector<std::string> out{scope};
+  if (unscoped && !scope.empty()) out.emplace_back();
+  return out;
+}
+
+std::optional<std::string> message_for(const Event& e, const View& view) {
+  const bool in = view.contains(e.scope);
+  if (e.op == Op::upsert) {
+    if (in) {
+      if (e.payload.empty()) return std::nullopt;
+      const bool entered = !e.previous_scope.empty() && !view.contains(e.previous_scope);
+      const bool created = e.doc_version == 1;
+      return change(e.topic, e.doc_key, created || entered ? "insert" : "update", e.doc_version,
+                    &e.payload);
+    }
+    if (!e.previous_scope.empty() && view.contains(e.previous_scope)) {
+      return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr);
+    }
+    return std::nullopt;
+  }
+  if (!in) return std::nullopt;
+  return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr);
+}
+
+std::string snapshot_message(const Doc& doc) {
+  return change(doc.topic, doc.doc_key, "insert", doc.doc_version, &doc.payload);
+}
+
+std::string control_message(std::string_view control) {
+  std::string out = R"({"headers":{"control":")";
+  out += control;
+  out += R"("}})";
+  return out;
+}
+
+std::string json_array(const std::vector<std::string>& messages) {
+  std::size_t size = 2;
+  for (const auto& m : messages) size += m.size() + 1;
+  std::string out;
+  out.reserve(size);
+  out += '[';
+  for (std::size_t i = 0; i < messages.size(); ++i) {
+    if (i > 0) out += ',';
+    out += messages[i];
+  }
+  out += ']';
+  return out;
+}
+
+}  // namespace oasync::serve

@@ -1,0 +1,48 @@
+// A reader's view of a topic, and the State Protocol messages it receives
+// (STATE-PROTOCOL.md of @durable-streams/state): change messages
+//   {"type": TOPIC, "key": DOC_KEY, "value": PAYLOAD,
+//    "headers": {"operation": "insert"|"update"|"delete", "version": V}}
+// and controls {"headers": {"control": "snapshot-start"|"snapshot-end"|"reset"}}.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "oasync/reader.hpp"
+
+namespace oasync::serve {
+
+// The scopes a token reads: its tenant's, and the unscoped docs ("") when the
+// server is configured to show them.
+struct View {
+  std::string scope;
+  bool unscoped = false;
+
+  bool contains(std::string_view s) const { return s == scope || (unscoped && s.empty()); }
+  // The scopes to read one by one: the tenant's, then "" if shown.
+  std::vector<std::string> parts() const;
+};
+
+// The message an event is for `view`, or nullopt when the view does not see
+// it. From a read with Detail::routing (every scope's events) or of one of
+// the view's scopes:
+//   - an upsert in the view: "insert" when it creates the doc or brings it
+//     into the view, else "update"; skipped when its payload was withheld (a
+//     pointer doc that has left the scope since: the move, later in the
+//     stream, removes it);
+//   - a tombstone in the view, or an upsert that took the doc out of the
+//     view (or an exit row of a scoped read): "delete".
+std::optional<std::string> message_for(const Event& event, const View& view);
+
+// The message a snapshot's doc is: an "insert".
+std::string snapshot_message(const Doc& doc);
+
+// A control message: "snapshot-start", "snapshot-end" or "reset".
+std::string control_message(std::string_view control);
+
+// A JSON array of `messages` (each already JSON text).
+std::string json_array(const std::vector<std::string>& messages);
+
+}  // namespace oasync::serve
