@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <limits>
 #include <variant>
 #include <fstream>
 #include <sstream>
@@ -234,10 +235,13 @@ class Server {
       while (!stopping_) {
         http::request_parser<http::empty_body> parser;
         parser.header_limit(static_cast<std::uint32_t>(config_.limits.max_request_bytes));
-        parser.body_limit(0);
+        // Only the head is read: no request here has a body, and a write
+        // (which would) is answered 405 without reading it.
+        parser.body_limit(std::numeric_limits<std::uint64_t>::max());
         stream.expires_after(std::chrono::seconds(config_.limits.idle_timeout_seconds));
         boost::system::error_code ec;
-        co_await http::async_read(stream, buffer, parser, asio::redirect_error(use_awaitable, ec));
+        co_await http::async_read_header(stream, buffer, parser,
+                                         asio::redirect_error(use_awaitable, ec));
         if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
             ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
           break;
@@ -252,9 +256,11 @@ class Server {
           }
           break;
         }
+        const bool has_body = !parser.is_done();
         Request req = parser.release();
         const bool keep = co_await handle(stream, req);
-        if (!keep || !req.keep_alive()) break;
+        // A body left unread ends the connection.
+        if (!keep || !req.keep_alive() || has_body) break;
       }
     } catch (const std::exception& e) {
       // The client went away, or a write to it timed out: nothing to answer.

@@ -121,7 +121,11 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view,
                                   const Offset& from) {
   Chunk chunk;
   const auto known = hub_.position(topic);
-  if (known && known->epoch_counter == from.epoch_counter && from.watermark <= known->head) {
+  // The buffer serves what is live; a cursor below the floor goes to the
+  // database, which says it is stale (the hub hears of a purge at once: purge
+  // notifies).
+  if (known && known->epoch_counter == from.epoch_counter && from.watermark <= known->head &&
+      from.watermark >= known->purged_through) {
     if (const auto b = hub_.buffered(topic, from.epoch_counter, from.watermark,
                                      limits_.page_events)) {
       for (const auto& e : b->events) {

@@ -8,6 +8,7 @@
 #include "consumer_rows.hpp"
 #include "db.hpp"
 #include "oasync/error.hpp"
+#include "oasync/options.hpp"
 #include "topic_rows.hpp"
 
 namespace oasync {
@@ -40,15 +41,21 @@ SELECT 1 FROM oasync.topics WHERE topic = $1 FOR NO KEY UPDATE
 )SQL";
 
 // Deletes (floor, upto] and moves the floor in one transaction; the floor
-// moves only if nobody moved it meanwhile.
+// moves only if nobody moved it meanwhile. Notifies at commit, as the sink
+// does, so that followers (oasync serve's hub) learn of the new floor.
 const char* const kDeleteEventsSql = R"SQL(
 WITH gone AS (
   DELETE FROM oasync.events WHERE topic = $1 AND watermark > $2 AND watermark <= $3 RETURNING 1
 ), exits AS (
   DELETE FROM oasync.scope_exits WHERE topic = $1 AND watermark > $2 AND watermark <= $3
+), floor AS (
+  UPDATE oasync.topics SET purged_through = $3 WHERE topic = $1 AND purged_through = $2
+  RETURNING head
 )
-UPDATE oasync.topics SET purged_through = $3 WHERE topic = $1 AND purged_through = $2
-RETURNING (SELECT count(*) FROM gone) AS deleted
+SELECT (SELECT count(*) FROM gone) AS deleted,
+       (SELECT count(pg_notify($4, json_build_object('topic', $1::text, 'head', f.head,
+                                                     'purged_through', $3::bigint)::text))
+        FROM floor AS f) AS moved
 )SQL";
 
 // Removes up to $3 old tombstones, locking them in key order as the sink does
@@ -174,8 +181,15 @@ std::vector<TopicPurge> purge(
               }
               if (!r.blocking.empty()) return false;
             }
-            r.events_deleted +=
-                tx.exec_params1(kDeleteEventsSql, name, floor, upto)["deleted"].as<std::int64_t>();
+            const pqxx::row row =
+                tx.exec_params1(kDeleteEventsSql, name, floor, upto, kNotifyChannel);
+            if (row["moved"].as<std::int64_t>() != 1) {
+              throw Error(Code::refused,
+                          fmt::format("{}: the floor moved meanwhile (another purge?); nothing of "
+                                      "this batch was deleted",
+                                      name));
+            }
+            r.events_deleted += row["deleted"].as<std::int64_t>();
             tx.commit();
             return true;
           });

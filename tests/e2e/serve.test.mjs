@@ -1,0 +1,347 @@
+// oasync serve, read by the official Durable Streams clients
+// (@durable-streams/client and @durable-streams/state), which nobody here
+// wrote: materialize, follow, survive a killed server, a purge, bad tokens,
+// a dropped connection and a burst. Each test has its own database and
+// server, on loopback.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+
+import { stream } from "@durable-streams/client";
+import { MaterializedState, isControlEvent } from "@durable-streams/state";
+
+import {
+  RUNS,
+  createDatabase,
+  eventually,
+  freePort,
+  makeKeys,
+  oasync,
+  snapshotOf,
+  startServer,
+  token,
+  write,
+} from "./support.mjs";
+
+const keys = makeKeys();
+after(() => keys.remove());
+
+// A client that materializes a topic with MaterializedState, as an app does:
+// control messages are not state (a reset clears it), and it remembers every
+// version it saw of each key, and its last offset.
+function follow(server, tok, { live = "long-poll", offset = "-1", params } = {}) {
+  const state = new MaterializedState();
+  const seen = new Map(); // key -> versions in order
+  const client = {
+    state,
+    seen,
+    offset,
+    upToDate: false,
+    resets: 0,
+    error: undefined,
+    docs: () => new Map(state.getType(RUNS)),
+  };
+  client.session = stream({
+    url: `${server.base}/v1/topics/${RUNS}`,
+    headers: { Authorization: `Bearer ${tok}` },
+    params,
+    offset,
+    live,
+    json: true,
+    warnOnHttp: false,
+    backoffOptions: { initialDelay: 50, maxDelay: 500, multiplier: 1.5 },
+  }).then((res) => {
+    res.subscribeJson((batch) => {
+      for (const item of batch.items) {
+        if (isControlEvent(item)) {
+          if (item.headers.control === "reset") {
+            client.resets += 1;
+            state.clear();
+            seen.clear();
+          }
+          continue;
+        }
+        state.apply(item);
+        const versions = seen.get(item.key) ?? [];
+        versions.push(item.headers.version);
+        seen.set(item.key, versions);
+      }
+      client.offset = batch.offset;
+      client.upToDate = batch.upToDate;
+    });
+    res.closed.catch((e) => {
+      client.error = e;
+    });
+    return res;
+  });
+  client.session.catch((e) => {
+    client.error = e;
+  });
+  client.stop = async () => (await client.session).cancel();
+  return client;
+}
+
+const sameDocs = (client, expected) => {
+  const got = client.docs();
+  if (got.size !== expected.size) return false;
+  for (const [k, v] of expected) {
+    if (JSON.stringify(got.get(k)) !== JSON.stringify(v)) return false;
+  }
+  return true;
+};
+
+// No version of a key arrives twice, or out of order.
+function assertNoRepeats(client) {
+  for (const [key, versions] of client.seen) {
+    for (let i = 1; i < versions.length; i++) {
+      assert.ok(versions[i] > versions[i - 1], `${key}: versions ${versions.join(",")}`);
+    }
+  }
+}
+
+// The journal as tenant org:1 sees it, replayed with oasync tail.
+function journalOf(db, scope) {
+  const r = oasync(["tail", RUNS, "--after", "0", "--format", "ndjson", "--scope", scope], { url: db.url });
+  assert.equal(r.status, 0, r.stderr);
+  const docs = new Map();
+  for (const line of r.stdout.split("\n").filter(Boolean)) {
+    const e = JSON.parse(line);
+    if (e.op === "delete") docs.delete(e.doc_key);
+    else docs.set(e.doc_key, e.payload);
+  }
+  return docs;
+}
+
+function someWrites(n, start = 0) {
+  const out = [];
+  for (let i = start; i < start + n; i++) {
+    out.push({ key: `k${i % 40}`, scope: `org:${(i % 3) + 1}`, payload: { i, note: "é ✓ \"q\"" } });
+    if (i % 7 === 0) out.push({ key: `k${(i + 3) % 40}`, delete: true });
+  }
+  return out;
+}
+
+describe("oasync serve with the official clients", () => {
+  let db;
+  before(() => {
+    db = createDatabase();
+  });
+  after(() => db.drop());
+
+  for (const live of ["long-poll", "sse"]) {
+    test(`materializes from -1 as oasync snapshot, then follows live writes (${live})`, async () => {
+      write(db, someWrites(60));
+      const server = await startServer(db, keys, {
+        config: "serve:\n  limits: {snapshot_page_docs: 4, page_events: 5}\n",
+      });
+      try {
+        const client = follow(server, token(keys), { live });
+        await eventually(() => client.upToDate && sameDocs(client, snapshotOf(db, "org:1")), 15000,
+          "the snapshot");
+        // Live: updates, deletes, moves into and out of org:1.
+        write(db, someWrites(90, 60));
+        write(db, [
+          { key: "k1", scope: "org:2", payload: { moved: "out" } },
+          { key: "k2", scope: "org:1", payload: { moved: "in" } },
+        ]);
+        const expected = snapshotOf(db, "org:1");
+        assert.deepEqual(journalOf(db, "org:1"), expected);
+        await eventually(() => sameDocs(client, expected), 15000, "the live writes");
+        assertNoRepeats(client);
+        assert.equal(client.error, undefined);
+        await client.stop();
+      } finally {
+        await server.stop();
+      }
+    });
+  }
+
+  test("a server killed mid-stream and started again: the client resumes, no gap, no repeat", async () => {
+    const port = await freePort();
+    let server = await startServer(db, keys, { port });
+    const client = follow(server, token(keys), { live: "long-poll" });
+    try {
+      await eventually(() => client.upToDate, 15000, "up to date");
+      write(db, someWrites(30, 500));
+      await eventually(() => sameDocs(client, snapshotOf(db, "org:1")), 15000, "first writes");
+      await server.stop("SIGKILL");
+      write(db, someWrites(30, 600));
+      server = await startServer(db, keys, { port });
+      write(db, someWrites(30, 700));
+      await eventually(() => sameDocs(client, snapshotOf(db, "org:1")), 20000, "after the restart");
+      assertNoRepeats(client);
+    } finally {
+      await client.stop();
+      await server.stop();
+    }
+  });
+
+  test("a connection dropped mid-catch-up resumes from its offset", async () => {
+    write(db, someWrites(200, 1000));
+    const server = await startServer(db, keys, {
+      config: "serve:\n  limits: {snapshot_page_docs: 3, page_events: 3}\n",
+    });
+    try {
+      const first = follow(server, token(keys), { live: "long-poll" });
+      await eventually(() => first.seen.size > 3, 10000, "a few batches");
+      await first.stop();
+      const resumed = follow(server, token(keys), { live: "long-poll", offset: first.offset });
+      // The second client starts with what the first materialized.
+      for (const [k, v] of first.docs()) resumed.state.apply({ type: RUNS, key: k, value: v, headers: { operation: "insert" } });
+      await eventually(() => resumed.upToDate && sameDocs(resumed, snapshotOf(db, "org:1")), 15000,
+        "the rest");
+      await resumed.stop();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a purge below the client: 410 naming why, or with on_stale=reset a reset that converges", async () => {
+    const server = await startServer(db, keys);
+    try {
+      const tok = token(keys);
+      const head = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "HEAD", headers: { Authorization: `Bearer ${tok}` } });
+      const old = head.headers.get("stream-next-offset");
+      write(db, someWrites(20, 2000));
+      const purge = oasync(["purge", "--topic", RUNS, "--older-than", "0s", "--keep-last", "0"], { url: db.url });
+      assert.equal(purge.status, 0, purge.stderr);
+      // Purge notifies: the server learns of the new floor at once.
+      await eventually(async () => {
+        const h = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "HEAD", headers: { Authorization: `Bearer ${tok}` } });
+        return Number(h.headers.get("oasync-floor")) > 0;
+      }, 5000, "the server to see the purge");
+      const gone = await fetch(`${server.base}/v1/topics/${RUNS}?offset=${old}`, { headers: { Authorization: `Bearer ${tok}` } });
+      assert.equal(gone.status, 410);
+      assert.equal(gone.headers.get("oasync-stale-reason"), "retention_floor_breach");
+      const body = await gone.json();
+      assert.equal(body.reason, "retention_floor_breach");
+      assert.ok(body.floor > 0 && body.head >= body.floor);
+      // The official client surfaces it; the app restarts at -1.
+      const stale = follow(server, tok, { offset: old });
+      await eventually(() => stale.error !== undefined, 10000, "the 410");
+      assert.equal(stale.error.status, 410);
+      // Opt-in: a reset control, then a fresh snapshot; no loop.
+      const reset = follow(server, tok, { offset: old, params: { on_stale: "reset" } });
+      await eventually(() => reset.upToDate && sameDocs(reset, snapshotOf(db, "org:1")), 15000,
+        "convergence through reset");
+      assert.equal(reset.resets, 1);
+      await reset.stop();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a burst of 10,000 updates: the client keeps up, the server's memory stays bounded", async () => {
+    const server = await startServer(db, keys);
+    try {
+      const client = follow(server, token(keys), { live: "sse" });
+      await eventually(() => client.upToDate, 15000, "up to date");
+      const burst = [];
+      for (let i = 0; i < 10000; i++) burst.push({ key: `b${i % 500}`, scope: "org:1", payload: { i } });
+      write(db, burst);
+      await eventually(() => sameDocs(client, snapshotOf(db, "org:1")), 60000, "the burst");
+      assertNoRepeats(client);
+      const rss = server.rss();
+      assert.ok(rss < 256 * 1024 * 1024, `peak RSS ${rss}`);
+      await client.stop();
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe("oasync serve: auth and tenants", () => {
+  let db;
+  let hs;
+  let rs;
+  let es;
+  before(async () => {
+    db = createDatabase();
+    write(db, [
+      { key: "mine", scope: "org:1", payload: { org: 1 } },
+      { key: "theirs", scope: "org:2", payload: { org: 2 } },
+    ]);
+    hs = await startServer(db, keys, { config: "serve:\n  limits: {revocation_poll_ms: 200}\n" });
+    rs = await startServer(db, keys, { algorithm: "RS256" });
+    es = await startServer(db, keys, { algorithm: "ES256" });
+  });
+  after(async () => {
+    await Promise.all([hs.stop(), rs.stop(), es.stop()]);
+    db.drop();
+  });
+
+  const get = (server, path, tok) =>
+    fetch(`${server.base}${path}`, tok === undefined ? {} : { headers: { Authorization: `Bearer ${tok}` } });
+
+  test("each algorithm accepts its own tokens", async () => {
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=now`, token(keys))).status, 200);
+    assert.equal((await get(rs, `/v1/topics/${RUNS}?offset=now`, token(keys, {}, { alg: "RS256" }))).status, 200);
+    assert.equal((await get(es, `/v1/topics/${RUNS}?offset=now`, token(keys, {}, { alg: "ES256" }))).status, 200);
+    // EventSource cannot set headers: the query parameter.
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=now&access_token=${token(keys)}`)).status, 200);
+  });
+
+  test("missing, expired and badly signed tokens get 401", async () => {
+    const missing = await get(hs, `/v1/topics/${RUNS}?offset=now`);
+    assert.equal(missing.status, 401);
+    assert.match(missing.headers.get("www-authenticate"), /invalid_token/);
+    const expired = token(keys, { exp: Math.floor(Date.now() / 1000) - 3600 });
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=now`, expired)).status, 401);
+    const forged = token(keys, {}, { secretOverride: "a different secret of at least 32 bytes!" });
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=now`, forged)).status, 401);
+    const none = token(keys, {}, { alg: "none", sign: "none" });
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=now`, none)).status, 401);
+  });
+
+  test("the algorithm attack: an HS256 token keyed with the server's RSA public key is refused", async () => {
+    const pem = keys.rsa.publicKey.export({ type: "spki", format: "pem" });
+    const attack = token(keys, {}, { alg: "HS256", sign: "HS256", secretOverride: pem });
+    const r = await get(rs, `/v1/topics/${RUNS}?offset=now`, attack);
+    assert.equal(r.status, 401);
+    assert.match((await r.json()).message, /not RS256/);
+    const metrics = await (await fetch(`${rs.base}/metrics`)).text();
+    assert.match(metrics, /oasync_serve_auth_refused_total\{reason="algorithm"\} 1/);
+  });
+
+  test("a topic outside the token's scopes gets 403; another org's doc 404", async () => {
+    const narrow = token(keys, { scopes: ["runtime.notifications"] });
+    assert.equal((await get(hs, `/v1/topics/${RUNS}?offset=-1`, narrow)).status, 403);
+    const mine = await get(hs, "/sync/v1/doc/run_summary:mine", token(keys));
+    assert.equal(mine.status, 200);
+    const doc = await mine.json();
+    assert.deepEqual(doc.value, { org: 1 });
+    assert.match(doc.offset, /^\d{16}_\d{20}_j$/);
+    assert.equal((await get(hs, "/sync/v1/doc/run_summary:theirs", token(keys))).status, 404);
+    assert.equal((await get(hs, "/sync/v1/doc/run_summary:nope", token(keys))).status, 404);
+    // And its stream never shows the other org's doc.
+    const all = await (await get(hs, `/v1/topics/${RUNS}?offset=-1`, token(keys))).json();
+    assert.deepEqual(all.filter((m) => m.key).map((m) => m.key), ["run_summary:mine"]);
+  });
+
+  test("writes get 405 with Allow", async () => {
+    const r = await fetch(`${hs.base}/v1/topics/${RUNS}`, { method: "POST", body: "[]", headers: { Authorization: `Bearer ${token(keys)}` } });
+    assert.equal(r.status, 405);
+    assert.equal(r.headers.get("allow"), "GET, HEAD, OPTIONS");
+  });
+
+  test("a revoked session's stream ends within seconds, and its tokens are refused", async () => {
+    const tok = token(keys, { session_id: "to-revoke" });
+    const client = follow(hs, tok, { live: "sse" });
+    await eventually(() => client.upToDate, 10000, "up to date");
+    const started = Date.now();
+    assert.equal(oasync(["sessions", "revoke", "to-revoke", "--reason", "test"], { url: db.url }).status, 0);
+    await eventually(async () => (await get(hs, `/v1/topics/${RUNS}?offset=now`, tok)).status === 401, 5000,
+      "the revocation");
+    await eventually(() => client.error !== undefined, 10000, "the stream to end");
+    assert.ok(Date.now() - started < 10000);
+    assert.equal(client.error.status, 401);
+  });
+
+  test("a token's stream ends at its expiry", async () => {
+    const tok = token(keys, { exp: Math.floor(Date.now() / 1000) + 2, session_id: "short" });
+    const started = Date.now();
+    const r = await get(hs, `/v1/topics/${RUNS}?offset=now&live=long-poll`, tok);
+    // The long-poll answers by the expiry, not after the full 20 s.
+    assert.ok([204, 401].includes(r.status), `status ${r.status}`);
+    assert.ok(Date.now() - started < 5000);
+  });
+});

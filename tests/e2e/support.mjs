@@ -1,0 +1,213 @@
+// Helpers for the end-to-end tests: a fresh database per test (on the server
+// that scripts/with-postgres started: OASYNC_DATABASE_URL), the oasync
+// command, a running `oasync serve` on loopback, and tokens.
+import { spawn, spawnSync } from "node:child_process";
+import { createHmac, createSign, generateKeyPairSync, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const root = join(here, "..", "..");
+export const oasyncBinary = process.env.OASYNC_BINARY ?? join(root, "build", "bin", "oasync");
+export const RUNS = "runtime.run_summaries";
+
+const adminUrl = process.env.OASYNC_DATABASE_URL;
+if (!adminUrl) {
+  // Loudly: these tests need the throwaway server of scripts/with-postgres.
+  throw new Error("OASYNC_DATABASE_URL is not set: run under scripts/with-postgres (scripts/test does)");
+}
+
+// `url` with its database name replaced, as libpq reads it.
+function withDatabase(url, name) {
+  const u = new URL(url);
+  u.pathname = "/" + name;
+  return u.toString();
+}
+
+function psql(url, sql) {
+  const r = spawnSync("psql", ["-qAtX", "-v", "ON_ERROR_STOP=1", url, "-c", sql], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`psql failed: ${r.stderr}`);
+  return r.stdout.trim();
+}
+
+// Runs the oasync command; returns {status, stdout, stderr}.
+export function oasync(args, { input, url } = {}) {
+  const r = spawnSync(oasyncBinary, url ? ["--database-url", url, ...args] : args, {
+    input,
+    encoding: "utf8",
+    maxBuffer: 256 << 20,
+  });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function must(result, what) {
+  if (result.status !== 0) throw new Error(`${what} failed (${result.status}): ${result.stderr}`);
+  return result;
+}
+
+// A migrated database with the shipped topics, dropped by drop().
+export function createDatabase() {
+  const name = `oasync_e2e_${process.pid}_${randomBytes(4).toString("hex")}`;
+  psql(adminUrl, `CREATE DATABASE "${name}"`);
+  const url = withDatabase(adminUrl, name);
+  must(oasync(["migrate"], { url }), "migrate");
+  must(oasync(["topics", "apply", join(root, "schema", "topics.yaml")], { url }), "topics apply");
+  return {
+    url,
+    sql: (text) => psql(url, text),
+    drop: () => psql(adminUrl, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`),
+  };
+}
+
+// Applies writes through `oasync sink --input -`: each {key, scope, payload}
+// (or {key, delete: true}) becomes a run summary.
+export function write(db, writes) {
+  const lines = writes.map((w) =>
+    JSON.stringify({
+      topic: w.topic ?? RUNS,
+      doc_key: `run_summary:${w.key}`,
+      scope: w.scope ?? "",
+      op: w.delete ? "delete" : "upsert",
+      ...(w.delete ? {} : { payload: w.payload ?? { n: 1 } }),
+    }),
+  );
+  return must(oasync(["sink", "--input", "-"], { url: db.url, input: lines.join("\n") + "\n" }), "sink");
+}
+
+// The docs `oasync snapshot TOPIC --scope S` lists, as a Map key -> payload.
+export function snapshotOf(db, scope, topic = RUNS) {
+  const r = must(oasync(["snapshot", topic, "--scope", scope], { url: db.url }), "snapshot");
+  const docs = new Map();
+  for (const line of r.stdout.split("\n").filter(Boolean)) {
+    const m = JSON.parse(line);
+    if (m.doc_key !== undefined && !m.deleted) docs.set(m.doc_key, m.payload);
+  }
+  return docs;
+}
+
+// A free TCP port on loopback (for a server started, stopped and started again).
+export async function freePort() {
+  return await new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on("error", reject);
+  });
+}
+
+// Keys for each algorithm the server can be configured with.
+export function makeKeys() {
+  const dir = mkdtempSync(join(tmpdir(), "oasync-e2e-"));
+  const secret = randomBytes(32).toString("hex");
+  const rsa = generateKeyPairSync("rsa", { modulusLength: 2048 });
+  const ec = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const files = {
+    HS256: join(dir, "secret"),
+    RS256: join(dir, "rsa.pub"),
+    ES256: join(dir, "ec.pub"),
+  };
+  writeFileSync(files.HS256, secret + "\n");
+  writeFileSync(files.RS256, rsa.publicKey.export({ type: "spki", format: "pem" }));
+  writeFileSync(files.ES256, ec.publicKey.export({ type: "spki", format: "pem" }));
+  return { dir, secret, rsa, ec, files, remove: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+const b64url = (data) => Buffer.from(data).toString("base64url");
+
+// A signed JWT. `alg` is what the header says; `sign` picks the key:
+// "HS256" with `keys.secret` (or `secretOverride`), "RS256", "ES256".
+export function token(keys, claims = {}, { alg = "HS256", sign = alg, secretOverride } = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = {
+    sub: "user-1",
+    org_id: "1",
+    session_id: "session-1",
+    scopes: [RUNS],
+    exp: now + 600,
+    ...claims,
+  };
+  const signed = `${b64url(JSON.stringify({ alg, typ: "JWT" }))}.${b64url(JSON.stringify(body))}`;
+  let signature;
+  if (sign === "HS256") {
+    signature = createHmac("sha256", secretOverride ?? keys.secret).update(signed).digest();
+  } else if (sign === "RS256") {
+    signature = createSign("SHA256").update(signed).sign(keys.rsa.privateKey);
+  } else if (sign === "ES256") {
+    signature = createSign("SHA256")
+      .update(signed)
+      .sign({ key: keys.ec.privateKey, dsaEncoding: "ieee-p1363" });
+  } else {
+    signature = Buffer.alloc(0);
+  }
+  return `${signed}.${b64url(signature)}`;
+}
+
+// Starts `oasync serve` on loopback; resolves once it listens.
+export async function startServer(db, keys, { algorithm = "HS256", port = 0, args = [], config } = {}) {
+  const extra = [];
+  if (config) {
+    const file = join(keys.dir, `serve-${randomBytes(4).toString("hex")}.yaml`);
+    writeFileSync(file, config);
+    extra.push("--config", file);
+  }
+  const child = spawn(
+    oasyncBinary,
+    [
+      ...extra,
+      "--database-url",
+      db.url,
+      "serve",
+      "--listen",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--auth-algorithm",
+      algorithm,
+      "--auth-key-file",
+      keys.files[algorithm],
+      ...args,
+    ],
+    { stdio: ["ignore", "ignore", "pipe"] },
+  );
+  let log = "";
+  const listening = new Promise((resolve, reject) => {
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
+      if (m) resolve(Number(m[1]));
+    });
+    child.on("exit", (code) => reject(new Error(`oasync serve exited (${code}): ${log}`)));
+  });
+  const bound = await listening;
+  return {
+    child,
+    port: bound,
+    base: `http://127.0.0.1:${bound}`,
+    log: () => log,
+    rss: () => {
+      const status = readFileSync(`/proc/${child.pid}/status`, "utf8");
+      return Number(/VmHWM:\s+(\d+)/.exec(status)[1]) * 1024;
+    },
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
+
+// Polls `check` until it returns true, or fails after `ms`.
+export async function eventually(check, ms = 10000, what = "condition") {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
