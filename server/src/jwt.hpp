@@ -46,10 +46,10 @@ class TokenError : public std::runtime_error {
 struct VerifierOptions {
   Algorithm algorithm = Algorithm::hs256;
   // HS256: the shared secret's bytes; RS256, ES256: a PEM public key.
-  std::string key;
+  std::string key = {};
   // When set, the token's iss must equal it, and its aud must name it.
-  std::string issuer;
-  std::string audience;
+  std::string issuer = {};
+  std::string audience = {};
   // Clock skew allowed on exp and nbf.
   std::int64_t leeway_seconds = 30;
 };

@@ -53,6 +53,52 @@ TEST_CASE("oasync.yaml errors name file, line and the offending value") {
                        doctest::Contains("cannot read /nonexistent/oasync.yaml"), oasync::Error);
 }
 
+TEST_CASE("the serve: section: every key, and errors with file and line") {
+  TempFile f(
+      "serve:\n  listen: 0.0.0.0\n  port: 8080\n  cors_origins: [\"https://app.example\"]\n"
+      "  auth: {algorithm: ES256, key_file: /k.pem, issuer: door, audience: oasync,\n"
+      "         query_parameter: t, leeway_seconds: 5}\n"
+      "  tenancy: {scope_format: \"tenant/{org_id}\", unscoped: true}\n"
+      "  limits: {max_connections: 50, sse_seconds: 30, db_pool: 2}\n");
+  const auto c = oasync::cli::load_config(f.path).serve;
+  CHECK(c.listen == "0.0.0.0");
+  CHECK(c.port == 8080);
+  CHECK(c.cors_origins == std::vector<std::string>{"https://app.example"});
+  CHECK(c.auth.algorithm == "ES256");
+  CHECK(c.auth.key_file == "/k.pem");
+  CHECK(c.auth.issuer == "door");
+  CHECK(c.auth.audience == "oasync");
+  CHECK(c.auth.query_parameter == "t");
+  CHECK(c.auth.leeway_seconds == 5);
+  CHECK(c.tenancy.scope_format == "tenant/{org_id}");
+  CHECK(c.tenancy.unscoped);
+  CHECK(c.limits.max_connections == 50);
+  CHECK(c.limits.sse_seconds == 30);
+  CHECK(c.limits.db_pool == 2);
+  CHECK(c.limits.long_poll_seconds == 20);  // untouched: the default
+  struct Case {
+    const char* text;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"serve:\n  auth:\n    algorithm: HS512\n",
+       ":3: \"serve.auth.algorithm\" must be HS256, RS256 or ES256, found \"HS512\""},
+      {"serve:\n  limits:\n    sse_second: 5\n", ":3: unknown key \"serve.limits.sse_second\""},
+      {"serve:\n  port: 70000\n", ":2: \"serve.port\" must be between 0 and 65535"},
+      {"serve:\n  tenancy: {scope_format: org}\n",
+       ":2: \"serve.tenancy.scope_format\" must contain {org_id}"},
+      {"serve:\n  tenancy: {unscoped: maybe}\n",
+       ":2: \"serve.tenancy.unscoped\" must be true or false"},
+      {"serve:\n  cors_origins: x\n", ":2: \"serve.cors_origins\" must be a list of strings"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.text);
+    TempFile bad(c.text);
+    CHECK_THROWS_WITH_AS(oasync::cli::load_config(bad.path),
+                         doctest::Contains((bad.path + c.message).c_str()), oasync::Error);
+  }
+}
+
 TEST_CASE("durations read like 90s, 15m, 72h, 7d") {
   CHECK(oasync::cli::parse_duration("90s") == 90);
   CHECK(oasync::cli::parse_duration("15m") == 900);

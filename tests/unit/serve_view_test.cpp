@@ -1,0 +1,72 @@
+// The State Protocol messages a tenant's view receives for each kind of event.
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "view.hpp"
+
+using namespace oasync;
+using namespace oasync::serve;
+using json = nlohmann::json;
+
+namespace {
+
+Event event(Op op, std::int64_t version, std::string scope, std::string previous = "",
+            std::string payload = R"({"n":1})") {
+  Event e;
+  e.topic = "t.a";
+  e.doc_key = "k:1";
+  e.op = op;
+  e.doc_version = version;
+  e.scope = std::move(scope);
+  e.previous_scope = std::move(previous);
+  if (op == Op::upsert) e.payload = std::move(payload);
+  return e;
+}
+
+std::string operation(const std::optional<std::string>& m) {
+  REQUIRE(m.has_value());
+  return json::parse(*m)["headers"]["operation"];
+}
+
+}  // namespace
+
+TEST_CASE("a tenant's view: inserts, updates, deletes, moves in and out, and what it never sees") {
+  const View org1{"org:1", false};
+  CHECK(operation(message_for(event(Op::upsert, 1, "org:1"), org1)) == "insert");
+  CHECK(operation(message_for(event(Op::upsert, 4, "org:1"), org1)) == "update");
+  CHECK(operation(message_for(event(Op::delete_, 5, "org:1"), org1)) == "delete");
+  // A move into the view is an insert; out of it, a delete without a value.
+  CHECK(operation(message_for(event(Op::upsert, 6, "org:1", "org:2"), org1)) == "insert");
+  const auto out = message_for(event(Op::upsert, 7, "org:2", "org:1"), org1);
+  CHECK(operation(out) == "delete");
+  CHECK_FALSE(json::parse(*out).contains("value"));
+  // Another tenant's events, and the unscoped docs unless configured.
+  CHECK_FALSE(message_for(event(Op::upsert, 1, "org:2"), org1).has_value());
+  CHECK_FALSE(message_for(event(Op::delete_, 2, "org:2"), org1).has_value());
+  CHECK_FALSE(message_for(event(Op::upsert, 1, ""), org1).has_value());
+  // A payload withheld (a pointer doc that has left the scope since) skips.
+  CHECK_FALSE(message_for(event(Op::upsert, 3, "org:1", "", ""), org1).has_value());
+}
+
+TEST_CASE("a view with the unscoped docs: a move between its own scopes is an update") {
+  const View both{"org:1", true};
+  CHECK(operation(message_for(event(Op::upsert, 1, ""), both)) == "insert");
+  CHECK(operation(message_for(event(Op::upsert, 3, "", "org:1"), both)) == "update");
+  CHECK(operation(message_for(event(Op::upsert, 3, "org:1", ""), both)) == "update");
+  CHECK(both.parts() == std::vector<std::string>{"org:1", ""});
+  CHECK(View{"org:1", false}.parts() == std::vector<std::string>{"org:1"});
+}
+
+TEST_CASE("messages are State Protocol JSON, the payload verbatim") {
+  const auto m =
+      message_for(event(Op::upsert, 1, "org:1", "", R"({"a":"é \"q\""})"), View{"org:1"});
+  const json j = json::parse(*m);
+  CHECK(j["type"] == "t.a");
+  CHECK(j["key"] == "k:1");
+  CHECK(j["value"] == json::parse(R"({"a":"é \"q\""})"));
+  CHECK(j["headers"]["version"] == 1);
+  CHECK(json::parse(control_message("reset")) == json::parse(R"({"headers":{"control":"reset"}})"));
+  CHECK(json_array({"1", "{}"}) == "[1,{}]");
+  CHECK(json_array({}) == "[]");
+}
