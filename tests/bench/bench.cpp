@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -22,6 +23,13 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
@@ -29,10 +37,13 @@
 #include "oasync/migrate.hpp"
 #include "oasync/wire.hpp"
 #include "process.hpp"
+#include "swarm.hpp"
 #include "test_db.hpp"
 
 using namespace oasync;
 using namespace oasync::test;
+using oasync::bench::Commits;
+using oasync::bench::Swarm;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -54,6 +65,10 @@ struct Sizes {
   int live_seconds = 30;
   int live_rate = 5000;
   std::int64_t purge = 1000000;
+  int subscribers = 10000;  // oasync serve: connections of the fan-out scenarios
+  int tenants = 1000;
+  int serve_seconds = 20;
+  std::int64_t catch_up = 1000000;
 };
 
 struct Row {
@@ -309,6 +324,119 @@ SinkRun run_sink(const std::string& url, const std::string& input, std::size_t a
   run.seconds = seconds_since(start);
   return run;
 }
+
+// ---- oasync serve ----
+
+// A free TCP port on loopback.
+int free_port() {
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::acceptor a(ioc, {boost::asio::ip::make_address("127.0.0.1"), 0});
+  return a.local_endpoint().port();
+}
+
+// GET `path` from the server; the whole response, head and body.
+std::string http_get(int port, const std::string& path) {
+  namespace asio = boost::asio;
+  asio::io_context ioc;
+  asio::ip::tcp::socket socket(ioc);
+  boost::system::error_code ec;
+  socket.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(port)}, ec);
+  if (ec) return {};
+  const std::string request =
+      "GET " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  asio::write(socket, asio::buffer(request), ec);
+  std::string out;
+  asio::read(socket, asio::dynamic_buffer(out), ec);
+  return out;
+}
+
+// A counter of /metrics.
+std::int64_t metric(int port, const std::string& name) {
+  const std::string text = http_get(port, "/metrics");
+  const std::size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + name.size() + 2));
+}
+
+std::string b64url(const std::string& bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()),
+                                static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
+  return out;
+}
+
+// An HS256 token of tenant `org` that may read every shipped topic.
+std::string bench_token(const std::string& secret, const std::string& org) {
+  const nlohmann::json claims = {{"sub", "bench"},
+                                 {"org_id", org},
+                                 {"session_id", "bench-" + org},
+                                 {"scopes", {kTopics[0], kTopics[1], kTopics[2], kTopics[3]}},
+                                 {"exp", std::time(nullptr) + 7200}};
+  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(claims.dump());
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int n = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &n);
+  return input + "." + b64url(std::string(reinterpret_cast<char*>(mac), n));
+}
+
+// CPU seconds (user + system) a process used so far, and its peak RSS.
+double cpu_seconds(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream fields(text.substr(text.rfind(')') + 2));
+  std::string f;
+  long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::stol(f);
+    if (i == 15) stime = std::stol(f);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+long peak_rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+// A running `oasync serve` on loopback, with an HS256 secret.
+struct Served {
+  std::string secret = "bench-secret-of-more-than-32-bytes-of-length";
+  int port = free_port();
+  std::string key_file;
+  std::unique_ptr<Child> child;
+
+  Served(const std::string& url, const std::string& dir, const std::string& config = "") {
+    key_file = dir + "/serve.secret";
+    std::ofstream(key_file) << secret;
+    std::vector<std::string> argv{oasync_binary()};
+    if (!config.empty()) {
+      const std::string path = dir + "/serve.yaml";
+      std::ofstream(path) << config;
+      argv.insert(argv.end(), {"--config", path});
+    }
+    argv.insert(argv.end(), {"--database-url", url, "serve", "--port", std::to_string(port),
+                             "--auth-key-file", key_file});
+    child = std::make_unique<Child>(argv);
+    for (int i = 0; i < 200; ++i) {
+      if (http_get(port, "/healthz").find("200 OK") != std::string::npos) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    throw std::runtime_error("oasync serve did not come up: " + child->stderr_text());
+  }
+  ~Served() {
+    child->kill(SIGTERM);
+    child->wait();
+  }
+  std::string token(const std::string& org) const { return bench_token(secret, org); }
+};
 
 // A fresh database for one scenario.
 std::unique_ptr<TestDatabase> fresh() {
@@ -726,6 +854,152 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
         "no notify " + rate(static_cast<double>(n) / without), r, ">= 0.9", r >= 0.9);
   }
 
+  // Fan-out: `subscribers` SSE clients over `tenants` tenants (org:0 ..),
+  // `rate` single writes a second spread over the tenants, for the scenario's
+  // seconds. Commit-to-client delays, the server's CPU and peak memory, and
+  // database queries per wake.
+  struct Fanout {
+    std::int64_t deliveries = 0;
+    std::int64_t expected = 0;
+    double p50 = 0, p99 = 0;
+    double server_cpu = 0, seconds = 0;
+    long rss_kib = 0;
+    double queries_per_wake = 0;
+    std::int64_t failed = 0;
+  };
+  Fanout fanout(int subscribers, int tenants, int rate, int seconds) {
+    auto db = fresh();
+    Served server(db->url(), dir_, "serve:\n  limits: {max_connections: 20000}\n");
+    const std::int64_t writes = static_cast<std::int64_t>(rate) * seconds;
+    Commits commits(static_cast<std::size_t>(writes + 1));
+    std::vector<std::string> targets;
+    for (int i = 0; i < subscribers; ++i) {
+      targets.push_back(fmt::format("/v1/topics/{}?offset=now&live=sse&access_token={}", kTopics[0],
+                                    server.token(std::to_string(i % tenants))));
+    }
+    Swarm swarm(server.port, targets, commits);
+    swarm.start(std::chrono::seconds(60));
+    Fanout f;
+    f.failed = swarm.failed();
+    const std::int64_t wakes0 = metric(server.port, "oasync_serve_wakes_total");
+    const std::int64_t queries0 = metric(server.port, "oasync_serve_wake_queries_total");
+    const double cpu0 = cpu_seconds(server.child->pid());
+    Child sink({oasync_binary(), "--database-url", db->url(), "sink", "--stdio"});
+    std::string body;
+    const auto start = Clock::now();
+    for (std::int64_t n = 1; n <= writes; ++n) {
+      std::this_thread::sleep_until(start + std::chrono::microseconds(n * 1000000 / rate));
+      Batch b;
+      DocWrite w;
+      w.topic = kTopics[0];
+      w.doc_key = fmt::format("{}{}", kPrefixes[0], n % 5000);
+      w.scope = fmt::format("org:{}", n % tenants);
+      w.payload = fmt::format(R"({{"note":"{}","seq":{}}})", std::string(100, 'x'), n);
+      b.writes.push_back(w);
+      sink.write(encode_frame(encode_batch(b)));
+      if (!read_frame(sink, body)) throw std::runtime_error("sink stopped answering");
+      commits.mark(static_cast<std::size_t>(n));
+      // Each tenant's subscribers get each of its writes.
+      f.expected += subscribers / tenants + (n % tenants < subscribers % tenants ? 1 : 0);
+    }
+    f.seconds = seconds_since(start);
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // the last deliveries
+    f.server_cpu = cpu_seconds(server.child->pid()) - cpu0;
+    const std::int64_t wakes = metric(server.port, "oasync_serve_wakes_total") - wakes0;
+    const std::int64_t queries = metric(server.port, "oasync_serve_wake_queries_total") - queries0;
+    f.queries_per_wake = wakes > 0 ? static_cast<double>(queries) / static_cast<double>(wakes) : 0;
+    f.rss_kib = peak_rss_kib(server.child->pid());
+    sink.close_stdin();
+    sink.wait();
+    swarm.stop();
+    const auto lat = swarm.latencies_ms();
+    f.deliveries = static_cast<std::int64_t>(lat.size());
+    f.p50 = percentile(lat, 0.5);
+    f.p99 = percentile(lat, 0.99);
+    return f;
+  }
+
+  void serve_fanout() {
+    const int seconds = s_.serve_seconds;
+    const auto report = [&](const std::string& name, const Fanout& f, const std::string& load) {
+      add(name + " (" + load + ")",
+          fmt::format("p50 {:.1f} ms, p99 {:.1f} ms; {} of {} delivered; server CPU {:.1f} s in "
+                      "{:.0f} s",
+                      f.p50, f.p99, f.deliveries, f.expected, f.server_cpu, f.seconds),
+          "n/a", 0, "p99 <= 100 ms, all delivered",
+          f.p99 <= 100 && f.deliveries == f.expected && f.failed == 0);
+    };
+    const Fanout broadcast = fanout(s_.subscribers, 1, 10, seconds);
+    report("serve broadcast: 1 tenant, 1 topic", broadcast,
+           fmt::format("{} SSE subscribers, 10 writes/s", s_.subscribers));
+    add(fmt::format("serve memory at {} connections", s_.subscribers),
+        fmt::format("{} MiB", broadcast.rss_kib / 1024), "n/a", 0, "<= 256 MiB",
+        broadcast.rss_kib <= 256 * 1024);
+    const Fanout tenants = fanout(s_.subscribers, s_.tenants, 1000, seconds);
+    report(fmt::format("serve tenants: {} over {} tenants", s_.subscribers, s_.tenants), tenants,
+           "1000 writes/s spread over them");
+    // Database work per wake as subscribers grow: one positions query and
+    // one read per changed topic, whatever the count.
+    std::string per_count;
+    double low = 1e9, high = 0;
+    for (int n : {10, 100, 1000, s_.subscribers}) {
+      if (n > s_.subscribers) continue;
+      const Fanout f = fanout(n, 1, 20, std::max(2, seconds / 4));
+      per_count +=
+          fmt::format("{}{}: {:.2f}", per_count.empty() ? "" : ", ", n, f.queries_per_wake);
+      low = std::min(low, f.queries_per_wake);
+      high = std::max(high, f.queries_per_wake);
+    }
+    add("serve database queries per wake, by subscribers", per_count, "n/a", 0, "flat (<= 2)",
+        high <= 2.0 && high - low < 0.5);
+  }
+
+  // The official client reading a million journal events from an old offset,
+  // against `oasync tail` replaying the same events.
+  void serve_catch_up() {
+    auto db = fresh();
+    db->scalar(fmt::format(
+        "WITH e AS (INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op, "
+        "payload, payload_hash) SELECT 'runtime.run_summaries', g, 'run_summary:' || (g % {0}), g "
+        "/ "
+        "{0} + 1, 'org:1', 'upsert', ('{{\"doc\":' || g || ',\"note\":\"' || repeat('x', 230) || "
+        "'\",\"status\":\"running\"}}')::json, sha256(g::text::bytea) FROM generate_series(1, {1}) "
+        "g "
+        "RETURNING 1) UPDATE oasync.topics SET head = {1} WHERE topic = 'runtime.run_summaries'",
+        s_.docs, s_.catch_up));
+    db->scalar("VACUUM ANALYZE oasync.events");
+    Served server(db->url(), dir_);
+    const std::string head =
+        http_get(server.port,
+                 "/v1/topics/runtime.run_summaries?offset=now&access_token=" + server.token("1"));
+    const std::size_t at = head.find("Stream-Next-Offset: ");
+    if (at == std::string::npos) throw std::runtime_error("no offset from oasync serve: " + head);
+    const std::string epoch = head.substr(at + 20, 16);
+    const std::string from = epoch + "_" + std::string(20, '0') + "_j";
+    auto start = Clock::now();
+    const auto client = run_process(
+        {"node", std::string(OASYNC_TEST_SOURCE_DIR) + "/tests/e2e/catch-up.mjs",
+         fmt::format("http://127.0.0.1:{}/v1/topics/runtime.run_summaries", server.port),
+         server.token("1"), from});
+    const double ours = seconds_since(start);
+    if (client.exit_code != 0) throw std::runtime_error("catch-up client failed: " + client.err);
+    const double cpu = cpu_seconds(server.child->pid());
+    start = Clock::now();
+    const auto tail = run_process({"/bin/sh", "-c",
+                                   "exec \"$0\" --database-url \"$1\" tail runtime.run_summaries "
+                                   "--after 0 --scope org:1 --format ndjson >/dev/null",
+                                   oasync_binary(), db->url()});
+    const double base = seconds_since(start);
+    if (tail.exit_code != 0) throw std::runtime_error("tail failed: " + tail.err);
+    const double r = static_cast<double>(s_.catch_up) / ours;
+    const double b = static_cast<double>(s_.catch_up) / base;
+    add(fmt::format("serve catch-up: the official client, {} events from an old offset",
+                    s_.catch_up),
+        fmt::format("{} (client: {}; server CPU {:.1f} s)", rate(r),
+                    client.out.substr(0, client.out.find('\n')), cpu),
+        "oasync tail " + rate(b), r / b, ">= 0.8", r / b >= 0.8);
+  }
+
   void memory() {
     if (sink_rss_kib_ == 0) ingest();
     if (tail_rss_kib_ == 0) replay();
@@ -769,12 +1043,13 @@ int main(int argc, char** argv) {
       fmt::print(
           stderr,
           "usage: oasync_bench [--quick] [--scenario NAME] [--json FILE]\nscenarios: ingest, "
-          "single, group, hot, fresh, replay, live, purge, notify, memory\n");
+          "single, group, hot, fresh, replay, live, purge, notify, memory, serve, catch-up\n");
       return 2;
     }
   }
   Sizes s;
-  if (quick) s = {20000, 5000, 6000, 200, 2000, 8000, 4000, 20000, 2, 1000, 20000};
+  if (quick)
+    s = {20000, 5000, 6000, 200, 2000, 8000, 4000, 20000, 2, 1000, 20000, 200, 20, 3, 20000};
   char tmpl[] = "/tmp/oasync-bench.XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   chmod(dir.c_str(), 0755);
@@ -784,9 +1059,11 @@ int main(int argc, char** argv) {
       {"group", [&] { bench.group_commit(); }},     {"hot", [&] { bench.hot_topic(); }},
       {"replay", [&] { bench.replay(); }},          {"live", [&] { bench.live_latency(); }},
       {"purge", [&] { bench.purge_under_load(); }}, {"notify", [&] { bench.notification_cost(); }},
-      {"memory", [&] { bench.memory(); }},          {"fresh", [&] { bench.fresh_database(); }}};
-  const std::vector<std::string> order = {"ingest", "single", "group", "hot",    "fresh",
-                                          "replay", "live",   "purge", "notify", "memory"};
+      {"memory", [&] { bench.memory(); }},          {"fresh", [&] { bench.fresh_database(); }},
+      {"serve", [&] { bench.serve_fanout(); }},     {"catch-up", [&] { bench.serve_catch_up(); }}};
+  const std::vector<std::string> order = {"ingest", "single", "group", "hot",
+                                          "fresh",  "replay", "live",  "purge",
+                                          "notify", "memory", "serve", "catch-up"};
   try {
     for (const auto& name : order) {
       if (!only.empty() && name != only) continue;

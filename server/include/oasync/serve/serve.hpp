@@ -62,8 +62,9 @@ struct LimitsConfig {
   std::int64_t long_poll_seconds = 20;
   // How long an SSE response stays open, so that proxies recycle it.
   std::int64_t sse_seconds = 60;
-  // Most messages in one response (or one SSE data event).
-  std::int64_t page_events = 1000;
+  // Most messages in one response (or one SSE data event): a catch-up costs
+  // a round trip per page.
+  std::int64_t page_events = 5000;
   // Docs per snapshot page.
   std::int64_t snapshot_page_docs = 1000;
   // Longest wait_for a request may ask.
