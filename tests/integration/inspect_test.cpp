@@ -49,11 +49,11 @@ TEST_CASE("inspect counts retained events, live docs and tombstones per topic") 
   CHECK(t.oldest_event_age_seconds < 3700);
   std::vector<std::string> tables;
   for (const auto& s : one.tables) tables.push_back(s.table);
-  CHECK(tables ==
-        std::vector<std::string>{"oasync.consumers", "oasync.docs", "oasync.epoch_history",
-                                 "oasync.events", "oasync.producer_checkpoints",
-                                 "oasync.schema_migrations", "oasync.scope_bindings",
-                                 "oasync.scope_exits", "oasync.topics", "oasync.trusted_roles"});
+  CHECK(tables == std::vector<std::string>{
+                      "oasync.consumers", "oasync.docs", "oasync.epoch_history", "oasync.events",
+                      "oasync.producer_checkpoints", "oasync.revoked_sessions",
+                      "oasync.schema_migrations", "oasync.scope_bindings", "oasync.scope_exits",
+                      "oasync.topics", "oasync.trusted_roles"});
   CHECK_THROWS_WITH_AS(inspect(*conn, std::string("runtime.nope")),
                        "inspect: topic \"runtime.nope\" is not registered", Error);
 }
