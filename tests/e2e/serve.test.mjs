@@ -345,3 +345,108 @@ describe("oasync serve: auth and tenants", () => {
     assert.ok(Date.now() - started < 5000);
   });
 });
+
+describe("oasync serve: the surface around the streams", () => {
+  let db;
+  let server;
+  before(async () => {
+    db = createDatabase();
+    write(db, [{ key: "a", scope: "org:1", payload: { v: 1 } }]);
+    server = await startServer(db, keys, {
+      config:
+        'serve:\n  cors_origins: ["https://app.example"]\n' +
+        "  limits: {max_request_bytes: 2048, drain_seconds: 5}\n",
+    });
+  });
+  after(async () => {
+    await server.stop();
+    db.drop();
+  });
+  const auth = () => ({ Authorization: `Bearer ${token(keys)}` });
+
+  test("HEAD gives the head's offset and the topic's position", async () => {
+    const r = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "HEAD", headers: auth() });
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get("stream-next-offset"), /^\d{16}_0{19}1_j$/);
+    assert.equal(r.headers.get("oasync-head"), "1");
+    assert.equal(r.headers.get("oasync-floor"), "0");
+  });
+
+  test("an offset the server never issued is 400; an unknown topic 404", async () => {
+    const bad = await fetch(`${server.base}/v1/topics/${RUNS}?offset=12345`, { headers: auth() });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).message, /was not issued by this server/);
+    const t = token(keys, { scopes: ["runtime.nope"] });
+    const unknown = await fetch(`${server.base}/v1/topics/runtime.nope?offset=-1`, { headers: { Authorization: `Bearer ${t}` } });
+    assert.equal(unknown.status, 404);
+  });
+
+  test("wait_for holds the answer until the server has read the caller's write", async () => {
+    const head = await fetch(`${server.base}/v1/topics/${RUNS}?offset=now`, { headers: auth() });
+    const from = head.headers.get("stream-next-offset");
+    const answered = oasync(["sink", "--input", "-", "--results"], {
+      url: db.url,
+      input: JSON.stringify({ topic: RUNS, doc_key: "run_summary:w", scope: "org:1", payload: { w: 1 } }) + "\n",
+    });
+    const watermark = JSON.parse(answered.stdout.trim()).watermark;
+    const r = await fetch(`${server.base}/v1/topics/${RUNS}?offset=${from}&wait_for=${watermark}`, { headers: auth() });
+    assert.equal(r.status, 200);
+    const messages = await r.json();
+    assert.deepEqual(messages.map((m) => m.key), ["run_summary:w"]);
+  });
+
+  test("CORS: a preflight from an allowed origin, and none for others", async () => {
+    const ok = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "OPTIONS", headers: { Origin: "https://app.example" } });
+    assert.equal(ok.status, 204);
+    assert.equal(ok.headers.get("access-control-allow-origin"), "https://app.example");
+    assert.match(ok.headers.get("access-control-allow-headers"), /Authorization/);
+    const get = await fetch(`${server.base}/v1/topics/${RUNS}?offset=now`, { headers: { ...auth(), Origin: "https://app.example" } });
+    assert.match(get.headers.get("access-control-expose-headers"), /Stream-Next-Offset/);
+    const other = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "OPTIONS", headers: { Origin: "https://evil.example" } });
+    assert.equal(other.headers.get("access-control-allow-origin"), null);
+  });
+
+  test("limits: a request head too large is 431; connections beyond the limit get 503", async () => {
+    const big = await fetch(`${server.base}/v1/topics/${RUNS}?offset=now`, { headers: { ...auth(), "X-Pad": "x".repeat(4000) } });
+    assert.equal(big.status, 431);
+    // A server of its own (a new origin: no pooled connections): three
+    // long-polls hold its three connections; the fourth is refused.
+    const small = await startServer(db, keys, { config: "serve:\n  limits: {max_connections: 3}\n" });
+    const controller = new AbortController();
+    try {
+      const held = [];
+      for (let i = 0; i < 3; i++) {
+        held.push(fetch(`${small.base}/v1/topics/${RUNS}?offset=now&live=long-poll`, { headers: auth(), signal: controller.signal }).catch(() => null));
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const refused = await fetch(`${small.base}/v1/topics/${RUNS}?offset=now`, { headers: auth() });
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers.get("retry-after"), "1");
+      controller.abort();
+      await Promise.all(held);
+    } finally {
+      await small.stop();
+    }
+  });
+
+  test("healthz and metrics", async () => {
+    await eventually(async () => (await fetch(`${server.base}/healthz`)).status === 200, 5000, "health");
+    const metrics = await (await fetch(`${server.base}/metrics`)).text();
+    for (const name of ["oasync_serve_connections", "oasync_serve_wakes_total", "oasync_serve_wake_queries_total",
+      "oasync_serve_messages_total", "oasync_serve_delivery_lag_seconds", "oasync_serve_slow_subscribers_total"]) {
+      assert.match(metrics, new RegExp(`^${name} `, "m"), name);
+    }
+  });
+
+  test("shutdown answers a waiting long-poll, then exits", async () => {
+    const other = await startServer(db, keys);
+    const poll = fetch(`${other.base}/v1/topics/${RUNS}?offset=now&live=long-poll`, { headers: auth() });
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    await other.stop("SIGTERM");
+    const r = await poll;
+    assert.equal(r.status, 204);
+    assert.ok(Date.now() - started < 5000);
+    assert.match(other.log(), /stopped/);
+  });
+});
