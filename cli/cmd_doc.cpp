@@ -31,7 +31,7 @@ void add_doc_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
          auto conn = ctx.connect();
          Reader reader(*conn);
          const auto topic = o->topic.empty() ? std::nullopt : std::optional<std::string>(o->topic);
-         const std::vector<Doc> found = reader.find_doc(o->key, topic);
+         const std::vector<Reader::FoundDoc> found = reader.find_doc(o->key, topic);
          if (found.empty()) {
            throw Error(Code::not_found, fmt::format("no doc with key \"{}\"{}", o->key,
                                                     topic ? " in topic \"" + *topic + "\"" : ""));
@@ -40,10 +40,10 @@ void add_doc_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
            throw Error(Code::invalid_argument,
                        fmt::format("doc key \"{}\" exists in topics \"{}\" and \"{}\"; "
                                    "pass --topic",
-                                   o->key, found[0].topic, found[1].topic));
+                                   o->key, found[0].doc.topic, found[1].doc.topic));
          }
          Output output(parse_format(o->format));
-         output.doc(found.front());
+         output.doc(found.front().doc);
          return to_int(ExitCode::ok);
        }});
 }

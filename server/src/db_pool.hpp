@@ -29,6 +29,10 @@ class DbPool {
   DbPool(std::string database_url, int threads, std::int64_t queue);
   ~DbPool();
 
+  // Waits for the running and queued jobs to finish. Call it once the
+  // executors they answer to stop running, before those are destroyed.
+  void stop() { pool_.join(); }
+
   // Whether another read may wait for a session now (else: 503).
   bool has_room() const { return waiting_ < queue_; }
 
@@ -40,25 +44,26 @@ class DbPool {
   boost::asio::awaitable<T> run(std::function<T(Reader&)> job) {
     ++waiting_;
     auto initiate = [this, job = std::move(job)](auto handler) mutable {
-      boost::asio::post(pool_, [this, job = std::move(job), handler = std::move(handler)]() mutable {
-        std::exception_ptr failure;
-        T value{};
-        try {
-          value = job(reader());
-        } catch (const Error& e) {
-          failure = std::current_exception();
-          if (e.code() == Code::database) forget();
-        } catch (...) {
-          failure = std::current_exception();
-          forget();
-        }
-        --waiting_;
-        auto ex = boost::asio::get_associated_executor(handler);
-        boost::asio::dispatch(ex, [handler = std::move(handler), failure,
-                                   value = std::move(value)]() mutable {
-          handler(failure, std::move(value));
-        });
-      });
+      boost::asio::post(
+          pool_, [this, job = std::move(job), handler = std::move(handler)]() mutable {
+            std::exception_ptr failure;
+            T value{};
+            try {
+              value = job(reader());
+            } catch (const Error& e) {
+              failure = std::current_exception();
+              if (e.code() == Code::database) forget();
+            } catch (...) {
+              failure = std::current_exception();
+              forget();
+            }
+            --waiting_;
+            auto ex = boost::asio::get_associated_executor(handler);
+            boost::asio::dispatch(
+                ex, [handler = std::move(handler), failure, value = std::move(value)]() mutable {
+                  handler(failure, std::move(value));
+                });
+          });
     };
     return boost::asio::async_initiate<decltype(boost::asio::use_awaitable),
                                        void(std::exception_ptr, T)>(std::move(initiate),

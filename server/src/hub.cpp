@@ -1,9 +1,10 @@
 #include "hub.hpp"
 
+#include <algorithm>
 #include <chrono>
 
-#include <boost/asio/post.hpp>
 #include <fmt/format.h>
+#include <boost/asio/post.hpp>
 #include <pqxx/pqxx>
 
 #include "oasync/connection.hpp"
@@ -82,6 +83,12 @@ bool Hub::wait(const std::string& topic, std::uint64_t seen,
   std::lock_guard lock(mutex_);
   Feed& f = feeds_[topic];
   if (revocations_ + f.generation != seen) return false;
+  // Waiters that timed out on a quiet topic are dropped now and then, so the
+  // list stays about as long as the number actually waiting.
+  if (f.waiters.size() >= f.compact_at) {
+    std::erase_if(f.waiters, [](const std::weak_ptr<Waiter>& w) { return w.expired(); });
+    f.compact_at = std::max<std::size_t>(64, 2 * f.waiters.size());
+  }
   f.waiters.push_back(waiter);
   return true;
 }
@@ -191,13 +198,18 @@ void Hub::refresh(Reader& reader) {
 }
 
 void Hub::poll_revocations(pqxx::connection_base& conn) {
-  const auto revoked = revoked_sessions(conn, revoked_after_);
-  if (revoked.empty()) return;
+  // revoked_at is its transaction's start, not its commit: a revocation can
+  // commit after a later one was already read. Each poll reads back over
+  // the last kOverlapSeconds, and counts only sessions it did not know.
+  constexpr double kOverlapSeconds = 300;
+  const auto revoked = revoked_sessions(conn, revoked_after_ - kOverlapSeconds);
   std::lock_guard lock(mutex_);
+  bool added = false;
   for (const auto& r : revoked) {
-    revoked_.insert(r.session_id);
+    added = revoked_.insert(r.session_id).second || added;
     revoked_after_ = std::max(revoked_after_, r.revoked_at);
   }
+  if (!added) return;
   ++revocations_;
   for (auto& [topic, feed] : feeds_) wake_waiters(feed);
 }
@@ -223,7 +235,8 @@ void Hub::loop() {
         refresh(reader);
         if (Clock::now() >= next_revocation_poll) {
           poll_revocations(*conn);
-          next_revocation_poll = Clock::now() + std::chrono::milliseconds(limits_.revocation_poll_ms);
+          next_revocation_poll =
+              Clock::now() + std::chrono::milliseconds(limits_.revocation_poll_ms);
         }
         // Short waits, so that stop() is quick; a notification ends it early.
         const auto budget = std::chrono::milliseconds(

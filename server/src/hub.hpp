@@ -96,6 +96,7 @@ class Hub {
     std::deque<std::shared_ptr<const Event>> events;
     std::uint64_t generation = 0;
     std::vector<std::weak_ptr<Waiter>> waiters;
+    std::size_t compact_at = 64;  // drop expired waiters at this length
   };
 
   void loop();

@@ -6,7 +6,6 @@
 #include <optional>
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 #include <openssl/bn.h>
 #include <openssl/crypto.h>
 #include <openssl/ec.h>
@@ -14,6 +13,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <nlohmann/json.hpp>
 
 namespace oasync::serve {
 namespace {
@@ -90,8 +90,9 @@ Verifier::Verifier(VerifierOptions options)
   key_->pkey = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
   BIO_free(bio);
   if (key_->pkey == nullptr) {
-    throw std::invalid_argument(fmt::format(
-        "the {} key is not a PEM public key (-----BEGIN PUBLIC KEY-----)", to_string(options_.algorithm)));
+    throw std::invalid_argument(
+        fmt::format("the {} key is not a PEM public key (-----BEGIN PUBLIC KEY-----)",
+                    to_string(options_.algorithm)));
   }
   const int type = EVP_PKEY_base_id(key_->pkey);
   if (options_.algorithm == Algorithm::rs256 && type != EVP_PKEY_RSA) {
@@ -165,22 +166,22 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
     throw TokenError("claims", "the token has no exp");
   }
   out.expires_at = claims["exp"].get<std::int64_t>();
-  if (now > out.expires_at + options_.leeway_seconds) throw TokenError("expired", "the token expired");
+  out.valid_until = out.expires_at + options_.leeway_seconds;
+  if (now >= out.valid_until) throw TokenError("expired", "the token expired");
   if (claims.contains("nbf")) {
     if (!claims["nbf"].is_number()) throw TokenError("claims", "nbf is not a number");
     if (now + options_.leeway_seconds < claims["nbf"].get<std::int64_t>()) {
       throw TokenError("not_yet_valid", "the token is not valid yet");
     }
   }
-  if (!options_.issuer.empty() &&
-      (!claims.contains("iss") || claims["iss"] != options_.issuer)) {
+  if (!options_.issuer.empty() && (!claims.contains("iss") || claims["iss"] != options_.issuer)) {
     throw TokenError("issuer", "the token's issuer is not the configured one");
   }
   if (!options_.audience.empty()) {
     const json aud = claims.value("aud", json());
-    const bool named = aud == options_.audience ||
-                       (aud.is_array() && std::find(aud.begin(), aud.end(),
-                                                    json(options_.audience)) != aud.end());
+    const bool named =
+        aud == options_.audience ||
+        (aud.is_array() && std::find(aud.begin(), aud.end(), json(options_.audience)) != aud.end());
     if (!named) throw TokenError("audience", "the token is not for this audience");
   }
   const auto text = [&](const char* name, bool required) {

@@ -28,6 +28,9 @@ struct Claims {
   // scopes: the topics the token may read.
   std::vector<std::string> topics;
   std::int64_t expires_at = 0;  // exp, seconds since the Unix epoch
+  // exp + the leeway: from this second on the token is refused, and the
+  // streams it opened end.
+  std::int64_t valid_until = 0;
 };
 
 // Why a token was refused. `what()` says it for people; `reason` for

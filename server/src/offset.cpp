@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 namespace oasync::serve {
 namespace {
@@ -32,6 +33,18 @@ bool take(std::string_view& text, char c) {
   return true;
 }
 
+// Whether `key` can be a doc key at all: UTF-8 text without NUL (what the
+// database holds). Checked with the JSON library's strict encoder.
+bool plausible_key(const std::string& key) {
+  if (key.find('\0') != std::string::npos) return false;
+  try {
+    (void)nlohmann::json(key).dump();
+    return true;
+  } catch (const nlohmann::json::type_error&) {
+    return false;
+  }
+}
+
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
   if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -41,8 +54,8 @@ int hex_value(char c) {
 }  // namespace
 
 std::string encode(const Offset& o) {
-  std::string out = fmt::format("{:0{}}_{:0{}}_", o.epoch_counter, kEpochDigits, o.watermark,
-                                kWatermarkDigits);
+  std::string out =
+      fmt::format("{:0{}}_{:0{}}_", o.epoch_counter, kEpochDigits, o.watermark, kWatermarkDigits);
   if (o.kind == Offset::Kind::journal) return out + "j";
   out += fmt::format("i{:0{}}{}_", o.page, kPageDigits, o.part);
   static constexpr char kHex[] = "0123456789abcdef";
@@ -79,6 +92,7 @@ std::optional<Offset> decode(std::string_view text) {
     if (hi < 0 || lo < 0) return std::nullopt;
     o.after_key += static_cast<char>(hi << 4 | lo);
   }
+  if (!plausible_key(o.after_key)) return std::nullopt;
   return o;
 }
 

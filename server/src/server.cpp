@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
-#include <limits>
-#include <variant>
 #include <fstream>
+#include <limits>
+#include <set>
 #include <sstream>
+#include <variant>
 
+#include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -24,7 +26,6 @@
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "db_pool.hpp"
@@ -58,7 +59,8 @@ std::int64_t unix_now() {
 std::string read_key(const AuthConfig& auth) {
   std::ifstream in(auth.key_file, std::ios::binary);
   if (!in) {
-    throw Error(Code::not_found, fmt::format("serve.auth.key_file: cannot read \"{}\"", auth.key_file));
+    throw Error(Code::not_found,
+                fmt::format("serve.auth.key_file: cannot read \"{}\"", auth.key_file));
   }
   std::stringstream text;
   text << in.rdbuf();
@@ -92,6 +94,7 @@ std::string next_cursor(const std::string& client) {
   } catch (...) {
     theirs = -1;
   }
+  if (theirs == std::numeric_limits<std::int64_t>::max()) return client;
   return std::to_string(std::max(interval, theirs + 1));
 }
 
@@ -145,8 +148,8 @@ class Server {
     boost::system::error_code ec;
     acceptor_.bind(endpoint, ec);
     if (ec) {
-      throw Error(Code::refused,
-                  fmt::format("cannot listen on {}:{}: {}", config_.listen, config_.port, ec.message()));
+      throw Error(Code::refused, fmt::format("cannot listen on {}:{}: {}", config_.listen,
+                                             config_.port, ec.message()));
     }
     acceptor_.listen(asio::socket_base::max_listen_connections);
     hub_.start();
@@ -158,6 +161,8 @@ class Server {
     });
     asio::co_spawn(ioc_, accept(), asio::detached);
     ioc_.run();
+    // The pool's last jobs finish before the io_context they answer to goes.
+    pool_.stop();
     hub_.stop();
     log_("stopped");
   }
@@ -179,13 +184,15 @@ class Server {
     log_("shutting down: draining open responses");
     boost::system::error_code ignored;
     acceptor_.close(ignored);
+    // Connections waiting for a request (keep-alive) end now.
+    for (beast::tcp_stream* idle : idle_) idle->cancel();
     hub_.wake_all();
     asio::co_spawn(
         ioc_,
         [this]() -> awaitable<void> {
           asio::steady_timer timer(ioc_);
-          const auto until = std::chrono::steady_clock::now() +
-                             std::chrono::seconds(config_.limits.drain_seconds);
+          const auto until =
+              std::chrono::steady_clock::now() + std::chrono::seconds(config_.limits.drain_seconds);
           while (metrics_.connections > 0 && std::chrono::steady_clock::now() < until) {
             hub_.wake_all();
             timer.expires_after(std::chrono::milliseconds(50));
@@ -203,7 +210,12 @@ class Server {
       co_await acceptor_.async_accept(socket, asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (stopping_) co_return;
-        continue;  // a client that went away while being accepted
+        if (ec == asio::error::connection_aborted) continue;  // the client went away
+        // Out of descriptors (EMFILE) or memory: wait, instead of spinning
+        // on the one I/O thread.
+        asio::steady_timer pause(ioc_, std::chrono::milliseconds(100));
+        co_await pause.async_wait(use_awaitable);
+        continue;
       }
       if (metrics_.connections >= config_.limits.max_connections) {
         ++metrics_.connections_refused;
@@ -240,18 +252,21 @@ class Server {
         parser.body_limit(std::numeric_limits<std::uint64_t>::max());
         stream.expires_after(std::chrono::seconds(config_.limits.idle_timeout_seconds));
         boost::system::error_code ec;
+        idle_.insert(&stream);
         co_await http::async_read_header(stream, buffer, parser,
                                          asio::redirect_error(use_awaitable, ec));
+        idle_.erase(&stream);
         if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
             ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
           break;
         }
         if (ec) {
-          const auto status = ec == http::error::header_limit ? http::status::request_header_fields_too_large
-                                                             : http::status::bad_request;
+          const auto status = ec == http::error::header_limit
+                                  ? http::status::request_header_fields_too_large
+                                  : http::status::bad_request;
           {
             Response answer = error_response(11, status, "bad_request",
-                                               fmt::format("bad request: {}", ec.message()));
+                                             fmt::format("bad request: {}", ec.message()));
             co_await send(stream, answer, false);
           }
           break;
@@ -293,7 +308,9 @@ class Server {
     Response res{status, version};
     res.set(http::field::content_type, "application/json");
     res.set(http::field::cache_control, "no-store");
-    res.body() = nlohmann::json{{"error", code}, {"message", message}}.dump();
+    // (Messages quote the request, which need not be UTF-8.)
+    res.body() = nlohmann::json{{"error", code}, {"message", message}}.dump(
+        -1, ' ', false, nlohmann::json::error_handler_t::replace);
     res.prepare_payload();
     return res;
   }
@@ -308,12 +325,11 @@ class Server {
 
   Response refusal_response(const Request& req, const Refusal& r) {
     Response res = error_response(req.version(), r.status,
-                                  r.status == http::status::unauthorized ? "unauthorized"
-                                  : r.status == http::status::forbidden  ? "forbidden"
-                                  : r.status == http::status::not_found  ? "not_found"
-                                  : r.status == http::status::service_unavailable
-                                      ? "unavailable"
-                                      : "bad_request",
+                                  r.status == http::status::unauthorized          ? "unauthorized"
+                                  : r.status == http::status::forbidden           ? "forbidden"
+                                  : r.status == http::status::not_found           ? "not_found"
+                                  : r.status == http::status::service_unavailable ? "unavailable"
+                                                                                  : "bad_request",
                                   r.message);
     for (const auto& [name, value] : r.headers) res.set(name, value);
     cors(req, res);
@@ -333,7 +349,8 @@ class Server {
     const auto header = req[http::field::authorization];
     if (header.size() > 7 && beast::iequals(header.substr(0, 7), "Bearer ")) {
       token = std::string(header.substr(7));
-    } else if (auto it = url.params().find(config_.auth.query_parameter); it != url.params().end()) {
+    } else if (auto it = url.params().find(config_.auth.query_parameter);
+               it != url.params().end()) {
       token = (*it).value;
     }
     const auto refuse = [&](const std::string& reason, const std::string& message) {
@@ -355,7 +372,8 @@ class Server {
       return refuse("revoked", "the token's session was revoked");
     }
     caller.view.scope = config_.tenancy.scope_format;
-    for (std::size_t at; (at = caller.view.scope.find("{org_id}")) != std::string::npos;) {
+    for (std::size_t at = 0; (at = caller.view.scope.find("{org_id}", at)) != std::string::npos;
+         at += caller.claims.org_id.size()) {
       caller.view.scope.replace(at, 8, caller.claims.org_id);
     }
     caller.view.unscoped = config_.tenancy.unscoped;
@@ -374,7 +392,7 @@ class Server {
     if (!parsed) {
       {
         Response answer = error_response(req.version(), http::status::bad_request, "bad_request",
-                                           "the request target is not a path");
+                                         "the request target is not a path");
         co_await send(stream, answer, false);
       }
       co_return false;
@@ -383,7 +401,8 @@ class Server {
     std::vector<std::string> path;
     for (auto segment : url.segments()) path.push_back(segment);
     const bool stream_path = path.size() == 3 && path[0] == "v1" && path[1] == "topics";
-    const bool doc_path = path.size() == 4 && path[0] == "sync" && path[1] == "v1" && path[2] == "doc";
+    const bool doc_path =
+        path.size() == 4 && path[0] == "sync" && path[1] == "v1" && path[2] == "doc";
     if (req.method() == http::verb::options) {
       Response res{http::status::no_content, req.version()};
       cors(req, res);
@@ -413,14 +432,14 @@ class Server {
     }
     if (!stream_path && !doc_path) {
       {
-        Response answer = error_response(req.version(), http::status::not_found, "not_found",
-                                           "no such resource");
+        Response answer =
+            error_response(req.version(), http::status::not_found, "not_found", "no such resource");
         co_await send(stream, answer, true);
       }
       co_return true;
     }
-    const bool read = req.method() == http::verb::get ||
-                      (stream_path && req.method() == http::verb::head);
+    const bool read =
+        req.method() == http::verb::get || (stream_path && req.method() == http::verb::head);
     if (!read) {
       // The sink is the only writer.
       Response res = error_response(req.version(), http::status::method_not_allowed,
@@ -441,9 +460,9 @@ class Server {
     const Caller& caller = std::get<Caller>(who);
     if (!doc_path && !allowed(caller, path[2])) {
       {
-        Response answer = refusal_response(req, {http::status::forbidden,
-                                           fmt::format("the token may not read topic \"{}\"",
-                                                       path[2])});
+        Response answer = refusal_response(
+            req,
+            {http::status::forbidden, fmt::format("the token may not read topic \"{}\"", path[2])});
         co_await send(stream, answer, true);
       }
       co_return true;
@@ -463,8 +482,8 @@ class Server {
                                 : e.code() == Code::database ? http::status::service_unavailable
                                                              : http::status::internal_server_error;
     Response res = error_response(req.version(), status,
-                                  status == http::status::not_found     ? "not_found"
-                                  : status == http::status::bad_request ? "bad_request"
+                                  status == http::status::not_found             ? "not_found"
+                                  : status == http::status::bad_request         ? "bad_request"
                                   : status == http::status::service_unavailable ? "unavailable"
                                                                                 : "internal",
                                   e.what());
@@ -507,26 +526,28 @@ class Server {
     if (auto it = url.params().find("topic"); it != url.params().end()) topic = (*it).value;
     if (topic && !allowed(caller, *topic)) {
       {
-        Response answer = refusal_response(req, {http::status::forbidden,
-                                           fmt::format("the token may not read topic \"{}\"", *topic)});
+        Response answer = refusal_response(
+            req,
+            {http::status::forbidden, fmt::format("the token may not read topic \"{}\"", *topic)});
         co_await send(stream, answer, true);
       }
       co_return true;
     }
+    if (!pool_.has_room()) throw Error(Code::database, "too many reads waiting for the database");
     ++metrics_.request_queries;
-    std::function<std::vector<Doc>(Reader&)> job = [key, topic](Reader& r) {
+    std::function<std::vector<Reader::FoundDoc>(Reader&)> job = [key, topic](Reader& r) {
       return r.find_doc(key, topic);
     };
-    const std::vector<Doc> found = co_await pool_.run(std::move(job));
+    const std::vector<Reader::FoundDoc> found = co_await pool_.run(std::move(job));
     // Only the caller's topics and view: another tenant's doc is not there.
-    std::vector<const Doc*> visible;
-    for (const Doc& d : found) {
-      if (allowed(caller, d.topic) && caller.view.contains(d.scope)) visible.push_back(&d);
+    std::vector<const Reader::FoundDoc*> visible;
+    for (const Reader::FoundDoc& f : found) {
+      if (allowed(caller, f.doc.topic) && caller.view.contains(f.doc.scope)) visible.push_back(&f);
     }
     if (visible.empty()) {
       {
-        Response answer = refusal_response(req, {http::status::not_found,
-                                           fmt::format("no doc \"{}\"", key.substr(0, 200))});
+        Response answer = refusal_response(
+            req, {http::status::not_found, fmt::format("no doc \"{}\"", key.substr(0, 200))});
         co_await send(stream, answer, true);
       }
       co_return true;
@@ -538,20 +559,17 @@ class Server {
       co_await send(stream, res, true);
       co_return true;
     }
-    const Doc& d = *visible.front();
-    const auto p = co_await streams_.position(d.topic);
-    if (!p) throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", d.topic));
+    // The offset is the topic's head in the doc's own snapshot: the doc's
+    // later changes all come after it.
+    const Doc& d = visible.front()->doc;
+    const TopicPosition* p = &visible.front()->position;
     Offset at;
     at.epoch_counter = p->epoch_counter;
-    at.watermark = std::max(p->head, d.last_watermark);
-    nlohmann::ordered_json body = {{"topic", d.topic},
-                                   {"doc_key", d.doc_key},
-                                   {"scope", d.scope},
-                                   {"doc_version", d.doc_version},
-                                   {"deleted", d.deleted},
-                                   {"last_watermark", d.last_watermark},
-                                   {"epoch", p->epoch},
-                                   {"offset", encode(at)}};
+    at.watermark = p->head;
+    nlohmann::ordered_json body = {{"topic", d.topic},     {"doc_key", d.doc_key},
+                                   {"scope", d.scope},     {"doc_version", d.doc_version},
+                                   {"deleted", d.deleted}, {"last_watermark", d.last_watermark},
+                                   {"epoch", p->epoch},    {"offset", encode(at)}};
     std::string text = body.dump();
     text.pop_back();
     text += R"(,"value":)" + (d.payload.empty() ? std::string("null") : d.payload) + "}";
@@ -633,8 +651,9 @@ class Server {
                                         {"floor", stale.position.purged_through},
                                         {"head", stale.position.head},
                                         {"epoch", stale.position.epoch},
-                                        {"message", "the offset cannot resume: start again at "
-                                                    "offset=-1 (or ask on_stale=reset)"}}
+                                        {"message",
+                                         "the offset cannot resume: start again at "
+                                         "offset=-1 (or ask on_stale=reset)"}}
                      .dump();
     cors(req, res);
     res.prepare_payload();
@@ -646,13 +665,13 @@ class Server {
   static std::chrono::steady_clock::time_point deadline(const Caller& caller,
                                                         std::chrono::seconds limit) {
     const auto now = std::chrono::steady_clock::now();
-    const std::int64_t left = std::max<std::int64_t>(0, caller.claims.expires_at - unix_now());
+    const std::int64_t left = std::max<std::int64_t>(0, caller.claims.valid_until - unix_now());
     return now + std::min(limit, std::chrono::seconds(left));
   }
 
   // Whether the caller may go on (not revoked, not expired).
   bool still_valid(const Caller& caller) const {
-    return !hub_.revoked(caller.claims.session_id) && unix_now() < caller.claims.expires_at &&
+    return !hub_.revoked(caller.claims.session_id) && unix_now() < caller.claims.valid_until &&
            !stopping_;
   }
 
@@ -660,6 +679,7 @@ class Server {
   // `until`.
   awaitable<bool> wait_change(const std::string& topic, std::uint64_t seen,
                               std::chrono::steady_clock::time_point until) {
+    if (std::chrono::steady_clock::now() >= until) co_return false;
     auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor);
     if (!hub_.wait(topic, seen, waiter)) co_return true;
     waiter->timer.expires_at(until);
@@ -694,9 +714,10 @@ class Server {
     }
     const StreamRequest& s = *parsed;
     if (!pool_.has_room()) {
-      Response res = refusal_response(
-          req, Refusal{http::status::service_unavailable,
-                       std::string("too many reads waiting for the database"), {}});
+      Response res =
+          refusal_response(req, Refusal{http::status::service_unavailable,
+                                        std::string("too many reads waiting for the database"),
+                                        {}});
       res.set(http::field::retry_after, "1");
       co_await send(stream, res, true);
       co_return true;
@@ -736,10 +757,10 @@ class Server {
       if (!still_valid(caller)) break;
       if (!co_await wait_change(topic, seen, until)) break;
       if (!still_valid(caller)) {
-        if (hub_.revoked(caller.claims.session_id) || unix_now() >= caller.claims.expires_at) {
+        if (hub_.revoked(caller.claims.session_id) || unix_now() >= caller.claims.valid_until) {
           {
-            Response answer = refusal_response(req, {http::status::unauthorized,
-                                               "the token expired or its session was revoked"});
+            Response answer = refusal_response(
+                req, {http::status::unauthorized, "the token expired or its session was revoked"});
             co_await send(stream, answer, false);
           }
           co_return false;
@@ -770,6 +791,9 @@ class Server {
     const Counted counted(metrics_.sse);
     const Subscribed subscribed(metrics_, s.topic);
     std::string offset = s.offset;
+    // The generation before each read: a commit during the read or the
+    // write after it makes the next wait return at once.
+    std::uint64_t seen = hub_.generation(s.topic);
     // A stale offset answers before the stream starts: 410, or a reset.
     Chunk chunk = co_await next_chunk(s, caller, offset);
     if (chunk.stale) {
@@ -791,43 +815,47 @@ class Server {
     const auto until = deadline(caller, std::chrono::seconds(config_.limits.sse_seconds));
     std::string cursor = s.cursor;
     bool told_up_to_date = false;
-    for (;;) {
-      const bool moved = chunk.next != offset;
-      if (!chunk.messages.empty() || moved || (chunk.up_to_date && !told_up_to_date)) {
-        std::string text;
-        if (!chunk.messages.empty()) {
-          text += "event: data\ndata: ";
-          text += json_array(chunk.messages);
-          text += "\n\n";
+    // From here on a failure can only end the stream: the status is sent.
+    // The client reconnects from its offset, and then hears why.
+    try {
+      for (;;) {
+        const bool moved = chunk.next != offset;
+        if (!chunk.messages.empty() || moved || (chunk.up_to_date && !told_up_to_date)) {
+          std::string text;
+          if (!chunk.messages.empty()) {
+            text += "event: data\ndata: ";
+            text += json_array(chunk.messages);
+            text += "\n\n";
+          }
+          cursor = next_cursor(cursor);
+          nlohmann::ordered_json control = {{"streamNextOffset", chunk.next},
+                                            {"streamCursor", cursor}};
+          if (chunk.up_to_date) control["upToDate"] = true;
+          text += "event: control\ndata: " + control.dump() + "\n\n";
+          stream.expires_after(std::chrono::seconds(config_.limits.send_timeout_seconds));
+          boost::system::error_code ec;
+          co_await asio::async_write(stream, asio::buffer(text),
+                                     asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            if (ec == beast::error::timeout) ++metrics_.slow_subscribers;
+            co_return false;
+          }
+          told_up_to_date = chunk.up_to_date;
         }
-        cursor = next_cursor(cursor);
-        nlohmann::ordered_json control = {{"streamNextOffset", chunk.next},
-                                          {"streamCursor", cursor}};
-        if (chunk.up_to_date) control["upToDate"] = true;
-        text += "event: control\ndata: " + control.dump() + "\n\n";
-        stream.expires_after(std::chrono::seconds(config_.limits.send_timeout_seconds));
-        boost::system::error_code ec;
-        co_await asio::async_write(stream, asio::buffer(text), asio::redirect_error(use_awaitable, ec));
-        if (ec) {
-          if (ec == beast::error::timeout) ++metrics_.slow_subscribers;
-          co_return false;
-        }
-        told_up_to_date = chunk.up_to_date;
-      }
-      offset = chunk.next;
-      const std::uint64_t seen = hub_.generation(s.topic);
-      if (!chunk.up_to_date) {
+        offset = chunk.next;
+        // Catching up too: a revoked or expired token, or the stream's time
+        // up, closes it; the client reconnects from its offset.
+        if (!still_valid(caller) || std::chrono::steady_clock::now() >= until) co_return false;
+        if (chunk.up_to_date && !co_await wait_change(s.topic, seen, until)) co_return false;
+        if (!still_valid(caller)) co_return false;
+        seen = hub_.generation(s.topic);
         chunk = co_await next_chunk(s, caller, offset);
         if (chunk.stale) co_return false;  // the client reconnects, and hears why
-        continue;
       }
-      if (!still_valid(caller) || !co_await wait_change(s.topic, seen, until) ||
-          !still_valid(caller)) {
-        co_return false;  // closes: the client reconnects from its offset
-      }
-      chunk = co_await next_chunk(s, caller, offset);
-      if (chunk.stale) co_return false;
+    } catch (const Error&) {
+      // The database failed or the topic went away: the stream ends.
     }
+    co_return false;
   }
 
   ServeConfig config_;
@@ -840,6 +868,8 @@ class Server {
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   bool stopping_ = false;
+  // Connections waiting for their next request (I/O thread only).
+  std::set<beast::tcp_stream*> idle_;
 };
 
 }  // namespace

@@ -48,8 +48,8 @@ awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
     co_return chunk;
   }
   const auto o = decode(offset);
-  if (!o || (o->kind == Offset::Kind::snapshot &&
-             o->part >= static_cast<int>(view.parts().size()))) {
+  if (!o ||
+      (o->kind == Offset::Kind::snapshot && o->part >= static_cast<int>(view.parts().size()))) {
     throw Error(Code::invalid_argument,
                 fmt::format("offset \"{}\" was not issued by this server (use -1 or now)",
                             offset.substr(0, 120)));
@@ -65,14 +65,14 @@ awaitable<Chunk> Streams::reset(const std::string& topic, const View& view) {
   co_return chunk;
 }
 
-awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view,
-                                   const Offset& from, bool first) {
+awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, const Offset& from,
+                                   bool first) {
   const std::vector<std::string> parts = view.parts();
   const std::string scope = parts[static_cast<std::size_t>(from.part)];
   const auto size = static_cast<int>(limits_.snapshot_page_docs);
   ++metrics_.request_queries;
   std::function<Reader::SnapshotPage(Reader&)> job = [topic, scope, after = from.after_key,
-                                                       size](Reader& r) {
+                                                      size](Reader& r) {
     return r.snapshot_page(topic, scope, after, size);
   };
   const Reader::SnapshotPage page = co_await pool_.run(std::move(job));
@@ -117,8 +117,7 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view,
   co_return chunk;
 }
 
-awaitable<Chunk> Streams::journal(const std::string& topic, const View& view,
-                                  const Offset& from) {
+awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, const Offset& from) {
   Chunk chunk;
   const auto known = hub_.position(topic);
   // The buffer serves what is live; a cursor below the floor goes to the
@@ -126,8 +125,8 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view,
   // notifies).
   if (known && known->epoch_counter == from.epoch_counter && from.watermark <= known->head &&
       from.watermark >= known->purged_through) {
-    if (const auto b = hub_.buffered(topic, from.epoch_counter, from.watermark,
-                                     limits_.page_events)) {
+    if (const auto b =
+            hub_.buffered(topic, from.epoch_counter, from.watermark, limits_.page_events)) {
       for (const auto& e : b->events) {
         if (auto m = message_for(*e, view)) chunk.messages.push_back(std::move(*m));
       }

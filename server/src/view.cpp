@@ -10,8 +10,8 @@ namespace {
 void append_quoted(std::string& out, std::string_view s) {
   for (const unsigned char c : s) {
     if (c < 0x20 || c == '"' || c == '\\' || c >= 0x80) {
-      out += nlohmann::json(std::string(s)).dump(-1, ' ', false,
-                                                 nlohmann::json::error_handler_t::replace);
+      out += nlohmann::json(std::string(s))
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       return;
     }
   }
@@ -53,12 +53,12 @@ std::optional<std::string> message_for(const Event& e, const View& view) {
   if (e.op == Op::upsert) {
     if (in) {
       if (e.payload.empty()) return std::nullopt;
-      const bool entered = !e.previous_scope.empty() && !view.contains(e.previous_scope);
+      const bool entered = e.previous_scope && !view.contains(*e.previous_scope);
       const bool created = e.doc_version == 1;
       return change(e.topic, e.doc_key, created || entered ? "insert" : "update", e.doc_version,
                     &e.payload);
     }
-    if (!e.previous_scope.empty() && view.contains(e.previous_scope)) {
+    if (e.previous_scope && view.contains(*e.previous_scope)) {
       return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr);
     }
     return std::nullopt;

@@ -115,10 +115,14 @@ SELECT doc_key, scope, doc_version, deleted, payload::text AS payload, payload_h
 FROM oasync.snapshot_docs($1, $2, $3, $4, $5)
 )SQL";
 
+// One statement, so the topic's position is of the doc's snapshot.
 const char* const kGetDocSql = R"SQL(
-SELECT topic, doc_key, scope, doc_version, deleted, payload::text AS payload, payload_hash,
-       last_watermark
-FROM oasync.get_doc($1, $2)
+SELECT g.topic, g.doc_key, g.scope, g.doc_version, g.deleted, g.payload::text AS payload,
+       g.payload_hash, g.last_watermark, g.epoch::text AS epoch, t.head, t.purged_through,
+       t.epoch_counter
+FROM oasync.get_doc($1, $2) AS g
+JOIN oasync.topics AS t ON t.topic = g.topic
+ORDER BY g.topic COLLATE "C"
 )SQL";
 
 // A page read: the topic's position and, joined to it, the page's events, so
@@ -206,7 +210,7 @@ Event event_from_row(const std::string& topic, const internal::pg::Result& rows,
   if (!rows.is_null(i, 8)) e.payload = rows.text(i, 8);
   if (!rows.is_null(i, 9)) e.payload_hash = rows.bytes(i, 9);
   e.payload_fetched = rows.boolean(i, 10);
-  if (!rows.is_null(i, 11)) e.previous_scope = rows.text(i, 11);
+  if (!rows.is_null(i, 11)) e.previous_scope = std::string(rows.text(i, 11));
   return e;
 }
 
@@ -509,14 +513,19 @@ StaleReason Reader::snapshot(const std::string& topic, const std::optional<std::
   }
 }
 
-std::vector<Doc> Reader::find_doc(const std::string& doc_key,
-                                  const std::optional<std::string>& topic) {
+std::vector<Reader::FoundDoc> Reader::find_doc(const std::string& doc_key,
+                                               const std::optional<std::string>& topic) {
   return internal::db_step("get doc", [&] {
     pqxx::read_transaction tx(conn_);
     internal::pin_search_path(tx);
-    std::vector<Doc> docs;
+    std::vector<FoundDoc> docs;
     for (const auto& row : tx.exec_params(kGetDocSql, doc_key, topic ? topic->c_str() : nullptr)) {
-      docs.push_back(doc_from_row(row["topic"].as<std::string>(), row));
+      FoundDoc found;
+      found.doc = doc_from_row(row["topic"].as<std::string>(), row);
+      found.position = {found.doc.topic, row["epoch"].as<std::string>(),
+                        row["head"].as<std::int64_t>(), row["purged_through"].as<std::int64_t>(),
+                        row["epoch_counter"].as<std::int64_t>()};
+      docs.push_back(std::move(found));
     }
     return docs;
   });

@@ -4,6 +4,7 @@
 // a dropped connection and a burst. Each test has its own database and
 // server, on loopback.
 import assert from "node:assert/strict";
+import http from "node:http";
 import { after, before, describe, test } from "node:test";
 
 import { stream } from "@durable-streams/client";
@@ -337,7 +338,8 @@ describe("oasync serve: auth and tenants", () => {
   });
 
   test("a token's stream ends at its expiry", async () => {
-    const tok = token(keys, { exp: Math.floor(Date.now() / 1000) + 2, session_id: "short" });
+    // Valid for 2 more seconds: exp is past, but within the 30-second leeway.
+    const tok = token(keys, { exp: Math.floor(Date.now() / 1000) - 28, session_id: "short" });
     const started = Date.now();
     const r = await get(hs, `/v1/topics/${RUNS}?offset=now&live=long-poll`, tok);
     // The long-poll answers by the expiry, not after the full 20 s.
@@ -379,6 +381,16 @@ describe("oasync serve: the surface around the streams", () => {
     const t = token(keys, { scopes: ["runtime.nope"] });
     const unknown = await fetch(`${server.base}/v1/topics/runtime.nope?offset=-1`, { headers: { Authorization: `Bearer ${t}` } });
     assert.equal(unknown.status, 404);
+    // A snapshot offset with a key no doc can have (not UTF-8; a NUL) is the
+    // client's mistake, not the database's: 400, never 503.
+    for (const key of ["6bff", "6b00"]) {
+      const crafted = await fetch(`${server.base}/v1/topics/${RUNS}?offset=0000000000000001_00000000000000000001_i000000010_${key}`, { headers: auth() });
+      assert.equal(crafted.status, 400, key);
+    }
+    // A request naming bytes that are not UTF-8 still gets its JSON answer.
+    const odd = await fetch(`${server.base}/v1/topics/run%FF?offset=-1`, { headers: auth() });
+    assert.equal(odd.status, 403);
+    assert.match((await odd.json()).message, /may not read topic/);
   });
 
   test("wait_for holds the answer until the server has read the caller's write", async () => {
@@ -435,6 +447,28 @@ describe("oasync serve: the surface around the streams", () => {
     for (const name of ["oasync_serve_connections", "oasync_serve_wakes_total", "oasync_serve_wake_queries_total",
       "oasync_serve_messages_total", "oasync_serve_delivery_lag_seconds", "oasync_serve_slow_subscribers_total"]) {
       assert.match(metrics, new RegExp(`^${name} `, "m"), name);
+    }
+  });
+
+  test("shutdown does not wait for idle keep-alive connections", async () => {
+    const other = await startServer(db, keys, { config: "serve:\n  limits: {drain_seconds: 30}\n" });
+    const agent = new http.Agent({ keepAlive: true });
+    try {
+      const { port } = new URL(other.base);
+      const status = await new Promise((resolve, reject) => {
+        http.get({ host: "127.0.0.1", port, path: "/metrics", agent }, (res) => {
+          res.resume();
+          res.on("end", () => resolve(res.statusCode));
+        }).on("error", reject);
+      });
+      assert.equal(status, 200);
+      assert.equal(Object.values(agent.freeSockets).flat().length, 1);  // open, idle
+      const started = Date.now();
+      await other.stop("SIGTERM");
+      assert.ok(Date.now() - started < 5000, `exit took ${Date.now() - started} ms`);
+    } finally {
+      agent.destroy();
+      await other.stop("SIGKILL");
     }
   });
 

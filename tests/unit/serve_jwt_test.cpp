@@ -152,6 +152,8 @@ TEST_CASE("bad signatures, times and claims are refused, each with its reason") 
   tampered[tampered.find('.') + 3] ^= 1;
   CHECK(reason_of(hs, tampered) != "accepted");
   CHECK(reason_of(hs, sign("HS256", claims({{"exp", kNow - 31}}), "HS256")) == "expired");
+  // Refused from exp + leeway on (the moment its streams end too).
+  CHECK(reason_of(hs, sign("HS256", claims({{"exp", kNow - 30}}), "HS256")) == "expired");
   CHECK(reason_of(hs, sign("HS256", claims({{"exp", kNow - 29}}), "HS256")) == "accepted");
   CHECK(reason_of(hs, sign("HS256", claims({{"nbf", kNow + 31}}), "HS256")) == "not_yet_valid");
   for (const char* missing : {"exp", "org_id", "session_id", "scopes"}) {

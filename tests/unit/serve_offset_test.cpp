@@ -32,10 +32,10 @@ Offset snapshot(std::int64_t epoch, std::int64_t head, std::int64_t page, int pa
 
 }  // namespace
 
-TEST_CASE("offsets round-trip, keys of any bytes included") {
+TEST_CASE("offsets round-trip, keys of any text included") {
   for (const Offset& o : {journal(1, 0), journal(7, 42), journal(9999999999999999, INT64_MAX),
                           snapshot(3, 10, 1, 0, "run_summary:a"), snapshot(3, 10, 2, 1, ""),
-                          snapshot(3, 10, 5, 0, std::string("k\0\xff/&=?,\"", 9))}) {
+                          snapshot(3, 10, 5, 0, "k/&=?,\"\xc3\xa9 \xf0\x9f\x99\x82")}) {
     const std::string text = encode(o);
     CAPTURE(text);
     CHECK(text.find_first_of(",&=?/") == std::string::npos);
@@ -79,7 +79,11 @@ TEST_CASE("text this server never issued does not decode") {
         "0000000000000004_00000000000000000003_i00000001_",
         "0000000000000004_00000000000000000003_i000000010_abc",
         "0000000000000004_00000000000000000003_i000000010_zz",
-        "0000000000000004_00000000000000000003_i000000010_AB"}) {
+        "0000000000000004_00000000000000000003_i000000010_AB",
+        // Keys no doc can have: a NUL, bytes that are not UTF-8.
+        "0000000000000004_00000000000000000003_i000000010_6b00",
+        "0000000000000004_00000000000000000003_i000000010_6bff",
+        "0000000000000004_00000000000000000003_i000000010_c328"}) {
     CAPTURE(text);
     CHECK_FALSE(decode(text).has_value());
   }

@@ -11,7 +11,8 @@ using json = nlohmann::json;
 
 namespace {
 
-Event event(Op op, std::int64_t version, std::string scope, std::string previous = "",
+Event event(Op op, std::int64_t version, std::string scope,
+            std::optional<std::string> previous = std::nullopt,
             std::string payload = R"({"n":1})") {
   Event e;
   e.topic = "t.a";
@@ -46,7 +47,7 @@ TEST_CASE("a tenant's view: inserts, updates, deletes, moves in and out, and wha
   CHECK_FALSE(message_for(event(Op::delete_, 2, "org:2"), org1).has_value());
   CHECK_FALSE(message_for(event(Op::upsert, 1, ""), org1).has_value());
   // A payload withheld (a pointer doc that has left the scope since) skips.
-  CHECK_FALSE(message_for(event(Op::upsert, 3, "org:1", "", ""), org1).has_value());
+  CHECK_FALSE(message_for(event(Op::upsert, 3, "org:1", std::nullopt, ""), org1).has_value());
 }
 
 TEST_CASE("a view with the unscoped docs: a move between its own scopes is an update") {
@@ -58,9 +59,22 @@ TEST_CASE("a view with the unscoped docs: a move between its own scopes is an up
   CHECK(View{"org:1", false}.parts() == std::vector<std::string>{"org:1"});
 }
 
+TEST_CASE("a move out of the unscoped docs is a move like any other") {
+  // Into another tenant: the view that shows unscoped docs sees it go.
+  const View both{"org:1", true};
+  const auto gone = message_for(event(Op::upsert, 4, "org:2", ""), both);
+  CHECK(operation(gone) == "delete");
+  CHECK_FALSE(json::parse(*gone).contains("value"));
+  // Into this tenant, for a view without the unscoped docs: it arrives.
+  CHECK(operation(message_for(event(Op::upsert, 4, "org:1", ""), View{"org:1", false})) ==
+        "insert");
+  // An upsert that moved nothing, in an unscoped doc: not a delete for anyone.
+  CHECK_FALSE(message_for(event(Op::upsert, 4, "org:2"), both).has_value());
+}
+
 TEST_CASE("messages are State Protocol JSON, the payload verbatim") {
   const auto m =
-      message_for(event(Op::upsert, 1, "org:1", "", R"({"a":"é \"q\""})"), View{"org:1"});
+      message_for(event(Op::upsert, 1, "org:1", std::nullopt, R"({"a":"é \"q\""})"), View{"org:1"});
   const json j = json::parse(*m);
   CHECK(j["type"] == "t.a");
   CHECK(j["key"] == "k:1");

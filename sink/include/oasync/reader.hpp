@@ -65,9 +65,10 @@ struct Event {
   // SHA-256 of the payload as written by the event (32 raw bytes); empty for
   // deletes.
   std::string payload_hash;
-  // Detail::routing only: the scope this event moved the doc out of; empty
-  // when it moved nothing.
-  std::string previous_scope;
+  // Detail::routing only: the scope this event moved the doc out of, ""
+  // included (a move out of the unscoped docs); nullopt when it moved
+  // nothing.
+  std::optional<std::string> previous_scope;
 };
 
 // A read-model doc as stored.
@@ -195,8 +196,15 @@ class Reader {
 
   // The docs with this key, tombstones included, in topic order: one per
   // topic that has it (only `topic`'s when given), so at most one when
-  // `topic` is set. Empty when there is none.
-  std::vector<Doc> find_doc(const std::string& doc_key, const std::optional<std::string>& topic);
+  // `topic` is set. Empty when there is none. Each with its topic's position
+  // in the same snapshot: following the topic from that head misses none of
+  // the doc's later changes.
+  struct FoundDoc {
+    Doc doc;
+    TopicPosition position;
+  };
+  std::vector<FoundDoc> find_doc(const std::string& doc_key,
+                                 const std::optional<std::string>& topic);
 
  private:
   enum class ReadAhead { no, yes };
