@@ -80,7 +80,8 @@ const char* const kReaderGrants[] = {
                             oasync.topic_position(text),
                             oasync.get_doc(text, text),
                             oasync.ack_consumer(text, text, uuid, bigint),
-                            oasync.session_scope(name), oasync.session_trusted(name)
+                            oasync.session_scope(name), oasync.session_trusted(name),
+                            oasync.raise(text, text, text)
       TO {})SQL",
 };
 

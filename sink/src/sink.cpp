@@ -156,7 +156,7 @@ CROSS JOIN LATERAL (
 )SQL",
                               {pg::kTextArray, pg::kTextArray}};
 
-// 2a. Locks the topics that get events, in name order, one primary-key lookup
+// 2a. Locks the topics the batch keeps rows of, in name order, one primary-key lookup
 // each. $1: topics, sorted.
 const pg::Statement kLockTopics{"sink_lock_topics",
                                 R"SQL(
@@ -171,7 +171,8 @@ CROSS JOIN LATERAL (
 // 2b. Everything else in one statement: heads and counters, events (numbered
 // from the heads), the exits of scope moves, doc rows, stream positions,
 // placeholders, and the notification (delivered at commit).
-//   $1..$5    per topic: name, events, config_revision seen, live-doc and
+//   $1..$5    per topic the batch keeps rows of (events, docs or stream
+//             positions): name, events, config_revision seen, live-doc and
 //             tombstone deltas
 //   $6..$14   per event: topic, sequence in its topic, key, version, scope,
 //             previous scope, op, payload (inline topics), hash
@@ -197,7 +198,7 @@ WITH h AS (
       tombstones = t.tombstones OPERATOR(pg_catalog.+) h.tomb
   FROM h
   WHERE t.topic OPERATOR(pg_catalog.=) h.t
-  RETURNING t.topic, t.head, t.head OPERATOR(pg_catalog.-) h.n AS base,
+  RETURNING t.topic, t.head, t.head OPERATOR(pg_catalog.-) h.n AS base, h.n,
     CASE
       WHEN t.config_revision OPERATOR(pg_catalog.<>) h.rev
         THEN oasync.raise('OA412', pg_catalog.concat('the registry entry of topic "', t.topic,
@@ -275,7 +276,7 @@ SELECT (SELECT pg_catalog.array_agg(heads.topic) FROM heads) AS topics,
        (SELECT pg_catalog.count(pg_catalog.pg_notify($31::pg_catalog.text, pg_catalog.concat(
                  '{"topic":', pg_catalog.to_json(heads.topic)::pg_catalog.text, ',"head":',
                  heads.head, '}')))
-        FROM heads WHERE $30::boolean) AS notified
+        FROM heads WHERE $30::boolean AND heads.n OPERATOR(pg_catalog.>) 0) AS notified
 )SQL",
     {pg::kTextArray,  pg::kInt8Array, pg::kInt8Array, pg::kInt8Array,  pg::kInt8Array,
      pg::kTextArray,  pg::kInt8Array, pg::kTextArray, pg::kInt8Array,  pg::kTextArray,
@@ -571,10 +572,16 @@ struct Sink::Impl {
       const std::map<DocKey, pg::Tid>& ctids,
       const std::map<std::string, ProducerCheckpoint>& checkpoints) {
     std::vector<pg::Call> calls;
-    if (!changes.empty()) {
+    // Every topic whose rows the batch keeps is locked and checked, events
+    // or not: a stream position is a doc row too, and a topic removed
+    // meanwhile must not be left with it (topics apply removes under the
+    // same row locks).
+    std::map<std::string, internal::TopicChange> touched = changes;
+    for (const auto& position : plan.positions) touched.try_emplace(position.key.first);
+    if (!touched.empty()) {
       std::vector<std::optional<std::string_view>> topics;
       std::vector<std::optional<std::int64_t>> counts, revisions, live, tomb;
-      for (const auto& [topic, change] : changes) {
+      for (const auto& [topic, change] : touched) {
         topics.emplace_back(topic);
         counts.emplace_back(change.events);
         revisions.emplace_back(registry.at(topic).config_revision);
@@ -596,8 +603,8 @@ struct Sink::Impl {
       w.params.add_bool(options.notify == Notify::on);
       w.params.add_text(kNotifyChannel);
       calls.push_back(std::move(w));
-    } else if (!plan.positions.empty() || !plan.unused_placeholders.empty()) {
-      // No event, no topic to lock: only rows of docs this batch locked.
+    } else if (!plan.unused_placeholders.empty()) {
+      // Nothing to keep: only the placeholders this batch created go.
       pg::Call w = call(kWrite);
       w.params.add_text_array({});
       for (int i = 0; i < 4; ++i) w.params.add_int8_array({});
@@ -631,7 +638,7 @@ struct Sink::Impl {
     std::map<std::string, std::int64_t> bases;
     if (calls.empty()) return bases;
     const std::vector<pg::Result> results = pipeline.run(conn, calls, "write events and docs");
-    if (changes.empty()) return bases;
+    if (touched.empty()) return bases;
     const pg::Result& written = results[1];
     const std::vector<std::string> topics = text_array(written.text(0, written.column("topics")));
     const std::vector<std::string> values = text_array(written.text(0, written.column("bases")));

@@ -62,7 +62,7 @@ TEST_CASE("purge deletes a prefix only: an out-of-order young event stops the cu
   CHECK(verify_exit(db) == "0");
 }
 
-TEST_CASE("purge respects keep-last and the topic policy; --dry-run changes nothing") {
+TEST_CASE("purge respects keep-last and the topic policy, --dry-run changes nothing") {
   TestDatabase db;
   old_events(db, 30, 5, 10);
   const auto dry = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns,
@@ -134,7 +134,7 @@ TEST_CASE("tail --consumer records its position and resumes from it") {
   CHECK(db.scalar("SELECT watermark FROM oasync.consumers WHERE name = 'web'") == "10");
 }
 
-TEST_CASE("purge removes old tombstones once their events are gone; the delta floor follows") {
+TEST_CASE("purge removes old tombstones once their events are gone, the delta floor follows") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   sink->apply(batch_of({upsert("a", "{}"), upsert("b", "{}"), remove_doc("a")}));
@@ -207,7 +207,7 @@ UPDATE oasync.topics SET head = 1000000, live_docs = (SELECT count(*) FROM d) WH
 }
 
 TEST_CASE(
-    "reproject applies exactly the diff; a second run changes nothing; --reset rotates the epoch") {
+    "reproject applies exactly the diff, a second run changes nothing, --reset rotates the epoch") {
   TestDatabase db;
   auto sink = Sink::open(db.url());
   sink->apply(batch_of({upsert("same", R"({"v":1})"), upsert("changes", R"({"v":1})"),
@@ -357,7 +357,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION public.consumer_appears();
 }
 
 TEST_CASE(
-    "purge --older-than: 0s means everything keep-last allows; a bad duration is a usage error") {
+    "purge --older-than: 0s means everything keep-last allows, a bad duration is a usage error") {
   TestDatabase db;
   old_events(db, 10, 3, 0);
   const auto r = run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns, "--older-than",

@@ -17,7 +17,7 @@ std::vector<std::string> sink_argv(const TestDatabase& db) {
 }  // namespace
 
 TEST_CASE(
-    "frames are answered in order, one per frame; a malformed frame is answered and the stream "
+    "frames are answered in order, one per frame, a malformed frame is answered and the stream "
     "goes on") {
   TestDatabase db;
   Child sink(sink_argv(db));

@@ -191,6 +191,36 @@ TEST_CASE("removing a topic while a sink writes to it waits for the sink, then r
   CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
 }
 
+TEST_CASE("a batch that keeps only a stream position holds the topic too: no orphan on removal") {
+  // Found by the torture run: a delete of a doc that never existed, with a
+  // source seq, writes no event but keeps a version-0 row for the stream's
+  // position. It must lock its topic like any write, or a removal running
+  // meanwhile leaves that row behind without a registered topic.
+  TestDatabase db;
+  TempYaml with_scratch(catalog_with(kScratch));
+  TempYaml without(catalog_with(""));
+  REQUIRE(
+      run_oasync({"--database-url", db.url(), "topics", "apply", with_scratch.path}).exit_code ==
+      0);
+  auto conn = db.connect();
+  oasync::Sink sink(*conn);
+  pqxx::work tx(*conn);
+  oasync::DocWrite gone = remove_doc("never", "scratch.things", "thing:");
+  gone.source_stream = "run:never";
+  gone.source_seq = 1;
+  REQUIRE(sink.apply_within(tx, batch_of({gone}))[0].outcome == oasync::Outcome::unchanged);
+  oasync::test::Child remove(
+      {oasync::test::oasync_binary(), "--database-url", db.url(), "topics", "apply", without.path});
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  tx.commit();
+  // The removal waited for the sink, then took the position row with it.
+  CHECK(remove.wait() == 0);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.topics WHERE topic = 'scratch.things'") == "0");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.docs AS d WHERE NOT EXISTS (SELECT 1 FROM "
+                  "oasync.topics AS t WHERE t.topic = d.topic)") == "0");
+  CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+}
+
 TEST_CASE(
     "a topic registered again gets a new revision: a running sink never takes it for the old") {
   TestDatabase db;

@@ -142,7 +142,7 @@ TEST_CASE("validation: a valid upsert carries its canonical payload and hash") {
         "payload of doc \"run:1\" is 21 bytes, topic \"runs\" allows 20");
 }
 
-TEST_CASE("fencing: the last checkpoint of a producer wins; a lower epoch after it is fenced") {
+TEST_CASE("fencing: the last checkpoint of a producer wins, a lower epoch after it is fenced") {
   const auto batch = [](std::string id, std::int64_t epoch, std::int64_t position) {
     Batch b;
     b.checkpoint = ProducerCheckpoint{std::move(id), epoch, position};
