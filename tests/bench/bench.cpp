@@ -23,8 +23,6 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -39,6 +37,7 @@
 #include "process.hpp"
 #include "swarm.hpp"
 #include "test_db.hpp"
+#include "tokens.hpp"
 
 using namespace oasync;
 using namespace oasync::test;
@@ -357,17 +356,6 @@ std::int64_t metric(int port, const std::string& name) {
   return at == std::string::npos ? -1 : std::stoll(text.substr(at + name.size() + 2));
 }
 
-std::string b64url(const std::string& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  return out;
-}
-
 // An HS256 token of tenant `org` that may read every shipped topic.
 std::string bench_token(const std::string& secret, const std::string& org) {
   const nlohmann::json claims = {{"sub", "bench"},
@@ -376,11 +364,7 @@ std::string bench_token(const std::string& secret, const std::string& org) {
                                  {"scopes", {kTopics[0], kTopics[1], kTopics[2], kTopics[3]}},
                                  {"exp", std::time(nullptr) + 7200}};
   const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(claims.dump());
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &n);
-  return input + "." + b64url(std::string(reinterpret_cast<char*>(mac), n));
+  return input + "." + b64url(hs256(input, secret));
 }
 
 // CPU seconds (user + system) a process used so far, and its peak RSS.

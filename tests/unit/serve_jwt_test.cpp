@@ -15,24 +15,16 @@
 #include <nlohmann/json.hpp>
 
 #include "jwt.hpp"
+#include "tokens.hpp"
 
 using namespace oasync::serve;
+using oasync::test::b64url;
+using oasync::test::hs256;
 using json = nlohmann::json;
 
 namespace {
 
 constexpr std::int64_t kNow = 1800000000;
-
-std::string b64url(const std::string& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
-  return out;
-}
 
 struct Key {
   EVP_PKEY* pkey = nullptr;
@@ -69,11 +61,7 @@ std::string sign(const std::string& alg, const json& body, const std::string& ho
       b64url(json{{"alg", alg}, {"typ", "JWT"}}.dump()) + "." + b64url(body.dump());
   std::string sig;
   if (how == "HS256") {
-    unsigned char mac[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-         reinterpret_cast<const unsigned char*>(input.data()), input.size(), mac, &n);
-    sig.assign(reinterpret_cast<char*>(mac), n);
+    sig = hs256(input, secret);
   } else if (how == "RS256" || how == "ES256") {
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
     size_t n = 0;
