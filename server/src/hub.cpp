@@ -75,14 +75,20 @@ std::optional<Hub::Buffered> Hub::buffered(const std::string& topic, std::int64_
 std::uint64_t Hub::generation(const std::string& topic) const {
   std::lock_guard lock(mutex_);
   const auto it = feeds_.find(topic);
-  return revocations_ + (it == feeds_.end() ? 0 : it->second.generation);
+  return it == feeds_.end() ? 0 : it->second.generation;
 }
 
 bool Hub::wait(const std::string& topic, std::uint64_t seen,
                const std::shared_ptr<Waiter>& waiter) {
   std::lock_guard lock(mutex_);
   Feed& f = feeds_[topic];
-  if (revocations_ + f.generation != seen) return false;
+  // The last change that concerns this waiter.
+  std::uint64_t last = waiter->scopes.empty() ? f.generation : f.everyone_at;
+  for (const std::string& s : waiter->scopes) {
+    if (const auto it = f.scope_at.find(s); it != f.scope_at.end())
+      last = std::max(last, it->second);
+  }
+  if (last > seen) return false;
   // Waiters that timed out on a quiet topic are dropped now and then, so the
   // list stays about as long as the number actually waiting.
   if (f.waiters.size() >= f.compact_at) {
@@ -98,18 +104,33 @@ bool Hub::revoked(const std::string& session_id) const {
   return revoked_.count(session_id) > 0;
 }
 
-void Hub::wake(Feed& feed) {
+void Hub::wake(Feed& feed, const std::set<std::string>* touched) {
   ++feed.generation;
-  wake_waiters(feed);
+  if (touched == nullptr) {
+    feed.everyone_at = feed.generation;
+  } else {
+    for (const std::string& s : *touched) feed.scope_at[s] = feed.generation;
+  }
+  wake_waiters(feed, touched);
 }
 
-void Hub::wake_waiters(Feed& feed) {
-  for (const auto& w : feed.waiters) {
-    if (auto waiter = w.lock()) {
+void Hub::wake_waiters(Feed& feed, const std::set<std::string>* touched) {
+  const auto concerned = [touched](const Waiter& waiter) {
+    if (touched == nullptr || waiter.scopes.empty()) return true;
+    return std::any_of(waiter.scopes.begin(), waiter.scopes.end(),
+                       [touched](const std::string& s) { return touched->count(s) > 0; });
+  };
+  std::vector<std::weak_ptr<Waiter>> still;
+  for (auto& w : feed.waiters) {
+    const auto waiter = w.lock();
+    if (!waiter) continue;
+    if (concerned(*waiter)) {
       boost::asio::post(waiter->executor, [waiter] { waiter->timer.cancel(); });
+    } else {
+      still.push_back(std::move(w));
     }
   }
-  feed.waiters.clear();
+  feed.waiters = std::move(still);
 }
 
 void Hub::refresh(Reader& reader) {
@@ -126,6 +147,7 @@ void Hub::refresh(Reader& reader) {
   for (const std::string& topic : followed) {
     const auto found = now.find(topic);
     std::int64_t read_from = 0, epoch_counter = 0;
+    bool restarted = false;  // the buffer dropped what it held
     {
       std::lock_guard lock(mutex_);
       Feed& f = feeds_[topic];
@@ -157,6 +179,7 @@ void Hub::refresh(Reader& reader) {
         // Too far behind to buffer it all: keep the newest.
         f.events.clear();
         f.start_after = f.end = p.head - limits_.live_buffer_events;
+        restarted = true;
       }
       read_from = f.end;
       epoch_counter = f.epoch_counter;
@@ -179,11 +202,20 @@ void Hub::refresh(Reader& reader) {
     std::lock_guard lock(mutex_);
     Feed& f = feeds_[topic];
     if (f.epoch_counter != epoch_counter || f.end != read_from) continue;  // changed meanwhile
+    // The scopes the new events concern: their subscribers alone wake,
+    // unless the buffer started over (then everyone reads again).
+    std::set<std::string> touched;
+    bool everyone = restarted;
     if (end.stale) {
       // Purged below the buffer (or the epoch moved): start over at the head.
       f.events.clear();
       f.start_after = f.end = p.head;
+      everyone = true;
     } else {
+      for (const auto& e : fresh) {
+        touched.insert(e->scope);
+        if (e->previous_scope) touched.insert(*e->previous_scope);
+      }
       for (auto& e : fresh) f.events.push_back(std::move(e));
       f.end = end.through;
       while (static_cast<std::int64_t>(f.events.size()) > limits_.live_buffer_events) {
@@ -193,7 +225,7 @@ void Hub::refresh(Reader& reader) {
     }
     f.position = p;
     f.position->head = f.end;
-    wake(f);
+    wake(f, everyone ? nullptr : &touched);
   }
 }
 
@@ -210,14 +242,12 @@ void Hub::poll_revocations(pqxx::connection_base& conn) {
     revoked_after_ = std::max(revoked_after_, r.revoked_at);
   }
   if (!added) return;
-  ++revocations_;
-  for (auto& [topic, feed] : feeds_) wake_waiters(feed);
+  for (auto& [topic, feed] : feeds_) wake(feed);
 }
 
 void Hub::wake_all() {
   std::lock_guard lock(mutex_);
-  ++revocations_;
-  for (auto& [topic, feed] : feeds_) wake_waiters(feed);
+  for (auto& [topic, feed] : feeds_) wake(feed);
 }
 
 void Hub::loop() {

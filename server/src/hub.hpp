@@ -23,6 +23,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct Waiter {
   explicit Waiter(boost::asio::any_io_executor ex) : executor(ex), timer(ex) {}
   boost::asio::any_io_executor executor;
   boost::asio::steady_timer timer;
+  // The scopes whose events it reads (its view's); empty: every change
+  // wakes it. New events of other scopes do not: on a topic shared by many
+  // tenants, a commit wakes only its own tenant's subscribers. Any other
+  // change (an epoch, a purge, a revocation, shutdown) wakes everyone.
+  std::vector<std::string> scopes;
 };
 
 class Hub {
@@ -72,13 +78,14 @@ class Hub {
   std::optional<Buffered> buffered(const std::string& topic, std::int64_t epoch_counter,
                                    std::int64_t after, std::int64_t max) const;
 
-  // How many times the topic changed (head, epoch or registration), or any
-  // session was revoked: a subscriber that saw generation G waits only while
-  // it is still G.
+  // How many times the topic changed (new events, epoch, registration), or
+  // any session was revoked, or shutdown began: what a subscriber notes
+  // before it reads, and hands to wait().
   std::uint64_t generation(const std::string& topic) const;
 
-  // Registers `waiter` for the topic's next change, unless the generation
-  // moved past `seen` already (then false: read again instead of waiting).
+  // Registers `waiter` for the topic's next change that concerns it, unless
+  // one came after generation `seen` already (then false: read again
+  // instead of waiting). New events of scopes it does not read do not count.
   bool wait(const std::string& topic, std::uint64_t seen, const std::shared_ptr<Waiter>& waiter);
 
   bool revoked(const std::string& session_id) const;
@@ -95,6 +102,10 @@ class Hub {
     std::int64_t end = 0;
     std::deque<std::shared_ptr<const Event>> events;
     std::uint64_t generation = 0;
+    // The generation of the last change that concerned everyone, and of the
+    // last new events of each scope.
+    std::uint64_t everyone_at = 0;
+    std::unordered_map<std::string, std::uint64_t> scope_at;
     std::vector<std::weak_ptr<Waiter>> waiters;
     std::size_t compact_at = 64;  // drop expired waiters at this length
   };
@@ -103,9 +114,11 @@ class Hub {
   // One wake: positions, new events, wake-ups.
   void refresh(Reader& reader);
   void poll_revocations(pqxx::connection_base& conn);
-  // With mutex_ held: a change of the feed; the waiters alone.
-  void wake(Feed& feed);
-  void wake_waiters(Feed& feed);
+  // With mutex_ held: a change of the feed; the waiters alone. With
+  // `touched`, new events of those scopes only: the waiters of other scopes
+  // keep waiting.
+  void wake(Feed& feed, const std::set<std::string>* touched = nullptr);
+  void wake_waiters(Feed& feed, const std::set<std::string>* touched = nullptr);
 
   std::string database_url_;
   LimitsConfig limits_;
@@ -116,7 +129,6 @@ class Hub {
   std::map<std::string, Feed> feeds_;
   std::unordered_set<std::string> revoked_;
   double revoked_after_ = 0;
-  std::uint64_t revocations_ = 0;
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> healthy_{false};

@@ -94,7 +94,7 @@ std::string next_cursor(const std::string& client) {
   } catch (...) {
     theirs = -1;
   }
-  if (theirs == std::numeric_limits<std::int64_t>::max()) return client;
+  if (theirs == std::numeric_limits<std::int64_t>::max()) return std::to_string(theirs);
   return std::to_string(std::max(interval, theirs + 1));
 }
 
@@ -675,12 +675,15 @@ class Server {
            !stopping_;
   }
 
-  // Waits until the topic changes after `seen`, or `until`. Returns false at
-  // `until`.
+  // Waits until the topic changes after `seen`, or `until`: with `view`, a
+  // change that concerns the view (new events of other scopes do not).
+  // Returns false at `until`.
   awaitable<bool> wait_change(const std::string& topic, std::uint64_t seen,
-                              std::chrono::steady_clock::time_point until) {
+                              std::chrono::steady_clock::time_point until,
+                              const View* view = nullptr) {
     if (std::chrono::steady_clock::now() >= until) co_return false;
     auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor);
+    if (view != nullptr) waiter->scopes = view->parts();
     if (!hub_.wait(topic, seen, waiter)) co_return true;
     waiter->timer.expires_at(until);
     boost::system::error_code ec;
@@ -755,7 +758,7 @@ class Server {
       offset = chunk.next;
       if (!chunk.up_to_date) continue;  // other scopes' events only: read on
       if (!still_valid(caller)) break;
-      if (!co_await wait_change(topic, seen, until)) break;
+      if (!co_await wait_change(topic, seen, until, &caller.view)) break;
       if (!still_valid(caller)) {
         if (hub_.revoked(caller.claims.session_id) || unix_now() >= caller.claims.valid_until) {
           {
@@ -828,10 +831,10 @@ class Server {
             text += "\n\n";
           }
           cursor = next_cursor(cursor);
-          nlohmann::ordered_json control = {{"streamNextOffset", chunk.next},
-                                            {"streamCursor", cursor}};
-          if (chunk.up_to_date) control["upToDate"] = true;
-          text += "event: control\ndata: " + control.dump() + "\n\n";
+          // (Offsets and cursors are digits, '_' and letters: no escaping.)
+          text += fmt::format(
+              "event: control\ndata: {{\"streamNextOffset\":\"{}\",\"streamCursor\":\"{}\"{}}}\n\n",
+              chunk.next, cursor, chunk.up_to_date ? ",\"upToDate\":true" : "");
           stream.expires_after(std::chrono::seconds(config_.limits.send_timeout_seconds));
           boost::system::error_code ec;
           co_await asio::async_write(stream, asio::buffer(text),
@@ -846,7 +849,9 @@ class Server {
         // Catching up too: a revoked or expired token, or the stream's time
         // up, closes it; the client reconnects from its offset.
         if (!still_valid(caller) || std::chrono::steady_clock::now() >= until) co_return false;
-        if (chunk.up_to_date && !co_await wait_change(s.topic, seen, until)) co_return false;
+        if (chunk.up_to_date && !co_await wait_change(s.topic, seen, until, &caller.view)) {
+          co_return false;
+        }
         if (!still_valid(caller)) co_return false;
         seen = hub_.generation(s.topic);
         chunk = co_await next_chunk(s, caller, offset);

@@ -87,21 +87,31 @@ void Swarm::start(std::chrono::seconds timeout) {
         [this, socket, endpoint, target]() -> awaitable<void> {
           Impl& m = *impl_;
           boost::system::error_code ec;
-          co_await socket->async_connect(endpoint, asio::redirect_error(use_awaitable, ec));
-          if (ec) {
-            ++failed_;
-            co_return;
-          }
           const std::string request =
               "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n";
-          co_await asio::async_write(*socket, asio::buffer(request),
-                                     asio::redirect_error(use_awaitable, ec));
           std::string head;
-          co_await asio::async_read_until(*socket, asio::dynamic_buffer(head), "\r\n\r\n",
-                                          asio::redirect_error(use_awaitable, ec));
-          if (ec || head.rfind("HTTP/1.1 200", 0) != 0) {
-            ++failed_;
-            co_return;
+          // As a real client would, it tries again when the connection is
+          // refused or reset (10,000 at once overflow the listen backlog).
+          for (int attempt = 0;; ++attempt) {
+            head.clear();
+            co_await socket->async_connect(endpoint, asio::redirect_error(use_awaitable, ec));
+            if (!ec) {
+              co_await asio::async_write(*socket, asio::buffer(request),
+                                         asio::redirect_error(use_awaitable, ec));
+            }
+            if (!ec) {
+              co_await asio::async_read_until(*socket, asio::dynamic_buffer(head), "\r\n\r\n",
+                                              asio::redirect_error(use_awaitable, ec));
+            }
+            if (!ec && head.rfind("HTTP/1.1 200", 0) == 0) break;
+            if (attempt == 4) {
+              ++failed_;
+              co_return;
+            }
+            boost::system::error_code ignored;
+            socket->close(ignored);
+            asio::steady_timer pause(m.ioc, std::chrono::milliseconds(200 * (attempt + 1)));
+            co_await pause.async_wait(asio::redirect_error(use_awaitable, ignored));
           }
           ++streaming_;
           std::string carry = head.substr(head.find("\r\n\r\n") + 4);
