@@ -3,7 +3,8 @@
 // the topics' positions in one query, and each changed topic's new events in
 // one read, with Detail::routing (every scope's view at once), into a buffer
 // of the latest live_buffer_events events per topic. Then it wakes the
-// subscribers of the changed topics, which take what their view sees from
+// subscribers of the changed topics whose scopes the new events concern
+// (other changes wake them all), which take what their view sees from
 // the buffer in memory: the database work per commit does not grow with the
 // number of subscribers. A subscriber behind the buffer reads the database
 // itself (a catch-up read of its own scopes).
