@@ -164,11 +164,14 @@ void Hub::refresh(Reader& reader) {
       const bool first = !f.position;
       if (first || f.epoch_counter != p.epoch_counter || p.head < f.end) {
         // A new epoch (or a first look): the buffer starts at the head.
+        // Everyone wakes, a first look included: a subscriber that read the
+        // database before it may be behind the head this look found, with
+        // nothing left in the buffer to wake it for.
         f.epoch_counter = p.epoch_counter;
         f.start_after = f.end = p.head;
         f.events.clear();
         f.position = p;
-        if (!first) wake(f);
+        wake(f);
         continue;
       }
       if (p.head == f.end) {

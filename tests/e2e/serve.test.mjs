@@ -407,6 +407,26 @@ describe("oasync serve: the surface around the streams", () => {
     assert.deepEqual(messages.map((m) => m.key), ["run_summary:w"]);
   });
 
+  test("a long-poll that began before the server first looked at the topic still wakes", async () => {
+    // No periodic look: the write's notification is the hub's first look at
+    // the topic, after the long-poll read the database and began to wait.
+    const quiet = await startServer(db, keys, { config: "serve:\n  limits: {poll_ms: 60000, revocation_poll_ms: 60000}\n" });
+    try {
+      const head = await fetch(`${quiet.base}/v1/topics/${RUNS}?offset=now`, { headers: auth() });
+      const from = head.headers.get("stream-next-offset");
+      const started = Date.now();
+      const poll = fetch(`${quiet.base}/v1/topics/${RUNS}?offset=${from}&live=long-poll`, { headers: auth() });
+      await new Promise((r) => setTimeout(r, 200));
+      write(db, [{ key: "first-look", scope: "org:1", payload: { v: 1 } }]);
+      const r = await poll;
+      assert.equal(r.status, 200);
+      assert.deepEqual((await r.json()).map((m) => m.key), ["run_summary:first-look"]);
+      assert.ok(Date.now() - started < 10000, `answered after ${Date.now() - started} ms`);
+    } finally {
+      await quiet.stop();
+    }
+  });
+
   test("CORS: a preflight from an allowed origin, and none for others", async () => {
     const ok = await fetch(`${server.base}/v1/topics/${RUNS}`, { method: "OPTIONS", headers: { Origin: "https://app.example" } });
     assert.equal(ok.status, 204);
