@@ -245,8 +245,13 @@ int run_ndjson(Sink& sink, const Options& o) {
     try {
       results = sink.apply(batch);
     } catch (const Error& e) {
-      failure = e.with_context(fmt::format("lines {} to {} were not applied", group.front().number,
-                                           group.back().number));
+      failure = e.code() == Code::outcome_unknown
+                    ? e.with_context(fmt::format(
+                          "lines {} to {} may or may not have been applied; check before "
+                          "sending them again (writes without a source_seq would apply twice)",
+                          group.front().number, group.back().number))
+                    : e.with_context(fmt::format("lines {} to {} were not applied",
+                                                 group.front().number, group.back().number));
       tally.failed += batch.writes.size();
       break;
     }

@@ -21,6 +21,18 @@ void pin_search_path(pqxx::transaction_base& tx) {
   tx.exec("SET LOCAL search_path = pg_catalog, pg_temp");
 }
 
+void require_utf8(PGconn* conn, const char* who) {
+  const char* encoding = PQparameterStatus(conn, "client_encoding");
+  const std::string_view found = encoding == nullptr ? "" : encoding;
+  if (found != "UTF8") {
+    throw Error(Code::invalid_argument,
+                fmt::format("{}: the connection's client_encoding is \"{}\"; oasync needs UTF8, "
+                            "or keys and scopes would be stored as other text (run SET "
+                            "client_encoding = 'UTF8' on it first)",
+                            who, found));
+  }
+}
+
 Error connect_error(const std::string& conninfo, const std::string& message) {
   return Error(Code::database,
                fmt::format("cannot connect to {}: {}", redact_conninfo(conninfo), message),
@@ -90,7 +102,7 @@ std::unique_ptr<pqxx::connection> connect(const std::string& conninfo) {
   // environment gave them (PGOPTIONS, a role's default).
   internal::db_step("connect", [&] {
     pqxx::nontransaction tx(*conn);
-    tx.exec(internal::kPinnedSearchPathSql);
+    tx.exec(internal::kSessionSetupSql);
   });
   return conn;
 }

@@ -4,6 +4,7 @@
 #include <string>
 #include <string_view>
 
+#include <libpq-fe.h>
 #include <pqxx/pqxx>
 
 #include "oasync/error.hpp"
@@ -32,8 +33,31 @@ Error database_error(const std::string& step, const std::string& sqlstate,
 // and need no extra round trip.
 void pin_search_path(pqxx::transaction_base& tx);
 
-// What oasync's own sessions run right after connecting.
-inline constexpr const char* kPinnedSearchPathSql = "SET search_path = pg_catalog, pg_temp";
+// What every session oasync opens (the sink's, the readers', the CLI's,
+// `oasync serve`'s pool and hub) runs right after connecting, so that nothing
+// it does depends on settings an operator gave the database, the role or the
+// environment (ALTER DATABASE ... SET, PGOPTIONS, PGCLIENTENCODING, a service
+// file): names resolve in pg_catalog only; text travels as UTF-8 (under
+// LATIN1, "k:\u00fc" would be stored as another key, in another tenant's
+// scope); transactions are READ COMMITTED and writable unless a statement
+// asks otherwise; no statement, lock or idle timeout of the operator's ends
+// oasync's work half way (the sink sets its own idle timeout, sink.cpp);
+// dates print in ISO form. synchronous_commit stays the operator's: it is a
+// durability choice, and a commit that waits for a standby changes nothing
+// oasync relies on.
+inline constexpr const char* kSessionSetupSql =
+    "SET search_path = pg_catalog, pg_temp; SET client_encoding = 'UTF8'; "
+    "SET default_transaction_isolation = 'read committed'; "
+    "SET default_transaction_read_only = off; SET default_transaction_deferrable = off; "
+    "SET statement_timeout = 0; SET lock_timeout = 0; "
+    "SET idle_in_transaction_session_timeout = 0; SET idle_session_timeout = 0; "
+    "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'";
+
+// Refuses a connection that oasync did not open (apply_within's, a borrowed
+// one) unless its client_encoding is UTF8: oasync cannot pin it there
+// without changing the caller's session. Throws oasync::Error
+// (invalid_argument) naming the encoding it found.
+void require_utf8(PGconn* conn, const char* who);
 
 // The Error for a failed connection attempt: retryable, the target named with
 // its password redacted.

@@ -91,7 +91,40 @@ Borrowed::~Borrowed() {
   End();
 }
 
-Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+namespace {
+
+// Connects with oasync's defaults first and `conninfo` expanded after them,
+// so that what the caller's string says wins.
+PGconn* connect_with_defaults(const std::string& conninfo, int stalled_timeout_ms) {
+  if (stalled_timeout_ms <= 0) return PQconnectdb(conninfo.c_str());
+  const int seconds = std::max(1, stalled_timeout_ms / 1000);
+  const std::string idle = std::to_string(std::max(1, seconds / 3));
+  const std::string interval = std::to_string(std::max(1, seconds / 6));
+  const std::string user_timeout = std::to_string(stalled_timeout_ms);
+  const std::string connect_timeout = std::to_string(std::max(2, seconds));
+  const char* keys[] = {"keepalives",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "tcp_user_timeout",
+                        "connect_timeout",
+                        "dbname",
+                        nullptr};
+  const char* values[] = {"1",
+                          idle.c_str(),
+                          interval.c_str(),
+                          "3",
+                          user_timeout.c_str(),
+                          connect_timeout.c_str(),
+                          conninfo.c_str(),
+                          nullptr};
+  return PQconnectdbParams(keys, values, 1);
+}
+
+}  // namespace
+
+Connection::Connection(const std::string& conninfo, int stalled_timeout_ms)
+    : conn_(connect_with_defaults(conninfo, stalled_timeout_ms)) {
   if (conn_ == nullptr) throw connect_error(conninfo, "out of memory");
   if (PQstatus(conn_) != CONNECTION_OK) {
     const std::string message = trimmed(PQerrorMessage(conn_));
@@ -99,7 +132,7 @@ Connection::Connection(const std::string& conninfo) : conn_(PQconnectdb(conninfo
     conn_ = nullptr;
     throw connect_error(conninfo, message);
   }
-  PGresult* r = PQexec(conn_, kPinnedSearchPathSql);
+  PGresult* r = PQexec(conn_, kSessionSetupSql);
   const bool set = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
   const std::string message = set ? "" : trimmed(PQerrorMessage(conn_));
   PQclear(r);
@@ -247,32 +280,78 @@ std::vector<Result> Pipeline::run(PGconn* conn, std::vector<Call>& calls, const 
   return receive(conn);
 }
 
+namespace {
+
+// Lists the pipeline's statements that the session still holds.
+constexpr const char* kListPreparedSql = R"SQL(
+SELECT p.name FROM pg_catalog.pg_prepared_statements AS p
+WHERE pg_catalog.starts_with(p.name, $1::pg_catalog.text)
+)SQL";
+
+// Whether a failed result ended the session rather than the statement: a
+// FATAL or PANIC from the server, or an error libpq made up for a lost
+// connection (no SQLSTATE).
+bool ends_session(const PGresult* r) {
+  const char* severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+  if (severity == nullptr || state == nullptr) return true;
+  return std::strcmp(severity, "FATAL") == 0 || std::strcmp(severity, "PANIC") == 0;
+}
+
+}  // namespace
+
 void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& step) {
-  const auto broken = [&](const std::string& what) {
-    return Error(Code::database,
-                 fmt::format("{}: connection lost: {}", step, trimmed(PQerrorMessage(conn))),
-                 Retryable::yes, "08006", what);
+  std::size_t commit_at = calls.size();
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    if (calls[i].statement == nullptr && std::strcmp(calls[i].sql, "COMMIT") == 0) commit_at = i;
+  }
+  const auto broken = [&] {
+    const std::string message = trimmed(PQerrorMessage(conn));
+    if (commit_at < calls.size()) {
+      // Some of the pipeline, COMMIT included, may have reached the server.
+      return Error(Code::outcome_unknown,
+                   fmt::format("{}: connection lost while sending the commit; the outcome is "
+                               "unknown ({})",
+                               step, message),
+                   Retryable::yes, "08006", "commit");
+    }
+    return Error(Code::database, fmt::format("{}: connection lost: {}", step, message),
+                 Retryable::yes, "08006", step);
   };
   if (PQbackendPID(conn) != backend_pid_) {
     backend_pid_ = PQbackendPID(conn);
     prepared_.clear();
   }
-  if (PQenterPipelineMode(conn) != 1) throw broken(step);
+  if (PQenterPipelineMode(conn) != 1) throw broken();
   in_flight_ = InFlight{};
   in_flight_.step = step;
   in_flight_.calls = calls.size();
-  in_flight_.commit_at = calls.size();
-  std::vector<std::string> newly_prepared;
+  in_flight_.commit_at = commit_at;
+  // A session that may have dropped its prepared statements lists them, and
+  // this run prepares nothing: each call is parsed unnamed.
+  const bool verify = prepared_mode_ == Prepared::verify;
   bool ok = PQsetnonblocking(conn, 1) == 0;
+  if (ok && verify) {
+    const char* values[] = {prefix_.c_str()};
+    ok = PQsendQueryParams(conn, kListPreparedSql, 1, nullptr, values, nullptr, nullptr, 0) == 1;
+    in_flight_.listed = true;
+  }
+  std::vector<std::string> newly_prepared;
   for (std::size_t i = 0; ok && i < calls.size(); ++i) {
     Call& call = calls[i];
     if (call.statement == nullptr) {
       ok = PQsendQueryParams(conn, call.sql, 0, nullptr, nullptr, nullptr, nullptr, 0) == 1;
-      if (std::strcmp(call.sql, "COMMIT") == 0) in_flight_.commit_at = i;
       in_flight_.sent.push_back({"", i});
       continue;
     }
     const Statement& s = *call.statement;
+    const std::vector<const char*> values = call.params.values();
+    if (verify) {
+      ok = PQsendQueryParams(conn, s.sql, call.params.size(), call.params.types(), values.data(),
+                             call.params.lengths(), call.params.formats(), 0) == 1;
+      in_flight_.sent.push_back({"", i});
+      continue;
+    }
     const std::string name = name_of(s);
     const bool known =
         std::find(prepared_.begin(), prepared_.end(), name) != prepared_.end() ||
@@ -283,7 +362,6 @@ void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& s
       newly_prepared.push_back(name);
       in_flight_.sent.push_back({name, i});
     }
-    const std::vector<const char*> values = call.params.values();
     ok = ok && PQsendQueryPrepared(conn, name.c_str(), call.params.size(), values.data(),
                                    call.params.lengths(), call.params.formats(), 0) == 1;
     in_flight_.sent.push_back({"", i});
@@ -305,23 +383,24 @@ void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& s
   PQsetnonblocking(conn, 0);
   if (!ok) {
     PQexitPipelineMode(conn);
-    throw broken(step);
+    throw broken();
   }
 }
 
 std::vector<Result> Pipeline::receive(PGconn* conn) {
   const std::string& step = in_flight_.step;
-  const auto broken = [&](const std::string& what) {
-    return Error(Code::database,
-                 fmt::format("{}: connection lost: {}", step, trimmed(PQerrorMessage(conn))),
-                 Retryable::yes, "08006", what);
-  };
+  const std::size_t commit_at = in_flight_.commit_at;
   std::vector<Result> results;
   results.reserve(in_flight_.sent.size());
-  std::optional<Error> failure;
+  std::optional<Error> failure;  // a statement failed; the server skipped the rest
+  std::string session_end;       // why the session ended, when a result said so
   bool lost = false;
-  std::size_t answered = 0;  // calls whose result arrived
-  for (const Sent& s : in_flight_.sent) {
+  bool committed = false;  // COMMIT's result arrived
+  std::optional<std::vector<std::string>> listed;
+  const std::size_t expected = in_flight_.sent.size() + (in_flight_.listed ? 1 : 0);
+  for (std::size_t k = 0; k < expected; ++k) {
+    const bool list = in_flight_.listed && k == 0;
+    const Sent* s = list ? nullptr : &in_flight_.sent[k - (in_flight_.listed ? 1 : 0)];
     PGresult* r = PQgetResult(conn);
     if (r == nullptr) {
       lost = true;
@@ -329,23 +408,34 @@ std::vector<Result> Pipeline::receive(PGconn* conn) {
     }
     Result result(r);
     const ExecStatusType status = PQresultStatus(r);
-    const bool prepare = !s.prepared.empty();
-    if (status == PGRES_FATAL_ERROR && !failure) {
-      const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-      failure = database_error(step, state == nullptr ? "" : state,
-                               trimmed(PQresultErrorMessage(r)), prepare ? s.prepared : step);
+    const bool prepare = s != nullptr && !s->prepared.empty();
+    if (status == PGRES_FATAL_ERROR) {
+      if (ends_session(r)) {
+        session_end = trimmed(PQresultErrorMessage(r));
+        lost = true;
+        break;
+      }
+      if (!failure) {
+        const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        failure = database_error(step, state, trimmed(PQresultErrorMessage(r)),
+                                 prepare ? s->prepared : step);
+      }
     }
-    if (prepare && status == PGRES_COMMAND_OK) prepared_.push_back(s.prepared);
+    if (prepare && status == PGRES_COMMAND_OK) prepared_.push_back(s->prepared);
+    if (list && status == PGRES_TUPLES_OK) {
+      listed.emplace();
+      for (int row = 0; row < result.rows(); ++row) listed->emplace_back(result.text(row, 0));
+    }
+    if (s != nullptr && !prepare && s->call == commit_at && status == PGRES_COMMAND_OK) {
+      committed = true;
+    }
     if (PQstatus(conn) == CONNECTION_BAD) {
       lost = true;
       break;
     }
     // Each command's results end with a NULL.
     while (PGresult* extra = PQgetResult(conn)) PQclear(extra);
-    if (!prepare) {
-      ++answered;
-      results.push_back(std::move(result));
-    }
+    if (s != nullptr && !prepare) results.push_back(std::move(result));
   }
   if (!lost) {
     // The sync point.
@@ -353,19 +443,27 @@ std::vector<Result> Pipeline::receive(PGconn* conn) {
     lost = sync == nullptr;
     if (sync != nullptr) PQclear(sync);
   }
-  const std::size_t commit_at = in_flight_.commit_at;
-  if (lost || PQstatus(conn) == CONNECTION_BAD) {
-    PQexitPipelineMode(conn);
-    if (!failure && commit_at < in_flight_.calls && answered <= commit_at) {
-      throw Error(Code::outcome_unknown,
-                  fmt::format("{}: connection lost during commit; the outcome is unknown ({})",
-                              step, trimmed(PQerrorMessage(conn))),
-                  Retryable::yes, "", "commit");
-    }
-    throw broken(step);
-  }
+  lost = lost || PQstatus(conn) == CONNECTION_BAD;
   PQexitPipelineMode(conn);
+  if (listed) {
+    prepared_ = std::move(*listed);
+    prepared_mode_ = Prepared::trusted;
+  }
+  // A COMMIT whose result arrived is committed, whatever the sync did.
+  if (committed) return results;
+  // A failed statement made the server skip the rest, COMMIT included.
   if (failure) throw *failure;
+  if (lost) {
+    const std::string why = session_end.empty() ? trimmed(PQerrorMessage(conn)) : session_end;
+    if (commit_at < in_flight_.calls) {
+      throw Error(
+          Code::outcome_unknown,
+          fmt::format("{}: connection lost during commit; the outcome is unknown ({})", step, why),
+          Retryable::yes, "08006", "commit");
+    }
+    throw Error(Code::database, fmt::format("{}: connection lost: {}", step, why), Retryable::yes,
+                "08006", step);
+  }
   return results;
 }
 

@@ -37,11 +37,15 @@ class Borrowed final : public pqxx::dbtransaction {
 };
 
 // A libpq connection of oasync's own, set up as oasync::connect sets up its
-// libpqxx ones (redacted errors, search_path pg_catalog, pg_temp).
+// libpqxx ones (redacted errors, kSessionSetupSql).
 class Connection {
  public:
   // Throws oasync::Error (database, retryable) when it cannot connect.
-  explicit Connection(const std::string& conninfo);
+  // With `stalled_timeout_ms` above 0, the connection gives up on a peer
+  // that stops answering after about that long: TCP keepalives probe it,
+  // unacknowledged data is dropped after it (tcp_user_timeout), and the
+  // attempt to connect is bounded by it too. Settings in `conninfo` win.
+  explicit Connection(const std::string& conninfo, int stalled_timeout_ms = 0);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
@@ -138,11 +142,20 @@ class Pipeline {
   Pipeline();
 
   // Sends every call (preparing statements this session has not seen), then
-  // reads every result. Throws oasync::Error named after `step` for the first
-  // call that failed (the ones after it were skipped by the server), or when
-  // the connection broke: retryable, and Code::outcome_unknown if it broke
-  // after a "COMMIT" was sent and before its result arrived. `conn` is left
-  // idle, in blocking mode, outside pipeline mode.
+  // reads every result. What a failure means is decided by the connection,
+  // not by the result that reported it:
+  //   - a statement failed (an ERROR; the server then skipped every call
+  //     after it, a "COMMIT" included): throws oasync::Error named after
+  //     `step` for it;
+  //   - the session ended (the connection broke, or a FATAL error, such as
+  //     57P01 from a terminated backend, reached a call): throws a retryable
+  //     Code::database error (SQLSTATE 08006) if no "COMMIT" was among the
+  //     calls, and Code::outcome_unknown if one was and its result had not
+  //     arrived: the server may have committed;
+  //   - a "COMMIT" whose result arrived is committed, whatever happens to the
+  //     connection after it: run() returns the results.
+  // `conn` is left in blocking mode, outside pipeline mode; idle, unless
+  // it broke.
   std::vector<Result> run(PGconn* conn, std::vector<Call>& calls, const std::string& step);
 
   // run() in two halves, so that the caller can work while the server does:
@@ -155,6 +168,14 @@ class Pipeline {
   // Runs one plain statement outside a pipeline (a ROLLBACK after a
   // failure); never throws.
   static void run_quietly(PGconn* conn, const char* sql) noexcept;
+
+  // Whether the pipeline may trust its record of what it prepared on a
+  // session. A connection that is not oasync's own may have run DISCARD ALL
+  // or DEALLOCATE ALL (a pooler's reset) since the last run: with
+  // Prepared::verify, the next run asks the session which statements it
+  // holds, in the same round trip, and sends its own calls unprepared.
+  enum class Prepared { trusted, verify };
+  void set_prepared(Prepared prepared) { prepared_mode_ = prepared; }
 
  private:
   // The name a statement has on the connection.
@@ -171,11 +192,13 @@ class Pipeline {
     std::vector<Sent> sent;
     std::size_t calls = 0;
     std::size_t commit_at = 0;  // the index of a "COMMIT" call, or `calls`
+    bool listed = false;        // the first result lists the session's statements
   };
 
   std::string prefix_;
   int backend_pid_ = 0;
   std::vector<std::string> prepared_;
+  Prepared prepared_mode_ = Prepared::trusted;
   InFlight in_flight_;
 };
 

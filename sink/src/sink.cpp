@@ -1,6 +1,7 @@
 #include "oasync/sink.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <future>
 #include <map>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 #include <pqxx/pqxx>
 
+#include "commit_outcome.hpp"
 #include "db.hpp"
 #include "oasync/canonical_json.hpp"
 #include "oasync/connection.hpp"
@@ -88,6 +90,7 @@ constexpr const char* kRegistryChangedSqlstate = "OA412";
 constexpr const char* kNewTimelineSqlstate = "OA428";
 constexpr const char* kFencedSqlstate = "OA403";
 constexpr const char* kSecondApplyWithinSqlstate = "OA409";
+constexpr const char* kCallerIsolationSqlstate = "OA422";
 
 // Thrown inside a transaction when the registry changed since it was cached;
 // the transaction is rolled back and run again with a fresh registry.
@@ -111,9 +114,57 @@ SELECT CASE WHEN pg_catalog.current_setting('oasync.sink_applied', true)
                               'locks docs after holding topic rows); put all of the '
                               'transaction''s writes in one batch')
             ELSE 0 END AS refused,
+       CASE WHEN pg_catalog.current_setting('transaction_isolation')
+                 OPERATOR(pg_catalog.<>) 'read committed'
+            THEN oasync.raise('OA422', pg_catalog.concat(
+                   'apply_within needs a READ COMMITTED transaction; this one is ',
+                   pg_catalog.current_setting('transaction_isolation'), ', where a concurrent '
+                   'writer of the same topic makes the batch fail with a serialization error '
+                   '(begin it with pqxx::work, or BEGIN ISOLATION LEVEL READ COMMITTED)'))
+            ELSE 0 END AS isolation,
        pg_catalog.set_config('oasync.sink_applied', 'yes', true) AS marked
 )SQL",
                            {}};
+
+// Round trip 1 of a transaction the sink commits learns who the transaction
+// is (commit_outcome.hpp), and the heads of the batch's topics as its
+// snapshot saw them: if the connection is lost at COMMIT and the transaction
+// did commit, its events are found above these heads (kFindEvents).
+// $1: topics, sorted. heads: their heads in that order, comma-separated.
+const pg::Statement kIdentity{"sink_identity",
+                              R"SQL(
+SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text AS xid,
+       pg_catalog.pg_backend_pid() AS pid,
+       (SELECT s.system_identifier FROM pg_catalog.pg_control_system() AS s)::pg_catalog.text
+         AS system_id,
+       oasync.current_timeline() AS timeline,
+       pg_catalog.array_to_string(ARRAY(
+         SELECT COALESCE(h.head, 0)
+         FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS n(t, i)
+         LEFT JOIN LATERAL (SELECT x.head FROM oasync.topics AS x
+                            WHERE x.topic OPERATOR(pg_catalog.=) n.t) AS h ON true
+         ORDER BY n.i), ',') AS heads
+)SQL",
+                              {pg::kTextArray}};
+
+// After a lost COMMIT that did commit: the watermark of one event of each
+// topic (its first), found by primary key above the head round trip 1 saw.
+// $1..$4: topic, head seen, key, version. Returns the ordinal of each found.
+const pg::Statement kFindEvents{"sink_find_events",
+                                R"SQL(
+SELECT k.i, e.watermark
+FROM ROWS FROM (
+    pg_catalog.unnest($1::pg_catalog.text[]),
+    pg_catalog.unnest($2::bigint[]),
+    pg_catalog.unnest($3::pg_catalog.text[]),
+    pg_catalog.unnest($4::bigint[])) WITH ORDINALITY AS k(t, after, k, v, i)
+CROSS JOIN LATERAL (
+  SELECT x.watermark FROM oasync.events AS x
+  WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.watermark OPERATOR(pg_catalog.>) k.after
+    AND x.doc_key OPERATOR(pg_catalog.=) k.k AND x.doc_version OPERATOR(pg_catalog.=) k.v
+  ORDER BY x.watermark LIMIT 1) AS e
+)SQL",
+                                {pg::kTextArray, pg::kInt8Array, pg::kTextArray, pg::kInt8Array}};
 
 // 1a. Locks the batch's docs in (topic, doc_key) order, creating a version-0
 // placeholder for each that does not exist: ON CONFLICT ... WHERE false locks
@@ -384,6 +435,9 @@ decltype(auto) sql_step(Fn&& fn) {
     if (e.sqlstate() == kNewTimelineSqlstate) throw NewTimeline{};
     if (e.sqlstate() == kFencedSqlstate) throw Error(Code::fenced, message_of(e));
     if (e.sqlstate() == kSecondApplyWithinSqlstate) throw Error(Code::refused, message_of(e));
+    if (e.sqlstate() == kCallerIsolationSqlstate) {
+      throw Error(Code::invalid_argument, message_of(e));
+    }
     throw;
   }
 }
@@ -397,11 +451,28 @@ struct Mode {
   // Whether the planner settings are the session's (its own connection), or
   // set for this transaction, or set and then put back (apply_within).
   enum class Planner { session, pinned, pinned_then_restored } planner = Planner::session;
-  // Whether to refuse a second apply_within in the transaction.
+  // Whether to refuse a second apply_within in the transaction (and a
+  // caller's transaction that is not READ COMMITTED).
   bool guard = false;
+  // How the transaction becomes READ COMMITTED, whatever the session's
+  // default: its BEGIN says so (Ends::here), or its first statement, in a
+  // transaction libpqxx began (a borrowed connection); the caller's own
+  // transaction is checked by the guard instead.
+  enum class Isolation { in_begin, set_first, checked } isolation = Isolation::in_begin;
+  // Whether round trip 1 learns who the transaction is, for a lost COMMIT.
+  enum class Identity { learn, skip } identity = Identity::skip;
 };
 using Ends = Mode::Ends;
 using Planner = Mode::Planner;
+using Isolation = Mode::Isolation;
+using Identity = Mode::Identity;
+
+// What round trip 1 learned for a lost COMMIT: who the transaction is, and
+// the heads of its topics.
+struct Learned {
+  internal::TransactionIdentity who;
+  std::map<std::string, std::int64_t> heads;
+};
 
 }  // namespace
 
@@ -417,12 +488,23 @@ struct Sink::Impl {
   // The caller's planner settings while apply_within pinned them.
   std::vector<std::string> saved_planner;
 
+  // Set by round trip 1 when the mode learns the transaction's identity.
+  std::optional<Learned> learned;
+
   // Opens the owned connection, or reopens it after it was lost.
   void ensure_connected() {
     if (!conninfo.empty() && (!owned || !owned->ok())) {
       owned.reset();
-      auto fresh = std::make_unique<pg::Connection>(conninfo);
-      PGresult* r = PQexec(fresh->get(), kPlannerSettingsSql);
+      auto fresh = std::make_unique<pg::Connection>(conninfo, options.stalled_session_timeout_ms);
+      const std::string setup = fmt::format(
+          "{}; SET idle_in_transaction_session_timeout = {}; SET tcp_user_timeout = {}; "
+          "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; "
+          "SET tcp_keepalives_count = 3",
+          kPlannerSettingsSql, std::max(0, options.stalled_session_timeout_ms),
+          std::max(0, options.stalled_session_timeout_ms),
+          std::max(1, options.stalled_session_timeout_ms / 3000),
+          std::max(1, options.stalled_session_timeout_ms / 6000));
+      PGresult* r = PQexec(fresh->get(), setup.c_str());
       const bool ok = r != nullptr && PQresultStatus(r) == PGRES_COMMAND_OK;
       PQclear(r);
       if (!ok) {
@@ -504,10 +586,25 @@ struct Sink::Impl {
       if (v.write->op == Op::upsert) it->second = v.write->scope;
     }
     std::vector<pg::Call> calls;
-    if (mode.ends == Ends::here) calls.push_back(plain("BEGIN"));
+    if (mode.isolation == Isolation::in_begin) {
+      calls.push_back(plain("BEGIN ISOLATION LEVEL READ COMMITTED"));
+    } else if (mode.isolation == Isolation::set_first) {
+      calls.push_back(plain("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"));
+    }
     const std::size_t pin_at = calls.size();
     if (mode.planner != Planner::session) calls.push_back(call(kPinPlanner));
     if (mode.guard) calls.push_back(call(kGuard));
+    learned.reset();
+    const std::size_t identity_at = calls.size();
+    std::vector<std::string> batch_topics;
+    if (mode.identity == Identity::learn) {
+      std::set<std::string> names;
+      for (const ValidWrite& v : writes) names.insert(v.write->topic);
+      batch_topics.assign(names.begin(), names.end());
+      pg::Call who = call(kIdentity);
+      who.params.add_text_array({batch_topics.begin(), batch_topics.end()});
+      calls.push_back(std::move(who));
+    }
     std::map<DocKey, DocState> docs;
     if (!keys.empty()) {
       std::vector<std::optional<std::string_view>> topics, names, scopes;
@@ -527,6 +624,8 @@ struct Sink::Impl {
       calls.push_back(std::move(read));
     }
     std::vector<pg::Result> results = pipeline.run(conn, calls, "lock docs");
+    if (mode.identity == Identity::learn)
+      learned = read_identity(results[identity_at], batch_topics);
     if (mode.planner == Planner::pinned_then_restored) {
       const pg::Result& saved = results[pin_at];
       saved_planner.clear();
@@ -562,6 +661,99 @@ struct Sink::Impl {
       docs.emplace(std::move(key), std::move(st));
     }
     return docs;
+  }
+
+  static Learned read_identity(const pg::Result& row, const std::vector<std::string>& topics) {
+    Learned out;
+    out.who.xid = row.text(0, row.column("xid"));
+    out.who.backend_pid = static_cast<int>(row.int8(0, row.column("pid")));
+    out.who.system_id = row.text(0, row.column("system_id"));
+    out.who.timeline = row.int8(0, row.column("timeline"));
+    const std::string_view heads = row.text(0, row.column("heads"));
+    std::size_t at = 0;
+    for (const std::string& topic : topics) {
+      const std::size_t comma = std::min(heads.find(',', at), heads.size());
+      std::int64_t head = 0;
+      std::from_chars(heads.data() + at, heads.data() + comma, head);
+      out.heads[topic] = head;
+      at = comma + 1;
+    }
+    return out;
+  }
+
+  // The connection was lost after COMMIT was sent (`lost`). Finds out what
+  // became of the transaction (commit_outcome.hpp). Returns each topic's
+  // head before the batch when it committed; throws a retryable
+  // Code::database error when it did not (sending it again is safe), and
+  // Code::outcome_unknown when nobody can say.
+  std::map<std::string, std::int64_t> settle_lost_commit(const Error& lost,
+                                                         const internal::Resolution& plan) {
+    if (!learned || conninfo.empty()) throw lost;
+    const Learned at = *learned;
+    internal::CommitFinding found = internal::find_commit_status(
+        conninfo, at.who, std::chrono::milliseconds(std::max(0, options.lost_commit_timeout_ms)));
+    switch (found.status) {
+      case internal::CommitStatus::committed:
+        return find_bases(found.connection->get(), at, plan);
+      case internal::CommitStatus::aborted:
+        throw Error(Code::database,
+                    fmt::format("the connection was lost at commit ({}); {} did not commit ({}): "
+                                "nothing of the batch was applied",
+                                lost.what(), at.who.describe(), found.detail),
+                    Retryable::yes, "08006", "commit");
+      case internal::CommitStatus::unknown:
+        break;
+    }
+    throw Error(Code::outcome_unknown,
+                fmt::format("the connection was lost at commit ({}); whether {} committed is "
+                            "unknown: {}",
+                            lost.what(), at.who.describe(), found.detail),
+                Retryable::yes, "08006", "commit");
+  }
+
+  // The bases of a committed batch whose answer was lost: each topic's first
+  // event is found by key and version above the head round trip 1 saw.
+  std::map<std::string, std::int64_t> find_bases(PGconn* conn, const Learned& at,
+                                                 const internal::Resolution& plan) {
+    std::map<std::string, const internal::PlannedEvent*> first;
+    for (const auto& e : plan.events) {
+      auto [it, added] = first.try_emplace(e.topic, &e);
+      if (!added && e.sequence < it->second->sequence) it->second = &e;
+    }
+    std::map<std::string, std::int64_t> bases;
+    if (first.empty()) return bases;
+    std::vector<std::optional<std::string_view>> topics, keys;
+    std::vector<std::optional<std::int64_t>> heads, versions;
+    std::vector<const internal::PlannedEvent*> order;
+    for (const auto& [topic, e] : first) {
+      topics.emplace_back(topic);
+      heads.emplace_back(at.heads.count(topic) ? at.heads.at(topic) : 0);
+      keys.emplace_back(e->doc_key);
+      versions.emplace_back(e->version);
+      order.push_back(e);
+    }
+    std::vector<pg::Call> calls;
+    pg::Call find = call(kFindEvents);
+    find.params.add_text_array(topics);
+    find.params.add_int8_array(heads);
+    find.params.add_text_array(keys);
+    find.params.add_int8_array(versions);
+    calls.push_back(std::move(find));
+    const pg::Result rows =
+        std::move(pipeline.run(conn, calls, "find the committed events").front());
+    for (int r = 0; r < rows.rows(); ++r) {
+      const internal::PlannedEvent* e = order.at(static_cast<std::size_t>(rows.int8(r, 0) - 1));
+      bases[e->topic] = rows.int8(r, 1) - e->sequence;
+    }
+    if (bases.size() != first.size()) {
+      throw Error(Code::outcome_unknown,
+                  fmt::format("{} committed, but its events were purged before their watermarks "
+                              "could be read back: the writes were applied, at watermarks no "
+                              "longer known",
+                              at.who.describe()),
+                  Retryable::no, "", "commit");
+    }
+    return bases;
   }
 
   // Round trip 2: lock the topics, write, store checkpoints, [COMMIT].
@@ -664,8 +856,13 @@ struct Sink::Impl {
     // Duplicate, conflict, unchanged or applied.
     internal::Resolution plan = internal::resolve(std::move(locked), std::move(valid));
     const auto changes = internal::number_events(plan);
-    const auto bases =
-        sql_step([&] { return write(conn, mode, plan, changes, ctids, checkpoints); });
+    std::map<std::string, std::int64_t> bases;
+    try {
+      bases = sql_step([&] { return write(conn, mode, plan, changes, ctids, checkpoints); });
+    } catch (const Error& e) {
+      if (e.code() != Code::outcome_unknown || mode.ends != Ends::here) throw;
+      bases = settle_lost_commit(e, plan);
+    }
     internal::place_events(plan, bases);
     for (std::size_t i = 0; i < origin.size(); ++i) {
       results[origin[i].first][origin[i].second] = std::move(plan.results[i]);
@@ -708,13 +905,17 @@ struct Sink::Impl {
       } else {
         tx = internal::db_step("begin", [&] { return std::make_unique<pqxx::work>(*borrowed); });
         conn = pg::raw_connection(*tx);
+        internal::require_utf8(conn, "a Sink on a borrowed connection");
         mode.ends = Ends::elsewhere;
         mode.planner = Planner::pinned;
+        mode.isolation = Isolation::set_first;
+        pipeline.set_prepared(pg::Pipeline::Prepared::verify);
       }
+      mode.identity = Identity::learn;
       const Ends ends = mode.ends;
       try {
         auto results = run(conn, mode, batches);
-        if (tx) internal::db_step("commit", [&] { tx->commit(); });
+        if (tx) commit_borrowed(*tx);
         return results;
       } catch (const RegistryChanged& changed) {
         end_failed(conn, ends);
@@ -753,6 +954,25 @@ struct Sink::Impl {
         end_failed(conn, ends);
         internal::rethrow_as_error("apply batch");
       }
+    }
+  }
+
+  // Commits a borrowed connection's transaction. libpqxx reports a
+  // connection lost during its COMMIT as in doubt (outcome_unknown); the
+  // Sink cannot reconnect a connection it does not own to find out, so the
+  // error says which transaction to ask about.
+  void commit_borrowed(pqxx::work& tx) {
+    try {
+      internal::db_step("commit", [&] { tx.commit(); });
+    } catch (const Error& e) {
+      if (e.code() != Code::outcome_unknown || !learned) throw;
+      throw Error(Code::outcome_unknown,
+                  fmt::format("{}; a Sink on a borrowed connection cannot reconnect it to find "
+                              "out: on server {} (timeline {}), SELECT pg_xact_status('{}') says "
+                              "whether {} committed",
+                              e.what(), learned->who.system_id, learned->who.timeline,
+                              learned->who.xid, learned->who.describe()),
+                  Retryable::yes, e.sqlstate(), "commit");
     }
   }
 
@@ -959,11 +1179,15 @@ std::vector<WriteResult> Sink::apply_within(pqxx::transaction_base& tx, const Ba
                 "apply_within needs a transaction (pqxx::work or another dbtransaction)");
   }
   PGconn* conn = internal::pg::raw_connection(*db_tx);
+  internal::require_utf8(conn, "apply_within");
   try {
     Mode mode;
     mode.ends = Ends::elsewhere;
     mode.planner = Planner::pinned_then_restored;
     mode.guard = true;
+    mode.isolation = Isolation::checked;
+    // The caller's session may have been reset (DISCARD ALL) since.
+    impl_->pipeline.set_prepared(internal::pg::Pipeline::Prepared::verify);
     return std::move(impl_->run(conn, mode, {&batch}).front());
   } catch (const RegistryChanged&) {
     impl_->registry_loaded = false;
@@ -1006,8 +1230,8 @@ std::optional<ProducerCheckpoint> Sink::checkpoint(std::string_view producer_id)
 namespace oasync::internal {
 
 std::vector<const pg::Statement*> sink_statements() {
-  return {&kGuard,       &kLockDocs,     &kReadDocs,       &kLockTopics, &kWrite,
-          &kCheckpoints, &kNoteTimeline, &kReadCheckpoint, &kPinPlanner, &kUnpinPlanner};
+  return {&kGuard,        &kLockDocs,       &kReadDocs,   &kLockTopics,   &kWrite,    &kCheckpoints,
+          &kNoteTimeline, &kReadCheckpoint, &kPinPlanner, &kUnpinPlanner, &kIdentity, &kFindEvents};
 }
 
 const char* sink_planner_settings() {

@@ -224,8 +224,9 @@ std::string encode_results(const std::vector<WriteResult>& results) {
 const char* wire_code(Code code) noexcept {
   switch (code) {
     case Code::database:
-    case Code::outcome_unknown:
       return "database";
+    case Code::outcome_unknown:
+      return "outcome_unknown";
     case Code::fenced:
       return "fenced";
     case Code::invalid_input:

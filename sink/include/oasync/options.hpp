@@ -34,6 +34,21 @@ struct SinkOptions {
   int registry_retries = 10;
   // See Connect; applies to Sink::open only.
   Connect connect = Connect::now;
+  // A Sink that owns its connection and loses it after sending COMMIT asks
+  // the database whether the transaction committed (pg_xact_status on the
+  // same server and timeline, terminating the old backend if it still holds
+  // the transaction), reconnecting while the server is away, for at most
+  // this long; then it answers Code::outcome_unknown. Meanwhile apply()
+  // blocks.
+  int lost_commit_timeout_ms = 30000;
+  // The sink's own session gives up on a peer that stopped answering after
+  // this long: the server ends a transaction left idle between the sink's
+  // two round trips (idle_in_transaction_session_timeout: its row locks are
+  // released), and both ends drop a connection whose sent data is not
+  // acknowledged (tcp_user_timeout; keepalives probe an idle one). Without
+  // it, a network black hole would hold the batch's doc locks, and stall
+  // every writer of those docs, for hours.
+  int stalled_session_timeout_ms = 30000;
 };
 
 }  // namespace oasync

@@ -1,0 +1,186 @@
+#include "commit_outcome.hpp"
+
+#include <algorithm>
+#include <exception>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "oasync/error.hpp"
+
+namespace oasync::internal {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using pg::Result;
+
+// Which server this is, and on which timeline (NULL on a standby, which
+// cannot answer for the primary's transactions).
+constexpr const char* kServerSql = R"SQL(
+SELECT (SELECT s.system_identifier FROM pg_catalog.pg_control_system() AS s)::pg_catalog.text
+         AS system_id,
+       CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
+            ELSE oasync.current_timeline() END AS timeline
+)SQL";
+
+constexpr const char* kStatusSql = R"SQL(
+SELECT pg_catalog.pg_xact_status($1::pg_catalog.xid8) AS status
+)SQL";
+
+// Terminates the backend only while it still holds the transaction (a pid
+// may have been reused), waiting up to $3 ms for it to exit.
+constexpr const char* kTerminateSql = R"SQL(
+SELECT pg_catalog.pg_terminate_backend(a.pid, $3::pg_catalog.int8) AS gone
+FROM pg_catalog.pg_stat_activity AS a
+WHERE a.pid OPERATOR(pg_catalog.=) $1::pg_catalog.int4
+  AND a.backend_xid::pg_catalog.text OPERATOR(pg_catalog.=) $2::pg_catalog.text
+)SQL";
+
+std::string trimmed(const char* message) {
+  std::string m = message == nullptr ? "" : message;
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
+
+// One statement with text parameters; the rows, or the server's error.
+struct Answer {
+  std::optional<Result> rows;
+  std::string error;
+};
+
+Answer ask(PGconn* conn, const char* sql, const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const std::string& p : params) values.push_back(p.c_str());
+  PGresult* r = PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(),
+                             nullptr, nullptr, 0);
+  Answer answer;
+  if (r != nullptr && PQresultStatus(r) == PGRES_TUPLES_OK) {
+    answer.rows.emplace(r);
+    return answer;
+  }
+  answer.error = trimmed(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn));
+  if (r != nullptr) PQclear(r);
+  if (answer.error.empty()) answer.error = trimmed(PQerrorMessage(conn));
+  return answer;
+}
+
+// The low 32 bits of an xid8: the xid that pg_stat_activity shows.
+std::string short_xid(const std::string& xid8) {
+  try {
+    return std::to_string(std::stoull(xid8) & 0xffffffffULL);
+  } catch (const std::exception&) {
+    return xid8;
+  }
+}
+
+}  // namespace
+
+std::string TransactionIdentity::describe() const {
+  return fmt::format("transaction {} (backend {} of server {}, timeline {})", xid, backend_pid,
+                     system_id, timeline);
+}
+
+CommitFinding find_commit_status(const std::string& conninfo, const TransactionIdentity& who,
+                                 std::chrono::milliseconds bound) noexcept {
+  CommitFinding finding;
+  const auto give_up = [&](std::string why) {
+    finding.status = CommitStatus::unknown;
+    finding.detail = std::move(why);
+    finding.connection.reset();
+    return std::move(finding);
+  };
+  try {
+    const Clock::time_point deadline = Clock::now() + bound;
+    const auto left = [&] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    };
+    std::string last = "the bound ran out before the server answered";
+    std::chrono::milliseconds pause{20};
+    const auto wait = [&] {
+      std::this_thread::sleep_for(std::min(pause, std::max(left(), std::chrono::milliseconds(0))));
+      pause = std::min(pause * 2, std::chrono::milliseconds(1000));
+    };
+    while (left().count() > 0) {
+      if (!finding.connection || !finding.connection->ok()) {
+        finding.connection.reset();
+        try {
+          finding.connection = std::make_unique<pg::Connection>(conninfo);
+        } catch (const Error& e) {
+          last = e.what();
+          wait();
+          continue;
+        }
+        Answer server = ask(finding.connection->get(), kServerSql, {});
+        if (!server.rows) {
+          last = server.error;
+          finding.connection.reset();
+          wait();
+          continue;
+        }
+        const Result& row = *server.rows;
+        if (row.text(0, 0) != who.system_id) {
+          return give_up(
+              fmt::format("the database is now server {}, not server {}: {} proves "
+                          "nothing there",
+                          row.text(0, 0), who.system_id, who.xid));
+        }
+        if (row.is_null(0, 1)) {
+          // A standby (the primary restarting as one, or before a promotion):
+          // it may yet become the primary on this timeline or another.
+          last = "the server is in recovery";
+          finding.connection.reset();
+          wait();
+          continue;
+        }
+        if (row.int8(0, 1) != who.timeline) {
+          return give_up(
+              fmt::format("the server is on timeline {} now, not {} (a failover or a "
+                          "restore): transaction {} proves nothing there",
+                          row.int8(0, 1), who.timeline, who.xid));
+        }
+      }
+      PGconn* conn = finding.connection->get();
+      Answer status = ask(conn, kStatusSql, {who.xid});
+      if (!status.rows) {
+        if (!finding.connection->ok()) {
+          last = status.error;
+          continue;
+        }
+        // Above the server's next id: the history that held it is gone.
+        return give_up(fmt::format("the server cannot say: {}", status.error));
+      }
+      if (status.rows->is_null(0, 0)) {
+        return give_up(fmt::format("transaction {} is too old for the server to know", who.xid));
+      }
+      const std::string_view s = status.rows->text(0, 0);
+      if (s == "committed") {
+        finding.status = CommitStatus::committed;
+        finding.detail = "the server says it committed";
+        return finding;
+      }
+      if (s == "aborted") {
+        finding.status = CommitStatus::aborted;
+        finding.detail = "the server says it did not commit";
+        finding.connection.reset();
+        return finding;
+      }
+      // In progress: end the old backend's hold on it.
+      last = fmt::format("transaction {} was still in progress", who.xid);
+      const auto patience =
+          std::clamp(left(), std::chrono::milliseconds(1), std::chrono::milliseconds(5000));
+      Answer ended = ask(
+          conn, kTerminateSql,
+          {std::to_string(who.backend_pid), short_xid(who.xid), std::to_string(patience.count())});
+      if (!ended.rows) last = ended.error;
+      if (ended.rows && ended.rows->rows() == 0) wait();  // exiting already
+    }
+    return give_up(fmt::format("gave up after {} ms: {}", bound.count(), last));
+  } catch (const std::exception& e) {
+    return give_up(e.what());
+  }
+}
+
+}  // namespace oasync::internal
