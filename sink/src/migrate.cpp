@@ -312,9 +312,25 @@ std::vector<MigrationStatus> migration_status(pqxx::connection_base& conn,
   return out;
 }
 
+// oasync stores keys, scopes and payloads as UTF-8 text; a database in
+// another encoding would turn some of them into other text, or refuse them.
+void require_utf8_database(pqxx::connection_base& conn) {
+  const std::string encoding = internal::db_step("read the server encoding", [&] {
+    pqxx::nontransaction tx(conn);
+    return tx.exec1("SELECT pg_catalog.current_setting('server_encoding')")[0].as<std::string>();
+  });
+  if (encoding != "UTF8") {
+    throw Error(Code::refused,
+                fmt::format("the database's server encoding is {}; oasync needs a UTF8 database "
+                            "(CREATE DATABASE ... ENCODING 'UTF8')",
+                            encoding));
+  }
+}
+
 MigrateReport migrate(pqxx::connection_base& conn, const std::vector<Migration>& migrations,
                       DryRun dry_run) {
   check_unique_versions(migrations);
+  require_utf8_database(conn);
   AdvisoryLock lock(conn);
   MigrateReport report;
   if (dry_run == DryRun::no) {

@@ -331,11 +331,6 @@ void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& s
   // this run prepares nothing: each call is parsed unnamed.
   const bool verify = prepared_mode_ == Prepared::verify;
   bool ok = PQsetnonblocking(conn, 1) == 0;
-  if (ok && verify) {
-    const char* values[] = {prefix_.c_str()};
-    ok = PQsendQueryParams(conn, kListPreparedSql, 1, nullptr, values, nullptr, nullptr, 0) == 1;
-    in_flight_.listed = true;
-  }
   std::vector<std::string> newly_prepared;
   for (std::size_t i = 0; ok && i < calls.size(); ++i) {
     Call& call = calls[i];
@@ -365,6 +360,12 @@ void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& s
     ok = ok && PQsendQueryPrepared(conn, name.c_str(), call.params.size(), values.data(),
                                    call.params.lengths(), call.params.formats(), 0) == 1;
     in_flight_.sent.push_back({"", i});
+  }
+  if (ok && verify) {
+    // Last, so that a BEGIN among the calls is the first statement.
+    const char* values[] = {prefix_.c_str()};
+    ok = PQsendQueryParams(conn, kListPreparedSql, 1, nullptr, values, nullptr, nullptr, 0) == 1;
+    in_flight_.listed = true;
   }
   ok = ok && PQpipelineSync(conn) == 1;
   // Send everything, reading what comes back meanwhile, so that neither side
@@ -399,8 +400,8 @@ std::vector<Result> Pipeline::receive(PGconn* conn) {
   std::optional<std::vector<std::string>> listed;
   const std::size_t expected = in_flight_.sent.size() + (in_flight_.listed ? 1 : 0);
   for (std::size_t k = 0; k < expected; ++k) {
-    const bool list = in_flight_.listed && k == 0;
-    const Sent* s = list ? nullptr : &in_flight_.sent[k - (in_flight_.listed ? 1 : 0)];
+    const bool list = k == in_flight_.sent.size();
+    const Sent* s = list ? nullptr : &in_flight_.sent[k];
     PGresult* r = PQgetResult(conn);
     if (r == nullptr) {
       lost = true;
@@ -444,6 +445,21 @@ std::vector<Result> Pipeline::receive(PGconn* conn) {
     if (sync != nullptr) PQclear(sync);
   }
   lost = lost || PQstatus(conn) == CONNECTION_BAD;
+  if (lost) {
+    // After a FATAL the server closes the session: read until libpq has seen
+    // it, so that the connection says it is bad and is replaced (a bounded
+    // wait: 10 s).
+    for (int i = 0; i < 100 && PQstatus(conn) != CONNECTION_BAD; ++i) {
+      pollfd fd{PQsocket(conn), POLLIN, 0};
+      ::poll(&fd, 1, 100);
+      if (PQconsumeInput(conn) != 1) break;
+      while (PQstatus(conn) != CONNECTION_BAD && !PQisBusy(conn)) {
+        PGresult* r = PQgetResult(conn);
+        if (r == nullptr) break;
+        PQclear(r);
+      }
+    }
+  }
   PQexitPipelineMode(conn);
   if (listed) {
     prepared_ = std::move(*listed);

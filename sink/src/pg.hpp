@@ -192,7 +192,7 @@ class Pipeline {
     std::vector<Sent> sent;
     std::size_t calls = 0;
     std::size_t commit_at = 0;  // the index of a "COMMIT" call, or `calls`
-    bool listed = false;        // the first result lists the session's statements
+    bool listed = false;        // the last result lists the session's statements
   };
 
   std::string prefix_;

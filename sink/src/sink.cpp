@@ -148,7 +148,8 @@ SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text AS xid,
                               {pg::kTextArray}};
 
 // After a lost COMMIT that did commit: the watermark of one event of each
-// topic (its first), found by primary key above the head round trip 1 saw.
+// topic (its first), found by primary key above the head round trip 1 saw
+// (a doc's versions never repeat in its topic's journal: one row at most).
 // $1..$4: topic, head seen, key, version. Returns the ordinal of each found.
 const pg::Statement kFindEvents{"sink_find_events",
                                 R"SQL(
@@ -162,7 +163,7 @@ CROSS JOIN LATERAL (
   SELECT x.watermark FROM oasync.events AS x
   WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.watermark OPERATOR(pg_catalog.>) k.after
     AND x.doc_key OPERATOR(pg_catalog.=) k.k AND x.doc_version OPERATOR(pg_catalog.=) k.v
-  ORDER BY x.watermark LIMIT 1) AS e
+  LIMIT 1) AS e
 )SQL",
                                 {pg::kTextArray, pg::kInt8Array, pg::kTextArray, pg::kInt8Array}};
 
@@ -444,9 +445,8 @@ decltype(auto) sql_step(Fn&& fn) {
 
 // How the sink runs a transaction on a connection.
 struct Mode {
-  // Whether the sink begins and commits it (its own connection) or the
-  // caller does (apply_within, and a borrowed connection's libpqxx
-  // transaction).
+  // Whether the sink begins and commits it (on its own connection, or a
+  // borrowed one) or the caller does (apply_within).
   enum class Ends { here, elsewhere } ends = Ends::here;
   // Whether the planner settings are the session's (its own connection), or
   // set for this transaction, or set and then put back (apply_within).
@@ -454,11 +454,10 @@ struct Mode {
   // Whether to refuse a second apply_within in the transaction (and a
   // caller's transaction that is not READ COMMITTED).
   bool guard = false;
-  // How the transaction becomes READ COMMITTED, whatever the session's
-  // default: its BEGIN says so (Ends::here), or its first statement, in a
-  // transaction libpqxx began (a borrowed connection); the caller's own
-  // transaction is checked by the guard instead.
-  enum class Isolation { in_begin, set_first, checked } isolation = Isolation::in_begin;
+  // How the transaction is READ COMMITTED, whatever the session's default:
+  // its BEGIN says so (Ends::here); the caller's own transaction is checked
+  // by the guard instead.
+  enum class Isolation { in_begin, checked } isolation = Isolation::in_begin;
   // Whether round trip 1 learns who the transaction is, for a lost COMMIT.
   enum class Identity { learn, skip } identity = Identity::skip;
 };
@@ -588,8 +587,6 @@ struct Sink::Impl {
     std::vector<pg::Call> calls;
     if (mode.isolation == Isolation::in_begin) {
       calls.push_back(plain("BEGIN ISOLATION LEVEL READ COMMITTED"));
-    } else if (mode.isolation == Isolation::set_first) {
-      calls.push_back(plain("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"));
     }
     const std::size_t pin_at = calls.size();
     if (mode.planner != Planner::session) calls.push_back(call(kPinPlanner));
@@ -688,13 +685,25 @@ struct Sink::Impl {
   // Code::outcome_unknown when nobody can say.
   std::map<std::string, std::int64_t> settle_lost_commit(const Error& lost,
                                                          const internal::Resolution& plan) {
-    if (!learned || conninfo.empty()) throw lost;
+    if (!learned) throw lost;
     const Learned at = *learned;
+    if (conninfo.empty()) {
+      throw Error(Code::outcome_unknown,
+                  fmt::format("{}; a Sink on a borrowed connection cannot reconnect it to find "
+                              "out: on server {} (timeline {}), SELECT pg_xact_status('{}') says "
+                              "whether {} committed",
+                              lost.what(), at.who.system_id, at.who.timeline, at.who.xid,
+                              at.who.describe()),
+                  Retryable::yes, lost.sqlstate(), "commit");
+    }
     internal::CommitFinding found = internal::find_commit_status(
         conninfo, at.who, std::chrono::milliseconds(std::max(0, options.lost_commit_timeout_ms)));
     switch (found.status) {
-      case internal::CommitStatus::committed:
+      case internal::CommitStatus::committed: {
+        PGresult* r = PQexec(found.connection->get(), kPlannerSettingsSql);
+        PQclear(r);
         return find_bases(found.connection->get(), at, plan);
+      }
       case internal::CommitStatus::aborted:
         throw Error(Code::database,
                     fmt::format("the connection was lost at commit ({}); {} did not commit ({}): "
@@ -897,26 +906,26 @@ struct Sink::Impl {
   std::vector<std::vector<WriteResult>> run_own(const std::vector<const Batch*>& batches) {
     for (int attempt = 0;; ++attempt) {
       ensure_connected();
-      std::unique_ptr<pqxx::work> tx;
+      // A borrowed connection is held as libpqxx's "transaction" while the
+      // sink runs its own BEGIN ... COMMIT on it, in its round trips.
+      std::unique_ptr<pg::Borrowed> held;
       PGconn* conn = nullptr;
       Mode mode;
       if (owned) {
         conn = owned->get();
       } else {
-        tx = internal::db_step("begin", [&] { return std::make_unique<pqxx::work>(*borrowed); });
-        conn = pg::raw_connection(*tx);
+        held = internal::db_step("borrow the connection",
+                                 [&] { return std::make_unique<pg::Borrowed>(*borrowed); });
+        conn = held->get();
         internal::require_utf8(conn, "a Sink on a borrowed connection");
-        mode.ends = Ends::elsewhere;
         mode.planner = Planner::pinned;
-        mode.isolation = Isolation::set_first;
+        // The caller's session may have been reset (DISCARD ALL) since.
         pipeline.set_prepared(pg::Pipeline::Prepared::verify);
       }
       mode.identity = Identity::learn;
       const Ends ends = mode.ends;
       try {
-        auto results = run(conn, mode, batches);
-        if (tx) commit_borrowed(*tx);
-        return results;
+        return run(conn, mode, batches);
       } catch (const RegistryChanged& changed) {
         end_failed(conn, ends);
         registry_loaded = false;
@@ -932,15 +941,14 @@ struct Sink::Impl {
         std::this_thread::sleep_for(std::chrono::milliseconds(5 * (attempt + 1)));
       } catch (const NewTimeline&) {
         end_failed(conn, ends);
-        tx.reset();
+        held.reset();
         // The fork needs its own transaction; the batch then runs again.
         ensure_connected();
         if (owned) {
           note_timeline(owned->get(), timeline_plan(batches));
         } else {
-          pqxx::work fork(*borrowed);
-          note_timeline_within(pg::raw_connection(fork), timeline_plan(batches));
-          fork.commit();
+          pg::Borrowed fork(*borrowed);
+          note_timeline(fork.get(), timeline_plan(batches));
         }
         if (attempt >= options.registry_retries) {
           throw Error(Code::database, "the timeline kept changing during the batch",
@@ -954,25 +962,6 @@ struct Sink::Impl {
         end_failed(conn, ends);
         internal::rethrow_as_error("apply batch");
       }
-    }
-  }
-
-  // Commits a borrowed connection's transaction. libpqxx reports a
-  // connection lost during its COMMIT as in doubt (outcome_unknown); the
-  // Sink cannot reconnect a connection it does not own to find out, so the
-  // error says which transaction to ask about.
-  void commit_borrowed(pqxx::work& tx) {
-    try {
-      internal::db_step("commit", [&] { tx.commit(); });
-    } catch (const Error& e) {
-      if (e.code() != Code::outcome_unknown || !learned) throw;
-      throw Error(Code::outcome_unknown,
-                  fmt::format("{}; a Sink on a borrowed connection cannot reconnect it to find "
-                              "out: on server {} (timeline {}), SELECT pg_xact_status('{}') says "
-                              "whether {} committed",
-                              e.what(), learned->who.system_id, learned->who.timeline,
-                              learned->who.xid, learned->who.describe()),
-                  Retryable::yes, e.sqlstate(), "commit");
     }
   }
 
@@ -992,21 +981,6 @@ struct Sink::Impl {
       }
     }
     return plan;
-  }
-
-  // note_timeline inside a transaction that the caller ends.
-  void note_timeline_within(PGconn* conn, const internal::Resolution& plan) {
-    std::set<std::string> names;
-    for (const auto& e : plan.events) names.insert(e.topic);
-    std::vector<std::optional<std::string_view>> topics(names.begin(), names.end());
-    std::vector<pg::Call> calls;
-    pg::Call lock = call(kLockTopics);
-    lock.params.add_text_array(topics);
-    calls.push_back(std::move(lock));
-    pg::Call note = call(kNoteTimeline);
-    note.params.add_text_array(topics);
-    calls.push_back(std::move(note));
-    pipeline.run(conn, calls, "note the timeline");
   }
 
   void add_event_params(pg::Params& p, const internal::Resolution& plan) const {

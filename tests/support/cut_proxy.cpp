@@ -56,6 +56,7 @@ struct CutProxy::Impl {
   std::atomic<bool> stop{false};
   std::atomic<bool> released{false};
   std::atomic<int> fired{0};
+  std::atomic<int> generation{0};  // cut_all() counts it up
   std::mutex mutex;
   std::optional<Cut> armed;
   std::vector<std::thread> threads;
@@ -89,9 +90,10 @@ struct CutProxy::Impl {
     bool startup_done = false;
     bool stalled = false;
     bool cut = false;
+    const int born = generation.load();
     const int from[2] = {client, server};
     const int to[2] = {server, client};
-    while (!stop && !cut) {
+    while (!stop && !cut && generation.load() == born) {
       if (stalled) {
         if (released) break;
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -229,6 +231,10 @@ int CutProxy::fired() const {
 
 void CutProxy::release() {
   impl_->released = true;
+}
+
+void CutProxy::cut_all() {
+  ++impl_->generation;
 }
 
 std::string dbname_of(const std::string& url) {

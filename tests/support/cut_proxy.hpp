@@ -48,6 +48,8 @@ class CutProxy {
   int fired() const;
   // Closes every stalled connection.
   void release();
+  // Cuts every open connection now (as a network that fails mid-wait).
+  void cut_all();
 
  private:
   struct Impl;

@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <random>
@@ -72,6 +73,28 @@ TestDatabase::TestDatabase(Setup setup) {
         {"--database-url", url_, "topics", "apply", source_dir() + "/schema/topics.yaml"});
     if (r.exit_code != 0) throw std::runtime_error("topics apply failed: " + r.err);
   }
+  apply_operator_settings();
+}
+
+void TestDatabase::apply_operator_settings() const {
+  const char* settings = std::getenv("OASYNC_TEST_DATABASE_SETTINGS");
+  if (settings == nullptr || *settings == '\0') return;
+  pqxx::connection admin(admin_url());
+  pqxx::nontransaction tx(admin);
+  std::string_view rest = settings;
+  while (!rest.empty()) {
+    const std::size_t bar = std::min(rest.find('|'), rest.size());
+    const std::string_view item = rest.substr(0, bar);
+    rest.remove_prefix(std::min(bar + 1, rest.size()));
+    const std::size_t eq = item.find('=');
+    if (eq == std::string_view::npos) {
+      throw std::runtime_error(fmt::format(
+          "OASYNC_TEST_DATABASE_SETTINGS: \"{}\" is not name=value", std::string(item)));
+    }
+    tx.exec(fmt::format("ALTER DATABASE {} SET {} = {}", tx.quote_name(name_),
+                        std::string(item.substr(0, eq)),
+                        tx.quote(std::string(item.substr(eq + 1)))));
+  }
 }
 
 TestDatabase::~TestDatabase() {
@@ -85,7 +108,13 @@ TestDatabase::~TestDatabase() {
 }
 
 std::unique_ptr<pqxx::connection> TestDatabase::connect() const {
-  return std::make_unique<pqxx::connection>(url_);
+  // A caller that sets up its connection as oasync's documentation asks
+  // (UTF-8, READ COMMITTED), whatever defaults the database was given.
+  auto conn = std::make_unique<pqxx::connection>(url_);
+  pqxx::nontransaction tx(*conn);
+  tx.exec("SET client_encoding = 'UTF8'; SET default_transaction_isolation = 'read committed'");
+  tx.commit();
+  return conn;
 }
 
 std::string TestDatabase::scalar(const std::string& sql) const {

@@ -21,6 +21,10 @@ class TestDatabase {
   // migrations), or migrated with schema/topics.yaml registered through the
   // real CLI.
   enum class Setup { empty, migrated, with_topics };
+  // Afterwards, the settings in OASYNC_TEST_DATABASE_SETTINGS
+  // ("name=value|name=value") become the database's defaults (ALTER
+  // DATABASE ... SET), as an operator's would: the matrix of hostile
+  // defaults in tests/CMakeLists.txt runs the core cases under them.
   explicit TestDatabase(Setup setup = Setup::with_topics);
   ~TestDatabase();
   TestDatabase(const TestDatabase&) = delete;
@@ -28,12 +32,16 @@ class TestDatabase {
 
   const std::string& url() const { return url_; }
   const std::string& name() const { return name_; }
+  // A connection in UTF-8 and READ COMMITTED, as oasync asks of a caller's
+  // connection (apply_within), whatever the database's defaults.
   std::unique_ptr<pqxx::connection> connect() const;
   // Runs one SQL statement and returns the first column of the first row as
   // text ("" for no row or NULL).
   std::string scalar(const std::string& sql) const;
 
  private:
+  void apply_operator_settings() const;
+
   std::string name_;
   std::string url_;
 };

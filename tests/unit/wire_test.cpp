@@ -249,7 +249,7 @@ TEST_CASE("each error code has one wire code") {
       {Code::refused, "internal"},
       {Code::fenced, "fenced"},
       {Code::database, "database"},
-      {Code::outcome_unknown, "database"},
+      {Code::outcome_unknown, "outcome_unknown"},
       {Code::internal, "internal"}};
   CHECK(expected.size() == static_cast<std::size_t>(enum_size<Code>()));
   for (const auto& [code, wire] : expected) {
