@@ -27,9 +27,11 @@ void add_snapshot_command(CLI::App& app, Context& ctx, std::vector<Command>& out
       "then one line per doc. `snapshot` followed by `tail --after HEAD --epoch EPOCH` misses\n"
       "nothing and repeats nothing, even under concurrent writes: the way out of a stale cursor.\n"
       "--since W (delta resync) prints only docs changed after W, tombstones included; it exits\n"
-      "3 when tombstones it would need were already purged.");
+      "3 when tombstones it would need were already purged. --scope S prints S's docs only;\n"
+      "--scope '' prints the unscoped docs (scope ''), without --scope every scope's.");
   snapshot->add_option("TOPIC", s->topic, "Topic")->required();
-  snapshot->add_option("--scope", s->scope, "Only docs of this scope (tenant)");
+  CLI::Option* scope_option = snapshot->add_option(
+      "--scope", s->scope, "Only docs of this scope (tenant); '' is the unscoped docs");
   snapshot->add_option("--since", s->since, "Only docs changed after this watermark")
       ->check(CLI::NonNegativeNumber);
   snapshot->add_option("--format", s->format, "ndjson or proto (length-delimited ServerMessage)")
@@ -37,13 +39,16 @@ void add_snapshot_command(CLI::App& app, Context& ctx, std::vector<Command>& out
   snapshot->add_option("--page-size", s->page_size, "Docs read per query")
       ->check(CLI::Range(1, 100000));
   out.push_back(
-      {snapshot, [&ctx, s]() {
+      {snapshot, [&ctx, s, scope_option]() {
          std::signal(SIGPIPE, SIG_IGN);
          auto conn = ctx.connect();
          Reader reader(*conn);
          Output output(parse_format(s->format));
          const auto since = s->since < 0 ? std::nullopt : std::optional<std::int64_t>(s->since);
-         const auto scope = s->scope.empty() ? std::nullopt : std::optional<std::string>(s->scope);
+         // --scope '' is the unscoped docs, as in oasync.snapshot_docs; no
+         // --scope at all is every scope.
+         const auto scope =
+             scope_option->count() ? std::optional<std::string>(s->scope) : std::nullopt;
          const StaleReason reason = reader.snapshot(
              s->topic, scope, since, s->page_size,
              [&](const Reader::SnapshotHeader& h) { output.snapshot_header(h); },

@@ -235,13 +235,16 @@ void add_tail_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "error envelope and exits 3: resync with `oasync snapshot`. --follow waits for commits\n"
       "(woken by the sink's notification, and polling every --poll-ms in case none comes),\n"
       "and reconnects with backoff from the last printed watermark when the connection drops\n"
-      "(at start too, until the database is reachable; each try is reported on stderr).");
+      "(at start too, until the database is reachable; each try is reported on stderr).\n"
+      "--scope S prints S's view (its events, and docs leaving S as deletes); --scope '' is\n"
+      "the unscoped docs' view, without --scope every scope's events.");
   tail->add_option("TOPIC", t->topics, "Topics to read")->required();
   tail->add_option("--after", t->after, "Start after this watermark (0: from the beginning)")
       ->check(CLI::NonNegativeNumber);
   tail->add_option("--epoch", t->epoch, "The epoch the --after watermark belongs to");
   tail->add_flag("--follow", t->follow, "Keep waiting for new events");
-  tail->add_option("--scope", t->scope, "Only events of this scope (tenant)");
+  CLI::Option* scope_option = tail->add_option(
+      "--scope", t->scope, "Only events of this scope (tenant); '' is the unscoped docs");
   tail->add_option("--format", t->format, "text, ndjson, or proto (length-delimited ServerMessage)")
       ->check(CLI::IsMember({"text", "ndjson", "proto"}));
   tail->add_option("--limit", t->limit, "Stop after this many events")->check(CLI::PositiveNumber);
@@ -256,8 +259,10 @@ void add_tail_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   tail->add_option("--poll-ms", t->poll_ms,
                    "With --follow: poll this often even without notifications (hot standbys)")
       ->check(CLI::Range(10, 600000));
-  out.push_back({tail, [&ctx, t]() {
-                   t->has_scope = !t->scope.empty();
+  out.push_back({tail, [&ctx, t, scope_option]() {
+                   // --scope '' is the unscoped docs' view; no --scope at
+                   // all is every scope.
+                   t->has_scope = scope_option->count() > 0;
                    return run_tail(ctx, *t);
                  }});
 }

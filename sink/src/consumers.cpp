@@ -31,12 +31,21 @@ LEFT JOIN oasync.topics AS t ON t.topic = c.topic
 ORDER BY c.name COLLATE "C", c.topic COLLATE "C"
 )SQL";
 
+// A consumer's position is current as resume_check (0006) has it: in the
+// topic's epoch, or in an epoch that a timeline fork left in epoch_history and
+// at or below the head where the histories part. The topic's epoch is read
+// here, under the caller's topic lock, not taken from an earlier read.
 const char* const kRecentBelowSql = R"SQL(
-SELECT name, topic, epoch::text AS epoch, watermark, last_seen::text AS last_seen
-FROM oasync.consumers
-WHERE topic = $1 AND epoch = $2::uuid AND watermark < $3
-  AND last_seen >= now() - make_interval(secs => $4)
-ORDER BY name COLLATE "C"
+SELECT c.name, c.topic, c.epoch::text AS epoch, c.watermark, c.last_seen::text AS last_seen
+FROM oasync.consumers AS c
+JOIN oasync.topics AS t ON t.topic = c.topic
+WHERE c.topic = $1 AND c.watermark < $2
+  AND c.last_seen >= now() - make_interval(secs => $3)
+  AND (c.epoch = t.epoch
+       OR EXISTS (SELECT 1 FROM oasync.epoch_history AS h
+                  WHERE h.topic = c.topic AND h.epoch = c.epoch
+                    AND c.watermark <= h.valid_through))
+ORDER BY c.name COLLATE "C"
 )SQL";
 
 ConsumerState consumer_from_row(const pqxx::row& row) {
@@ -89,11 +98,10 @@ std::vector<ConsumerState> list_consumers(pqxx::connection_base& conn) {
 namespace internal {
 
 std::vector<ConsumerState> recent_consumers_below(pqxx::transaction_base& tx,
-                                                  const std::string& topic,
-                                                  const std::string& epoch, std::int64_t floor,
+                                                  const std::string& topic, std::int64_t floor,
                                                   std::int64_t window_seconds) {
   std::vector<ConsumerState> out;
-  for (const auto& row : tx.exec_params(kRecentBelowSql, topic, epoch, floor, window_seconds)) {
+  for (const auto& row : tx.exec_params(kRecentBelowSql, topic, floor, window_seconds)) {
     out.push_back(consumer_from_row(row));
   }
   return out;

@@ -94,7 +94,20 @@ const char* const kServerGrants[] = {"GRANT SELECT ON oasync.revoked_sessions TO
 // its session's bound scope. Several readers, writers and servers can hold
 // them at once; `grants` only adds to trusted_roles and scope_bindings.
 // (SELECT ...): evaluated once per query, not per row.
-const char* const kScopedTables[] = {"oasync.docs", "oasync.events", "oasync.scope_exits"};
+struct ScopedTable {
+  const char* name;
+  // What a row of the bound scope must also be for a non-trusted role to see
+  // it ("" or a condition followed by AND). Docs hide their version-0 rows:
+  // placeholders and stream positions carry the scope of an upsert that may
+  // never have applied (migration 0010 says the same to a policy made before
+  // it, and must stay in step with this).
+  const char* reader_sees;
+};
+const ScopedTable kScopedTables[] = {
+    {"oasync.docs", "doc_version OPERATOR(pg_catalog.>) 0 AND "},
+    {"oasync.events", ""},
+    {"oasync.scope_exits", ""},
+};
 const char* const kDropScopePolicies[] = {
     "DROP POLICY IF EXISTS oasync_scope_read ON {}",
     "DROP POLICY IF EXISTS oasync_trusted_write ON {}",
@@ -102,16 +115,20 @@ const char* const kDropScopePolicies[] = {
 const char* const kScopeSecurityOff = "ALTER TABLE {} DISABLE ROW LEVEL SECURITY";
 const char* const kScopeSecurityOn[] = {
     "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
-    R"SQL(CREATE POLICY oasync_scope_read ON {} FOR SELECT
+    R"SQL(CREATE POLICY oasync_scope_read ON {0} FOR SELECT
           USING ((SELECT oasync.session_trusted(CURRENT_USER))
-                 OR scope = (SELECT oasync.session_scope(CURRENT_USER) COLLATE pg_catalog."default")))SQL",
-    R"SQL(CREATE POLICY oasync_trusted_write ON {} FOR ALL
+                 OR ({1}scope = (SELECT oasync.session_scope(CURRENT_USER) COLLATE pg_catalog."default"))))SQL",
+    R"SQL(CREATE POLICY oasync_trusted_write ON {0} FOR ALL
           USING ((SELECT oasync.session_trusted(CURRENT_USER)))
           WITH CHECK ((SELECT oasync.session_trusted(CURRENT_USER))))SQL",
 };
 
 void run(pqxx::transaction_base& tx, const char* statement, const std::string& name) {
   tx.exec(fmt::format(fmt::runtime(statement), name));
+}
+
+void run(pqxx::transaction_base& tx, const char* statement, const ScopedTable& table) {
+  tx.exec(fmt::format(fmt::runtime(statement), table.name, table.reader_sees));
 }
 
 }  // namespace
@@ -176,7 +193,7 @@ void apply_grants(pqxx::connection_base& conn, const GrantRoles& roles) {
       }
     }
     if (roles.scope_security != ScopeSecurity::unchanged) {
-      for (const char* table : kScopedTables) {
+      for (const ScopedTable& table : kScopedTables) {
         for (const char* statement : kDropScopePolicies) run(tx, statement, table);
         if (roles.scope_security == ScopeSecurity::off) {
           run(tx, kScopeSecurityOff, table);

@@ -4,10 +4,11 @@
 //
 //   1. doc rows, sorted by (topic, doc_key) in bytewise ("C") order:
 //        the sink (existing docs FOR UPDATE, then placeholders for new ones,
-//        in the same order; see sink.cpp), purge's tombstone removal;
+//        in the same order; see sink.cpp), purge's tombstone removal, topics
+//        apply (the version-0 rows of the topics it removes);
 //   2. topic rows, sorted by topic in bytewise order:
 //        the sink (FOR NO KEY UPDATE, after its docs), topics apply (every
-//        row FOR UPDATE at its start), purge (one topic per transaction),
+//        row FOR UPDATE, after those docs), purge (one topic per transaction),
 //        reset-epoch (one topic), oasync.note_timeline (the sink's topics);
 //   3. producer checkpoint rows, sorted by producer_id: the sink.
 //

@@ -105,22 +105,54 @@ class AdvisoryLock {
   pqxx::connection_base& conn_;
 };
 
-// Indexes of schema oasync that a failed CREATE INDEX CONCURRENTLY left
-// invalid.
+// Invalid indexes of schema oasync: what a failed CREATE INDEX CONCURRENTLY
+// leaves behind (the migration's, or an operator's being built by hand).
 const char* const kInvalidIndexesSql = R"SQL(
-SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
+SELECT c.relname AS index_name, pg_catalog.format('%I.%I', n.nspname, c.relname) AS name
 FROM pg_catalog.pg_index AS i
 JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
 JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
 WHERE n.nspname = 'oasync' AND NOT i.indisvalid
 )SQL";
 
+// The names of the indexes a migration's CREATE INDEX CONCURRENTLY
+// statements create (unqualified: an index lives in its table's schema), as
+// Postgres stores them: a plain name folded to lower case, a quoted one as
+// written.
+std::set<std::string> concurrent_index_names(const Migration& m) {
+  static const std::regex create_re(
+      R"(^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?)"
+      R"(("(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*))",
+      std::regex::icase);
+  static const std::regex comment_re(R"(--[^\n]*)");
+  std::set<std::string> names;
+  for (const SqlStatement& statement : split_sql(m.sql)) {
+    const std::string code = std::regex_replace(statement.text, comment_re, "");
+    std::smatch match;
+    if (!std::regex_search(code, match, create_re)) continue;
+    std::string name = match[1].str();
+    if (name.front() == '"') {
+      name = std::regex_replace(name.substr(1, name.size() - 2), std::regex("\"\""), "\"");
+    } else {
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    }
+    names.insert(std::move(name));
+  }
+  return names;
+}
+
 // Runs a no-transaction migration (see migrate.hpp) and records it.
 void apply_outside_transaction(pqxx::connection_base& conn, const Migration& m) {
-  internal::db_step(fmt::format("{}: drop invalid indexes", m.name), [&] {
+  // A failed earlier run may have left the migration's own indexes invalid:
+  // IF NOT EXISTS would keep them so, so they go first. Only those: another
+  // invalid index may be an operator's, built by hand at this moment.
+  const std::set<std::string> own = concurrent_index_names(m);
+  internal::db_step(fmt::format("{}: drop its invalid indexes", m.name), [&] {
     pqxx::nontransaction tx(conn);
     tx.exec("SET search_path = pg_catalog, pg_temp");
     for (const auto& row : tx.exec(kInvalidIndexesSql)) {
+      if (!own.count(row["index_name"].as<std::string>())) continue;
       tx.exec("DROP INDEX CONCURRENTLY IF EXISTS " + row["name"].as<std::string>());
     }
   });

@@ -135,8 +135,8 @@ std::vector<TopicPurge> purge(
       internal::db_step(fmt::format("{}: read consumers", name), [&] {
         pqxx::read_transaction tx(conn);
         internal::pin_search_path(tx);
-        for (const ConsumerState& c : internal::recent_consumers_below(tx, name, p.epoch, target,
-                                                                       o.consumer_window_seconds)) {
+        for (const ConsumerState& c :
+             internal::recent_consumers_below(tx, name, target, o.consumer_window_seconds)) {
           r.blocking.push_back({c.name, c.position.watermark, c.last_seen});
         }
       });
@@ -175,8 +175,8 @@ std::vector<TopicPurge> purge(
             internal::pin_search_path(tx);
             tx.exec_params(kLockTopicSql, name);
             if (o.force == Force::no) {
-              for (const ConsumerState& c : internal::recent_consumers_below(
-                       tx, name, p.epoch, upto, o.consumer_window_seconds)) {
+              for (const ConsumerState& c :
+                   internal::recent_consumers_below(tx, name, upto, o.consumer_window_seconds)) {
                 r.blocking.push_back({c.name, c.position.watermark, c.last_seen});
               }
               if (!r.blocking.empty()) return false;

@@ -32,6 +32,18 @@ ON CONFLICT (topic) DO UPDATE SET
   config_revision = nextval('oasync.config_revisions'), updated_at = now()
 )SQL";
 
+// Locks the version-0 rows (stream positions of docs that never existed) of
+// a topic this transaction removes, in doc_key order, and counts them. They
+// are docs, so they are locked before any topic row (lock_order.hpp): a sink
+// that holds one from its first round trip locks its topic next, and a
+// removal holding the topic rows while it waited for that doc would deadlock
+// with it. A row that a sink applied meanwhile (version > 0) is not locked.
+const char* const kLockPositionRowsSql = R"SQL(
+SELECT count(*) AS locked FROM (
+  SELECT 1 FROM oasync.docs WHERE topic = $1 AND doc_version = 0
+  ORDER BY doc_key COLLATE "C" FOR UPDATE) AS held
+)SQL";
+
 // Locks every registered topic row, in name order (lock_order.hpp): a sink
 // that writes to a topic holds its row until it commits, so from here on no
 // writer can add a doc or event to a topic this transaction removes.
@@ -129,7 +141,19 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
     // One registry writer at a time. A sink that cached an old registry
     // notices the new config_revision under its topic lock and retries.
     tx.exec_params(kLockRegistrySql, kTopicsLockKey);
-    if (dry_run == DryRun::no) tx.exec(kLockAllTopicsSql);
+    // The version-0 rows of each topic to remove, locked first, by topic in
+    // bytewise order (std::map's), then the topic rows. The registry lock
+    // keeps the set of topics as read here.
+    std::map<std::string, std::int64_t> positions_locked;
+    if (dry_run == DryRun::no) {
+      for (const auto& row : internal::read_topic_rows(tx)) {
+        if (!names.count(row.name())) positions_locked.emplace(row.name(), 0);
+      }
+      for (auto& [name, locked] : positions_locked) {
+        locked = tx.exec_params1(kLockPositionRowsSql, name)["locked"].as<std::int64_t>();
+      }
+      tx.exec(kLockAllTopicsSql);
+    }
     // (docs, events) of a name; `all` counts the version-0 rows too.
     const auto rows_left = [&](const std::string& name, bool all) {
       const pqxx::row left = tx.exec_params1(kTopicRowsLeftSql, name);
@@ -177,6 +201,18 @@ TopicsReport apply_topics(pqxx::connection_base& conn, const std::vector<TopicSp
                     fmt::format("topic \"{}\" is not in the file but still has docs or events; "
                                 "refusing to remove it (nothing was changed): {} docs, {} events",
                                 name, docs, events));
+      }
+      if (dry_run == DryRun::no) {
+        // Re-checked under the topic's lock: a sink that wrote a position row
+        // after the removal began (it was not locked above) would lose it.
+        const auto it_locked = positions_locked.find(name);
+        const std::int64_t locked = it_locked == positions_locked.end() ? 0 : it_locked->second;
+        if (const std::int64_t added = rows_left(name, true).first - locked; added != 0) {
+          throw Error(Code::refused,
+                      fmt::format("topic \"{}\" was written while it was being removed ({} new "
+                                  "position row{}); refusing to remove it (nothing was changed)",
+                                  name, added, added == 1 ? "" : "s"));
+        }
       }
       report.removed.push_back(name);
       if (dry_run == DryRun::no) tx.exec_params(kDeleteTopicSql, name);

@@ -25,15 +25,18 @@ ORDER BY watermark
 )SQL";
 
 // Docs against their latest retained event; only disagreements come back,
-// with what was expected and what was found.
+// with what was expected and what was found. A doc, live or a tombstone, is in
+// the scope of its latest event (a delete keeps the doc's scope); one whose
+// events were purged has nothing to be compared with.
 const char* const kDocsSql = R"SQL(
 WITH latest AS (
-  SELECT DISTINCT ON (doc_key) doc_key, watermark, doc_version, op, payload::text AS payload,
-         payload_hash
+  SELECT DISTINCT ON (doc_key) doc_key, watermark, doc_version, op, scope,
+         payload::text AS payload, payload_hash
   FROM oasync.events WHERE topic = $1 AND watermark > $2
   ORDER BY doc_key, watermark DESC
 ), doc AS (
-  SELECT doc_key, doc_version, deleted, payload::text AS payload, payload_hash, last_watermark
+  SELECT doc_key, doc_version, deleted, scope, payload::text AS payload, payload_hash,
+         last_watermark
   FROM oasync.docs WHERE topic = $1 AND last_watermark > $2
 )
 SELECT coalesce(d.doc_key, e.doc_key) AS doc_key, m.what, m.expected, m.found
@@ -48,6 +51,9 @@ CROSS JOIN LATERAL (VALUES
    'version ' || d.doc_version),
   (b.both_sides AND d.last_watermark <> e.watermark, 'last_watermark', 'watermark ' || e.watermark,
    'watermark ' || d.last_watermark),
+  (b.both_sides AND d.scope <> e.scope, 'scope',
+   'scope "' || e.scope || '" (event at watermark ' || e.watermark || ')',
+   'scope "' || d.scope || '"'),
   (b.both_sides AND d.deleted <> (e.op = 'delete'), 'tombstone',
    CASE WHEN e.op = 'delete' THEN 'deleted' ELSE 'live' END,
    CASE WHEN d.deleted THEN 'deleted' ELSE 'live' END),

@@ -317,6 +317,60 @@ TEST_CASE("scope security: a doc moved to another tenant shows the old tenant on
   CHECK(tail.out.find("\"op\":\"delete\"") != std::string::npos);
 }
 
+TEST_CASE("scope security: a bound reader sees no version-0 row, though it carries its scope") {
+  TestDatabase db;
+  TestRole writer(db, "w");
+  TestRole reader(db, "r");
+  REQUIRE(run_oasync({"--database-url", db.url(), "grants", "--writer", writer.name(), "--reader",
+                      reader.name(), "--scope-security", "on", "--scope", "org:victim"})
+              .exit_code == 0);
+  auto sink = Sink::open(writer.url());
+  // A delete with seq 10 of a doc that never existed keeps the stream's
+  // position in a version-0 row; the upsert with seq 5 is a duplicate that
+  // never applies, but the row was created in its scope.
+  DocWrite gone = remove_doc("v");
+  gone.source_stream = "run:v";
+  gone.source_seq = 10;
+  DocWrite late = upsert("v", R"({"secret":1})", 5);
+  late.scope = "org:victim";
+  const auto results = sink->apply(batch_of({gone, late}));
+  REQUIRE(results[0].outcome == Outcome::unchanged);
+  REQUIRE(results[1].outcome == Outcome::duplicate);
+  REQUIRE(db.scalar("SELECT scope || '/' || doc_version || '/' || source_seq FROM oasync.docs "
+                    "WHERE doc_key = 'run_summary:v'") == "org:victim/0/10");
+  const std::string set_victim = "SET LOCAL oasync.scope = 'org:victim'";
+  CHECK(as_role(reader.url(), set_victim,
+                "SELECT count(*) FROM oasync.docs WHERE doc_key = 'run_summary:v'") == "0");
+  CHECK(as_role(reader.url(), set_victim, "SELECT count(*) FROM oasync.docs") == "0");
+  // The writer, trusted, still sees it: the sink reads stream positions.
+  CHECK(as_role(writer.url(), "",
+                "SELECT count(*) FROM oasync.docs WHERE doc_key = 'run_summary:v'") == "1");
+}
+
+TEST_CASE("migrate hides version-0 rows under a scope policy made before it") {
+  TestDatabase db;
+  TestRole writer(db, "w");
+  TestRole reader(db, "r");
+  REQUIRE(run_oasync({"--database-url", db.url(), "grants", "--writer", writer.name(), "--reader",
+                      reader.name(), "--scope-security", "on", "--scope", "org:victim"})
+              .exit_code == 0);
+  // The docs policy as grants made it before 0010, and 0010 not yet applied.
+  db.scalar(R"SQL(ALTER POLICY oasync_scope_read ON oasync.docs
+                  USING ((SELECT oasync.session_trusted(CURRENT_USER))
+                         OR scope = (SELECT oasync.session_scope(CURRENT_USER)
+                                     COLLATE pg_catalog."default")))SQL");
+  db.scalar("DELETE FROM oasync.schema_migrations WHERE version = 10");
+  db.scalar(
+      "INSERT INTO oasync.docs (topic, doc_key, scope, doc_version, last_watermark, "
+      "source_stream, source_seq) VALUES ('runtime.run_summaries', 'run_summary:v', "
+      "'org:victim', 0, 0, 'run:v', 10)");
+  const std::string set_victim = "SET LOCAL oasync.scope = 'org:victim'";
+  REQUIRE(as_role(reader.url(), set_victim, "SELECT count(*) FROM oasync.docs") == "1");
+  REQUIRE(run_oasync({"--database-url", db.url(), "migrate"}).exit_code == 0);
+  CHECK(as_role(reader.url(), set_victim, "SELECT count(*) FROM oasync.docs") == "0");
+  CHECK(as_role(writer.url(), "", "SELECT count(*) FROM oasync.docs") == "1");
+}
+
 TEST_CASE("consumers: the reader writes positions only through ack_consumer, forward only") {
   TestDatabase db;
   TestRole writer(db, "w");

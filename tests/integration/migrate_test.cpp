@@ -136,6 +136,37 @@ TEST_CASE("a failing migration rolls back whole and names the file and line") {
   CHECK(db.scalar("SELECT count(*) FROM oasync.schema_migrations WHERE version = 9001") == "0");
 }
 
+TEST_CASE("migrate re-running a concurrent-index migration drops its own invalid indexes only") {
+  TestDatabase db;
+  // Two rows of one topic: a unique index on topic fails on them, and a
+  // failed CREATE INDEX CONCURRENTLY leaves its index behind, invalid.
+  db.scalar(
+      "INSERT INTO oasync.events (topic, watermark, doc_key, doc_version, scope, op) VALUES "
+      "('runtime.run_summaries', 1, 'run_summary:1', 1, '', 'upsert'), "
+      "('runtime.run_summaries', 2, 'run_summary:1', 2, '', 'upsert')");
+  // An operator's own index, being built by hand.
+  CHECK_THROWS(
+      db.scalar("CREATE UNIQUE INDEX CONCURRENTLY operator_events_topic ON oasync.events (topic)"));
+  // 0008's index, as a failed build of it would have left it.
+  db.scalar("DROP INDEX oasync.events_topic_scope_watermark");
+  CHECK_THROWS(db.scalar(
+      "CREATE UNIQUE INDEX CONCURRENTLY events_topic_scope_watermark ON oasync.events (topic)"));
+  const std::string invalid =
+      "SELECT string_agg(c.relname, ',' ORDER BY c.relname) FROM pg_index i JOIN pg_class c ON "
+      "c.oid = i.indexrelid WHERE NOT i.indisvalid";
+  REQUIRE(db.scalar(invalid) == "events_topic_scope_watermark,operator_events_topic");
+  // 0008 to run again, as after its failed build.
+  db.scalar("DELETE FROM oasync.schema_migrations WHERE version = 8");
+  const auto r = run_oasync({"--database-url", db.url(), "migrate"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "applied 0008_scoped_read_indexes.sql\n");
+  // The migration's own index is rebuilt, valid; the operator's is left alone.
+  CHECK(db.scalar(invalid) == "operator_events_topic");
+  CHECK(db.scalar("SELECT pg_get_indexdef('oasync.events_topic_scope_watermark'::regclass)") ==
+        "CREATE INDEX events_topic_scope_watermark ON oasync.events USING btree (topic, scope, "
+        "watermark)");
+}
+
 TEST_CASE("badly named migration files are refused") {
   TestDatabase db(TestDatabase::Setup::empty);
   TempDir dir;

@@ -117,6 +117,55 @@ TEST_CASE("purge refuses to cross a recent consumer unless --force, and names it
         3);
 }
 
+TEST_CASE(
+    "purge does not cross a consumer of an epoch forked by a failover, whose position still "
+    "resumes") {
+  TestDatabase db;
+  old_events(db, 20, 5, 10);
+  REQUIRE(run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0", "--limit", "3",
+                      "--consumer", "mobile"})
+              .exit_code == 0);
+  const std::string old_epoch =
+      db.scalar("SELECT epoch FROM oasync.topics WHERE topic = 'runtime.run_summaries'");
+  // A failover, as the sink sees it: the topic was last written on another
+  // timeline than the server's current one (a promoted replica runs on the
+  // next timeline; here the topic's record moves instead of the server), and
+  // the sink's next write notes the timeline (oasync.note_timeline), which
+  // forks the epoch: the old epoch goes to epoch_history, valid through the
+  // head where the two histories part (20).
+  db.scalar(
+      "UPDATE oasync.topics SET timeline = timeline - 1 WHERE topic = "
+      "'runtime.run_summaries'");
+  REQUIRE(db.scalar("SELECT string_agg(t, ',') FROM oasync.note_timeline('[\"" +
+                    std::string(kRuns) + "\"]') AS t") == kRuns);
+  REQUIRE(db.scalar("SELECT epoch::text || '/' || valid_through FROM oasync.epoch_history") ==
+          old_epoch + "/20");
+  // The consumer's position (old epoch, 3) still resumes, so it is current.
+  const auto listed = run_oasync({"--database-url", db.url(), "consumers", "--format", "json"});
+  const auto consumers = nlohmann::json::parse(listed.out);
+  REQUIRE(consumers.size() == 1);
+  CHECK(consumers[0]["epoch"] == old_epoch);
+  CHECK(consumers[0]["stale"] == false);
+
+  const std::vector<std::string> purge{"--database-url", db.url(), "purge",       "--topic", kRuns,
+                                       "--older-than",   "0s",     "--keep-last", "0"};
+  const auto refused = run_oasync(purge);
+  CHECK(refused.exit_code == 1);
+  CHECK(refused.out.find("runtime.run_summaries: consumer \"mobile\" at watermark 3") !=
+        std::string::npos);
+  CHECK(refused.out.find(
+            "refused: the new floor 20 would cross 1 recent consumer; nothing deleted") !=
+        std::string::npos);
+  CHECK(floor_of(db) == "0");
+  // The consumer resumes where it was: 4..20 of the history both epochs share.
+  const auto resumed = run_oasync(
+      {"--database-url", db.url(), "tail", kRuns, "--format", "ndjson", "--consumer", "mobile"});
+  CHECK(resumed.exit_code == 0);
+  CHECK(resumed.out.find("\"watermark\":4,") != std::string::npos);
+  CHECK(resumed.out.find("\"watermark\":3,") == std::string::npos);
+  CHECK(resumed.out.find("\"watermark\":20,") != std::string::npos);
+}
+
 TEST_CASE("tail --consumer records its position and resumes from it") {
   TestDatabase db;
   old_events(db, 10, 3, 0);

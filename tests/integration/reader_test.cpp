@@ -172,6 +172,40 @@ TEST_CASE("tail prints events in watermark order as NDJSON, filtered by scope, l
   CHECK(fresh.out.empty());
 }
 
+TEST_CASE(
+    "snapshot and tail with --scope '' read the unscoped docs only, without --scope every scope") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  DocWrite a = upsert("a", R"({"n":1})");
+  a.scope = "org:1";
+  DocWrite d = upsert("d", R"({"n":4})");
+  d.scope = "org:2";
+  sink->apply(batch_of({a, upsert("b", R"({"n":2})"), upsert("c", R"({"n":3})"), d}));
+  const auto keys = [](const std::string& out, std::size_t skip) {
+    std::vector<std::string> found;
+    const auto all = lines(out);
+    for (std::size_t i = skip; i < all.size(); ++i) found.push_back(all[i]["doc_key"]);
+    return found;
+  };
+  const std::vector<std::string> unscoped{"run_summary:b", "run_summary:c"};
+  const std::vector<std::string> every{"run_summary:a", "run_summary:b", "run_summary:c",
+                                       "run_summary:d"};
+
+  const auto snap = run_oasync({"--database-url", db.url(), "snapshot", kRuns, "--scope", ""});
+  CHECK(snap.exit_code == 0);
+  CHECK(keys(snap.out, 1) == unscoped);  // after the header
+  const auto tail = run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0",
+                                "--format", "ndjson", "--scope", ""});
+  CHECK(tail.exit_code == 0);
+  CHECK(keys(tail.out, 0) == unscoped);
+
+  const auto all_snap = run_oasync({"--database-url", db.url(), "snapshot", kRuns});
+  CHECK(keys(all_snap.out, 1) == every);
+  const auto all_tail =
+      run_oasync({"--database-url", db.url(), "tail", kRuns, "--after", "0", "--format", "ndjson"});
+  CHECK(keys(all_tail.out, 0) == every);
+}
+
 TEST_CASE("tail --format ndjson quotes keys and scopes exactly, escapes and all") {
   TestDatabase db;
   auto sink = Sink::open(db.url());

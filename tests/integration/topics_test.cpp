@@ -3,12 +3,15 @@
 
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <sstream>
 #include <thread>
 
 #include <pqxx/pqxx>
 
+#include "oasync/error.hpp"
 #include "oasync/sink.hpp"
+#include "oasync/topics.hpp"
 #include "process.hpp"
 #include "temp_dir.hpp"
 #include "test_db.hpp"
@@ -213,8 +216,15 @@ TEST_CASE("a batch that keeps only a stream position holds the topic too: no orp
       {oasync::test::oasync_binary(), "--database-url", db.url(), "topics", "apply", without.path});
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   tx.commit();
-  // The removal waited for the sink, then took the position row with it.
-  CHECK(remove.wait() == 0);
+  // The removal waited for the sink; the position row it committed was not
+  // there when the removal began, so the removal refuses rather than lose it.
+  CHECK(remove.wait() == 1);
+  CHECK(remove.stderr_text().find("topic \"scratch.things\" was written while it was being "
+                                  "removed (1 new position row); refusing to remove it (nothing "
+                                  "was changed)") != std::string::npos);
+  CHECK(db.scalar("SELECT count(*) FROM oasync.docs WHERE topic = 'scratch.things'") == "1");
+  // Run again, the removal takes the position row with it: no orphan.
+  CHECK(run_oasync({"--database-url", db.url(), "topics", "apply", without.path}).exit_code == 0);
   CHECK(db.scalar("SELECT count(*) FROM oasync.topics WHERE topic = 'scratch.things'") == "0");
   CHECK(db.scalar("SELECT count(*) FROM oasync.docs AS d WHERE NOT EXISTS (SELECT 1 FROM "
                   "oasync.topics AS t WHERE t.topic = d.topic)") == "0");
@@ -266,4 +276,103 @@ TEST_CASE("a name with rows left from an earlier topic is not registered over th
   CHECK(r.err.find("topic \"scratch.things\" cannot be registered: 0 docs and 1 events of an "
                    "earlier topic of that name are still stored") != std::string::npos);
   CHECK(db.scalar("SELECT count(*) FROM oasync.topics WHERE topic = 'scratch.things'") == "0");
+}
+
+namespace {
+
+// What a sink does in its first round trip to a doc it writes (sink.cpp,
+// sink_lock_docs): lock the row, or create a version-0 placeholder for it.
+void sink_locks_doc(pqxx::work& tx, const std::string& key) {
+  tx.exec(
+      "INSERT INTO oasync.docs AS d (topic, doc_key, scope, doc_version, last_watermark) "
+      "VALUES ('scratch.things', " +
+      tx.quote(key) +
+      ", '', 0, 0) ON CONFLICT (topic, doc_key) DO UPDATE SET doc_version = d.doc_version "
+      "WHERE false");
+}
+
+// Waits until the backend `pid` waits for a lock another one holds (not a
+// timed assertion: the test goes on only once the removal is blocked).
+void wait_until_blocked(const TestDatabase& db, int pid) {
+  while (db.scalar("SELECT cardinality(pg_blocking_pids(" + std::to_string(pid) + "))") == "0") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+// What happens to a removal of scratch.things, which holds a position row
+// that a sink has locked in its first round trip, when the sink then locks
+// the topic (its second round trip), maybe writes a new position row, and
+// commits. "removed" or the removal's error (code and message).
+std::string removal_beside_a_sink(const TestDatabase& db, const std::string& new_position_key) {
+  TempYaml with_scratch(catalog_with(kScratch));
+  REQUIRE(
+      run_oasync({"--database-url", db.url(), "topics", "apply", with_scratch.path}).exit_code ==
+      0);
+  // A position row: a delete, with a source seq, of a doc that never existed.
+  {
+    auto conn = db.connect();
+    oasync::Sink sink(*conn);
+    pqxx::work tx(*conn);
+    oasync::DocWrite gone = remove_doc("never", "scratch.things", "thing:");
+    gone.source_stream = "run:never";
+    gone.source_seq = 1;
+    REQUIRE(sink.apply_within(tx, batch_of({gone}))[0].outcome == oasync::Outcome::unchanged);
+    tx.commit();
+  }
+  std::vector<oasync::TopicSpec> without;
+  auto remover = db.connect();
+  for (const auto& t : oasync::list_topics(*remover)) {
+    if (t.spec.name != "scratch.things") without.push_back(t.spec);
+  }
+  auto sink_conn = db.connect();
+  pqxx::work sink_tx(*sink_conn);
+  sink_locks_doc(sink_tx, "thing:never");  // round trip 1
+  const int remover_pid = remover->backendpid();
+  auto removal = std::async(std::launch::async, [&]() -> std::string {
+    try {
+      oasync::apply_topics(*remover, without);
+      return "removed";
+    } catch (const oasync::Error& e) {
+      return std::string(oasync::to_string(e.code())) + ": " + e.what();
+    }
+  });
+  wait_until_blocked(db, remover_pid);
+  // Round trip 2: the sink locks its topic, as sink_lock_topics does. A
+  // removal holding the topic row here is a deadlock (40P01).
+  std::string sink_outcome = "committed";
+  try {
+    sink_tx.exec("SELECT 1 FROM oasync.topics WHERE topic = 'scratch.things' FOR NO KEY UPDATE");
+    if (!new_position_key.empty()) {
+      sink_tx.exec(
+          "INSERT INTO oasync.docs (topic, doc_key, scope, doc_version, last_watermark, "
+          "source_stream, source_seq) VALUES ('scratch.things', " +
+          sink_tx.quote(new_position_key) + ", '', 0, 0, 'run:other', 1)");
+    }
+    sink_tx.commit();
+  } catch (const std::exception& e) {
+    sink_outcome = e.what();
+  }
+  CHECK(sink_outcome == "committed");
+  return removal.get();
+}
+
+}  // namespace
+
+TEST_CASE(
+    "removing a topic while a sink holds its position row follows the lock order: no deadlock") {
+  TestDatabase db;
+  CHECK(removal_beside_a_sink(db, "") == "removed");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.topics WHERE topic = 'scratch.things'") == "0");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.docs WHERE topic = 'scratch.things'") == "0");
+}
+
+TEST_CASE(
+    "a position row a sink writes while its topic is being removed makes the removal refuse") {
+  TestDatabase db;
+  CHECK(removal_beside_a_sink(db, "thing:other") ==
+        "refused: apply topics: topic \"scratch.things\" was written while it was being removed (1 "
+        "new position row); refusing to remove it (nothing was changed)");
+  CHECK(db.scalar("SELECT count(*) FROM oasync.topics WHERE topic = 'scratch.things'") == "1");
+  CHECK(db.scalar("SELECT string_agg(doc_key, ',' ORDER BY doc_key) FROM oasync.docs WHERE topic "
+                  "= 'scratch.things'") == "thing:never,thing:other");
 }

@@ -114,6 +114,52 @@ TEST_CASE("verify finds each deliberate break, names its place, and exits 1") {
   }
 }
 
+TEST_CASE(
+    "verify compares each doc's scope with its latest event's: a doc moved by hand is named") {
+  TestDatabase db;
+  fill(db);
+  // Moves through the sink, and a tombstone (run_summary:5), are clean.
+  auto sink = Sink::open(db.url());
+  DocWrite moved = upsert("1", R"({"moved":1})");
+  moved.scope = "org:A";
+  DocWrite gone = remove_doc("4");
+  REQUIRE(sink->apply(batch_of({moved, gone}))[1].outcome == Outcome::applied);
+  REQUIRE(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
+
+  db.scalar(
+      "UPDATE oasync.docs SET scope = 'org:intruder' WHERE topic = 'runtime.run_summaries' "
+      "AND doc_key = 'run_summary:2'");
+  db.scalar(
+      "UPDATE oasync.docs SET scope = 'org:intruder' WHERE topic = 'runtime.run_summaries' "
+      "AND doc_key = 'run_summary:4'");
+  const auto r = run_oasync({"--database-url", db.url(), "verify"});
+  CHECK(r.exit_code == 1);
+  CHECK(r.out.find("runtime.run_summaries: doc_key \"run_summary:2\" (scope): docs: expected "
+                   "scope \"\" (event at watermark 27), found scope \"org:intruder\"\n") !=
+        std::string::npos);
+  CHECK(r.out.find("runtime.run_summaries: doc_key \"run_summary:4\" (scope): docs: expected "
+                   "scope \"\" (event at watermark 33), found scope \"org:intruder\"\n") !=
+        std::string::npos);
+  CHECK(r.out.find("  docs                   8 checked        2 problems") != std::string::npos);
+  INFO(r.out);
+}
+
+TEST_CASE("verify does not compare the scope of a doc whose events were purged") {
+  TestDatabase db;
+  fill(db);
+  DocWrite moved = upsert("1", R"({"moved":1})");
+  moved.scope = "org:A";
+  Sink::open(db.url())->apply(batch_of({moved}));
+  REQUIRE(run_oasync({"--database-url", db.url(), "purge", "--topic", kRuns, "--older-than", "0s",
+                      "--keep-last", "0"})
+              .exit_code == 0);
+  REQUIRE(db.scalar("SELECT count(*) FROM oasync.events WHERE topic = 'runtime.run_summaries'") ==
+          "0");
+  const auto r = run_oasync({"--database-url", db.url(), "verify"});
+  CHECK(r.exit_code == 0);
+  INFO(r.out);
+}
+
 TEST_CASE("verify --since checks only what came after an incident") {
   TestDatabase db;
   fill(db);

@@ -15,9 +15,11 @@
 //     transaction, statement by statement (for CREATE INDEX CONCURRENTLY, which
 //     cannot run in one and does not block writers). Its statements must be
 //     idempotent (IF NOT EXISTS): a failure leaves the ones before it applied,
-//     and the next run starts the file over, after dropping the invalid
-//     indexes a failed concurrent build leaves in schema oasync. Checksum,
-//     lock and FILE:LINE rules are the same.
+//     and the next run starts the file over, after dropping those of its own
+//     indexes (the names its CREATE INDEX CONCURRENTLY statements create)
+//     that a failed concurrent build left invalid in schema oasync; any other
+//     invalid index (an operator's, being built by hand) is left alone.
+//     Checksum, lock and FILE:LINE rules are the same.
 #pragma once
 
 #include <cstdint>
