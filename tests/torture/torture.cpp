@@ -23,6 +23,12 @@
 //     and sometimes tries a second apply_within first, which must be refused;
 //   - a fault thread terminates random backends (of the standby too) and
 //     restarts Postgres with `pg_ctl restart -m immediate`;
+//   - the stdio writers reach Postgres through a proxy (cut_proxy.hpp) that
+//     a cut thread arms again and again to lose a connection at COMMIT's
+//     reply (before it or after it), in round trip 1, or between the round
+//     trips: a sink then answers what really happened, and the checks see
+//     every acknowledged write exactly once and every write answered "not
+//     applied" zero times;
 //   - a purge thread runs `oasync purge` every few seconds;
 //   - a reprojection thread runs `oasync reproject torture.t0 --as-of W` or the
 //     Reprojection class with a desired set of some of t0's docs (payloads
@@ -68,6 +74,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include "cut_proxy.hpp"
 #include "frames.hpp"
 #include "oasync/canonical_json.hpp"
 #include "oasync/connection.hpp"
@@ -193,7 +200,8 @@ std::string catalog(int writer_ids, const CatalogShape& shape) {
 
 struct Counters {
   std::atomic<std::uint64_t> batches{0}, attempts{0}, resent_after_fault{0}, resent_after_ack{0},
-      abandoned{0}, writes_sent{0}, malformed_frames{0}, error_answers{0};
+      abandoned{0}, writes_sent{0}, malformed_frames{0}, error_answers{0}, unknown_answers{0},
+      commit_cuts{0};
   std::atomic<std::uint64_t> outcomes[5] = {};  // by oasync::Outcome
   std::atomic<std::uint64_t> scratch_applied{0}, scratch_unregistered{0};
   std::atomic<std::uint64_t> within_commits{0}, within_aborts{0}, within_second_refused{0},
@@ -324,6 +332,9 @@ struct Ledger {
   // Attempts sent but never answered with results (killed sink, error answer),
   // and the apply_within writer's aborted or failed transactions.
   std::unordered_map<std::int64_t, std::vector<Sent>> unacked;
+  // Attempts answered with an error that says nothing of it was applied
+  // (any code but "outcome_unknown"), with the answer.
+  std::unordered_map<std::int64_t, std::string> refused;
   // Every valid upsert sent to the pointer topic, by hash_key of its payload.
   std::unordered_map<std::uint64_t, PointerWrite> pointer_writes;
 };
@@ -656,6 +667,12 @@ class Writer {
         again(job);
       } else if (answer.error_code) {
         ++counters_.error_answers;
+        if (*answer.error_code == "outcome_unknown") {
+          ++counters_.unknown_answers;
+        } else {
+          std::lock_guard lock(ledger_.mutex);
+          ledger_.refused.emplace(job.key(), *answer.error_code + ": " + answer.error_message);
+        }
         again(job);
       } else {
         record(job.key(), job.plan, answer.results);
@@ -1076,6 +1093,27 @@ const char* const kTerminateOneSql =
     "ORDER BY random() LIMIT 1) AS victim";
 
 // `standby_admin`: the standby's admin URL, or empty without one.
+// Arms the proxy, again and again, to lose a stdio writer's connection at a
+// step of the sink's protocol; most often at COMMIT's reply.
+void run_cuts(const Settings& settings, CutProxy& proxy, Counters& counters,
+              const std::atomic<bool>& stop) {
+  using Cut = CutProxy::Cut;
+  using Direction = CutProxy::Direction;
+  using Forward = CutProxy::Forward;
+  const Cut cuts[] = {
+      {Direction::to_client, 'C', "COMMIT", Forward::no, CutProxy::Action::close},
+      {Direction::to_client, 'C', "COMMIT", Forward::no, CutProxy::Action::close},
+      {Direction::to_client, 'C', "COMMIT", Forward::yes, CutProxy::Action::close},
+      {Direction::to_server, '\0', "sink_read_docs", Forward::no, CutProxy::Action::close},
+      {Direction::to_server, '\0', "sink_lock_topics", Forward::no, CutProxy::Action::close},
+  };
+  std::mt19937_64 rng(settings.seed * 131 + 7);
+  while (pause_unless(stop, static_cast<int>(std::uniform_int_distribution<int>(200, 1200)(rng)))) {
+    proxy.arm(cuts[std::uniform_int_distribution<std::size_t>(0, std::size(cuts) - 1)(rng)]);
+  }
+  counters.commit_cuts = static_cast<std::uint64_t>(proxy.fired());
+}
+
 void run_faults(const Settings& settings, const std::string& admin,
                 const std::string& standby_admin, const std::string& dbname, Counters& counters,
                 Violations& violations, const std::atomic<bool>& stop) {
@@ -1611,11 +1649,18 @@ void check_journal(const Journal& j, const Ledger& ledger, Violations& violation
     }
   }
   const Markers markers(j);
+  for (const auto& [attempt, answer] : ledger.refused) {
+    if (markers.commit.count(attempt) != 0) {
+      violations.add(fmt::format("attempt {} was answered as not applied ({}), yet it committed",
+                                 attempt, answer));
+    }
+  }
   std::unordered_set<std::int64_t> applied_writes;  // attempt * 64 + index
   for (const auto& [position, a] : ledger.applied) applied_writes.insert(a.attempt * 64 + a.index);
   const auto has_marker = [&](const Event& e) {
     return markers.committed(e.attempt, e.committed_us);
   };
+  std::unordered_set<std::int64_t> journaled_writes;  // attempt * 64 + index
 
   for (int t = 0; t < kTopics; ++t) {
     const std::string topic = data_topic(t);
@@ -1639,6 +1684,12 @@ void check_journal(const Journal& j, const Ledger& ledger, Violations& violation
         if (!has_marker(e)) {
           violations.add(fmt::format("{} watermark {}: attempt {} has no marker in its transaction",
                                      topic, w, e.attempt));
+        }
+        if (!journaled_writes.insert(e.attempt * 64 + e.index).second) {
+          violations.add(
+              fmt::format("{} watermark {}: write {} of attempt {} is in the journal "
+                          "twice (applied again)",
+                          topic, w, e.index, e.attempt));
         }
         if (ledger.acked.count(e.attempt) != 0 &&
             applied_writes.count(e.attempt * 64 + e.index) == 0) {
@@ -2199,13 +2250,17 @@ int main(int argc, char** argv) {
   std::vector<std::atomic<std::int64_t>> targets(kTopics);
   for (auto& target : targets) target = -1;
 
+  // The stdio writers' connections go through the cutting proxy.
+  CutProxy proxy;
+  const std::string through_proxy = proxy.url(db.name());
   std::vector<std::unique_ptr<Writer>> writers;
   std::vector<std::unique_ptr<Consumer>> consumers;
   std::vector<std::thread> writer_threads, consumer_threads;
   for (int w = 0; w < settings.writer_ids(); ++w) {
+    const bool stdio = w < settings.writers;
     writers.push_back(std::make_unique<Writer>(
-        w, w < settings.writers ? Transport::stdio : Transport::apply_within, settings, db.url(),
-        counters, violations, ledger, scratch_writes));
+        w, stdio ? Transport::stdio : Transport::apply_within, settings,
+        stdio ? through_proxy : db.url(), counters, violations, ledger, scratch_writes));
     writer_threads.emplace_back(
         [&, w] { writers[static_cast<std::size_t>(w)]->run(stop_writers); });
   }
@@ -2240,6 +2295,7 @@ int main(int argc, char** argv) {
     run_faults(settings, admin_url(), replica ? replica->url("postgres") : "", db.name(), counters,
                violations, stop_faults);
   });
+  std::thread cuts([&] { run_cuts(settings, proxy, counters, stop_faults); });
   std::thread purges([&] { run_purges(settings, db.url(), counters, stop_faults); });
   std::thread registry(
       [&] { run_registry(settings, db.url(), counters, epochs, scratch_writes, stop_faults); });
@@ -2287,6 +2343,7 @@ int main(int argc, char** argv) {
   // then the consumers catch up with the heads.
   stop_faults = true;
   faults.join();
+  cuts.join();
   purges.join();
   registry.join();
   reprojections.join();
@@ -2382,7 +2439,9 @@ int main(int argc, char** argv) {
       "  writes sent %llu; acknowledged: applied %llu, unchanged %llu, duplicate %llu, "
       "conflict %llu, rejected %llu\n"
       "  scratch writes: applied %llu, rejected as unregistered %llu\n"
-      "  malformed frames %llu, retryable error answers %llu\n"
+      "  malformed frames %llu, error answers %llu (outcome_unknown %llu; answered not "
+      "applied %llu)\n"
+      "  connections cut by the proxy %llu\n"
       "  apply_within: committed %llu, aborted %llu (second apply_within refused %llu), "
       "failed under faults %llu; state rows %llu\n"
       "  sink kills (SIGKILL) %llu\n"
@@ -2404,14 +2463,16 @@ int main(int argc, char** argv) {
       n(counters.outcomes[0]), n(counters.outcomes[1]), n(counters.outcomes[2]),
       n(counters.outcomes[3]), n(counters.outcomes[4]), n(counters.scratch_applied),
       n(counters.scratch_unregistered), n(counters.malformed_frames), n(counters.error_answers),
-      n(counters.within_commits), n(counters.within_aborts), n(counters.within_second_refused),
-      n(counters.within_errors), static_cast<unsigned long long>(state_rows),
-      n(counters.sink_kills), n(counters.terminations), n(counters.standby_terminations),
-      n(counters.restarts), n(counters.purges), n(counters.purge_failures),
-      static_cast<long long>(events), static_cast<long long>(purged), static_cast<long long>(moves),
-      n(counters.reprojections), n(counters.reprojection_failures), n(counters.reproject_unchanged),
-      n(counters.reproject_changed), n(counters.reproject_created), n(counters.reproject_deleted),
-      n(counters.reproject_skipped), static_cast<unsigned long long>(reprojection_events),
+      n(counters.unknown_answers), static_cast<unsigned long long>(ledger.refused.size()),
+      n(counters.commit_cuts), n(counters.within_commits), n(counters.within_aborts),
+      n(counters.within_second_refused), n(counters.within_errors),
+      static_cast<unsigned long long>(state_rows), n(counters.sink_kills), n(counters.terminations),
+      n(counters.standby_terminations), n(counters.restarts), n(counters.purges),
+      n(counters.purge_failures), static_cast<long long>(events), static_cast<long long>(purged),
+      static_cast<long long>(moves), n(counters.reprojections), n(counters.reprojection_failures),
+      n(counters.reproject_unchanged), n(counters.reproject_changed), n(counters.reproject_created),
+      n(counters.reproject_deleted), n(counters.reproject_skipped),
+      static_cast<unsigned long long>(reprojection_events),
       static_cast<unsigned long long>(unverifiable), static_cast<long long>(recorder.gaps()),
       n(counters.limit_changes), n(counters.scratch_created), n(counters.scratch_removed),
       n(counters.removals_refused), n(counters.registry_failures), n(counters.epoch_resets),
