@@ -223,8 +223,8 @@ TEST_CASE("the C ABI: a lost COMMIT reply is answered with the results") {
 TEST_CASE("a Sink on a borrowed connection: a lost COMMIT is outcome_unknown, naming the xid") {
   TestDatabase db;
   CutProxy proxy;
-  pqxx::connection conn(proxy.url(db.name()));
-  Sink sink(conn);
+  auto conn = connect_as_caller(proxy.url(db.name()));
+  Sink sink(*conn);
   proxy.arm(before_commit_reply());
   try {
     sink.apply(two_writes("w"));
@@ -245,9 +245,9 @@ TEST_CASE("apply_within: a connection lost during the batch loses the caller's t
   TestDatabase db;
   CutProxy proxy;
   {
-    pqxx::connection conn(proxy.url(db.name()));
-    Sink sink(conn);
-    pqxx::work tx(conn);
+    auto conn = connect_as_caller(proxy.url(db.name()));
+    Sink sink(*conn);
+    pqxx::work tx(*conn);
     tx.exec("CREATE TABLE public.mine (n int)");
     proxy.arm(between_round_trips());
     try {
@@ -263,9 +263,9 @@ TEST_CASE("apply_within: a connection lost during the batch loses the caller's t
   CHECK(db.scalar("SELECT to_regclass('public.mine') IS NULL") == "t");
   // Lost at the caller's own COMMIT: libpqxx says the commit is in doubt.
   {
-    pqxx::connection conn(proxy.url(db.name()));
-    Sink sink(conn);
-    pqxx::work tx(conn);
+    auto conn = connect_as_caller(proxy.url(db.name()));
+    Sink sink(*conn);
+    pqxx::work tx(*conn);
     const auto results = sink.apply_within(tx, two_writes("t"));
     CHECK(results[0].outcome == Outcome::applied);
     proxy.arm(before_commit_reply());

@@ -111,7 +111,12 @@ TEST_CASE("the sink's transactions are READ COMMITTED whatever the database's de
     set_default(db, "default_transaction_isolation", level);
     // Two sinks on the same docs of one topic, one of them on a borrowed
     // connection whose libpqxx transaction began with the default.
+    // (Its pqxx connection keeps the database's default isolation.)
     pqxx::connection borrowed_conn(db.url());
+    {
+      pqxx::nontransaction set(borrowed_conn);
+      set.exec("SET client_encoding = 'UTF8'");
+    }
     Sink borrowed(borrowed_conn);
     auto own = Sink::open(db.url());
     const auto write = [](Sink& sink, int from) {

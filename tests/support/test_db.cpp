@@ -107,14 +107,22 @@ TestDatabase::~TestDatabase() {
   }
 }
 
-std::unique_ptr<pqxx::connection> TestDatabase::connect() const {
+std::unique_ptr<pqxx::connection> connect_as_caller(const std::string& url) {
   // A caller that sets up its connection as oasync's documentation asks
-  // (UTF-8, READ COMMITTED), whatever defaults the database was given.
-  auto conn = std::make_unique<pqxx::connection>(url_);
+  // (UTF-8, READ COMMITTED), whatever defaults the database was given; and a
+  // test's own setup and checks never time out.
+  auto conn = std::make_unique<pqxx::connection>(url);
   pqxx::nontransaction tx(*conn);
-  tx.exec("SET client_encoding = 'UTF8'; SET default_transaction_isolation = 'read committed'");
+  tx.exec(
+      "SET client_encoding = 'UTF8'; SET default_transaction_isolation = 'read committed'; "
+      "SET statement_timeout = 0; SET lock_timeout = 0; "
+      "SET idle_in_transaction_session_timeout = 0");
   tx.commit();
   return conn;
+}
+
+std::unique_ptr<pqxx::connection> TestDatabase::connect() const {
+  return connect_as_caller(url_);
 }
 
 std::string TestDatabase::scalar(const std::string& sql) const {

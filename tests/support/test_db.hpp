@@ -15,6 +15,11 @@ std::string admin_url();
 // `url` with its database name replaced (libpq parses the URL).
 std::string with_dbname(const std::string& url, const std::string& dbname);
 
+// A connection to `url` in UTF-8 and READ COMMITTED, as oasync asks of a
+// caller's connection (apply_within, a borrowed Sink), and without timeouts,
+// whatever the database's defaults.
+std::unique_ptr<pqxx::connection> connect_as_caller(const std::string& url);
+
 class TestDatabase {
  public:
   // Creates a database with a unique name: empty, migrated (the bundled
@@ -32,8 +37,7 @@ class TestDatabase {
 
   const std::string& url() const { return url_; }
   const std::string& name() const { return name_; }
-  // A connection in UTF-8 and READ COMMITTED, as oasync asks of a caller's
-  // connection (apply_within), whatever the database's defaults.
+  // connect_as_caller(url()).
   std::unique_ptr<pqxx::connection> connect() const;
   // Runs one SQL statement and returns the first column of the first row as
   // text ("" for no row or NULL).
