@@ -475,8 +475,10 @@ CREATE FUNCTION oasync.read_events(p_topic text, p_epoch uuid, p_after bigint, p
            WHERE (( SELECT v.ok
                     FROM v) AND (( SELECT v.scope
                     FROM v) IS NOT NULL) AND (ex.topic = read_events.p_topic) AND (ex.scope = ( SELECT v.scope
-                    FROM v)) AND (ex.watermark > read_events.p_after) AND (ex.watermark <= ( SELECT v.through
-                    FROM v)))
+                    FROM v)) AND (ROW(ex.scope, ex.watermark) > ROW(( SELECT v.scope
+                    FROM v), read_events.p_after)) AND (ROW(ex.scope, ex.watermark) <= ROW(( SELECT v.scope
+                    FROM v), ( SELECT v.through
+                    FROM v))))
            ORDER BY ex.watermark)) x
    ORDER BY x.watermark;
 END;
@@ -639,7 +641,8 @@ CREATE FUNCTION oasync.snapshot_docs(p_topic text, p_scope text, p_since bigint,
            WHERE ((( SELECT v.checked
                     FROM v) = 0) AND (( SELECT v.scope
                     FROM v) IS NOT NULL) AND (snapshot_docs.p_since IS NOT NULL) AND (ex.topic = snapshot_docs.p_topic) AND (ex.scope = ( SELECT v.scope
-                    FROM v)) AND (ex.watermark > snapshot_docs.p_since) AND (ex.doc_key > snapshot_docs.p_after_key) AND (NOT (EXISTS ( SELECT 1
+                    FROM v)) AND (ROW(ex.scope, ex.watermark) > ROW(( SELECT v.scope
+                    FROM v), snapshot_docs.p_since)) AND (ex.doc_key > snapshot_docs.p_after_key) AND (NOT (EXISTS ( SELECT 1
                     FROM oasync.docs d
                    WHERE ((d.topic = snapshot_docs.p_topic) AND (d.doc_key = ex.doc_key) AND (d.scope = ex.scope) AND (d.doc_version > 0))))))
            ORDER BY ex.doc_key, ex.watermark DESC)) x
