@@ -696,28 +696,54 @@ struct Sink::Impl {
                               at.who.describe()),
                   Retryable::yes, lost.sqlstate(), "commit");
     }
-    internal::CommitFinding found = internal::find_commit_status(
-        conninfo, at.who, std::chrono::milliseconds(std::max(0, options.lost_commit_timeout_ms)));
-    switch (found.status) {
-      case internal::CommitStatus::committed: {
-        PGresult* r = PQexec(found.connection->get(), kPlannerSettingsSql);
-        PQclear(r);
-        return find_bases(found.connection->get(), at, plan);
+    using Clock = std::chrono::steady_clock;
+    const Clock::time_point deadline =
+        Clock::now() + std::chrono::milliseconds(std::max(0, options.lost_commit_timeout_ms));
+    // Once the server said "committed", no later failure may be answered as
+    // "not applied": reading the watermarks back is retried within the bound.
+    std::optional<std::string> committed_but;
+    for (;;) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      internal::CommitFinding found = internal::find_commit_status(
+          conninfo, at.who, std::max(left, std::chrono::milliseconds(0)));
+      switch (found.status) {
+        case internal::CommitStatus::committed:
+          try {
+            PGresult* r = PQexec(found.connection->get(), kPlannerSettingsSql);
+            PQclear(r);
+            return find_bases(found.connection->get(), at, plan);
+          } catch (const Error& e) {
+            if (e.code() == Code::outcome_unknown) throw;
+            committed_but = e.what();
+          }
+          continue;
+        case internal::CommitStatus::aborted:
+          if (!committed_but) {
+            throw Error(Code::database,
+                        fmt::format("the connection was lost at commit ({}); {} did not commit "
+                                    "({}): nothing of the batch was applied",
+                                    lost.what(), at.who.describe(), found.detail),
+                        Retryable::yes, "08006", "commit");
+          }
+          break;
+        case internal::CommitStatus::unknown:
+          break;
       }
-      case internal::CommitStatus::aborted:
-        throw Error(Code::database,
-                    fmt::format("the connection was lost at commit ({}); {} did not commit ({}): "
-                                "nothing of the batch was applied",
-                                lost.what(), at.who.describe(), found.detail),
-                    Retryable::yes, "08006", "commit");
-      case internal::CommitStatus::unknown:
-        break;
+      if (committed_but) {
+        throw Error(Code::outcome_unknown,
+                    fmt::format("the connection was lost at commit ({}); {} committed, but its "
+                                "watermarks could not be read back ({}; then: {}): the writes "
+                                "were applied, at watermarks not known",
+                                lost.what(), at.who.describe(), *committed_but, found.detail),
+                    Retryable::no, "08006", "commit");
+      }
+      throw Error(Code::outcome_unknown,
+                  fmt::format("the connection was lost at commit ({}); whether {} committed is "
+                              "unknown: {}",
+                              lost.what(), at.who.describe(), found.detail),
+                  Retryable::yes, "08006", "commit");
     }
-    throw Error(Code::outcome_unknown,
-                fmt::format("the connection was lost at commit ({}); whether {} committed is "
-                            "unknown: {}",
-                            lost.what(), at.who.describe(), found.detail),
-                Retryable::yes, "08006", "commit");
   }
 
   // The bases of a committed batch whose answer was lost: each topic's first
@@ -922,7 +948,7 @@ struct Sink::Impl {
         // The caller's session may have been reset (DISCARD ALL) since.
         pipeline.set_prepared(pg::Pipeline::Prepared::verify);
       }
-      mode.identity = Identity::learn;
+      mode.identity = options.lost_commit == LostCommit::settle ? Identity::learn : Identity::skip;
       const Ends ends = mode.ends;
       try {
         return run(conn, mode, batches);

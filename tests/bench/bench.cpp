@@ -33,6 +33,7 @@
 
 #include "oasync/canonical_json.hpp"
 #include "oasync/migrate.hpp"
+#include "oasync/sink.hpp"
 #include "oasync/wire.hpp"
 #include "process.hpp"
 #include "swarm.hpp"
@@ -583,6 +584,43 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
     add("single write p50 (1 write/tx, awaited)", fmt::format("{:.3f} ms", ours_p50),
         fmt::format("pgbench, one statement {:.3f} ms", one_p50), ours_p50 / one_p50, "<= 1.0",
         ours_p50 / one_p50 <= 1.0);
+    lost_commit_cost(*db);
+  }
+
+  // What settling a lost COMMIT costs when nothing is lost: round trip 1
+  // learns the transaction's identity and its topics' heads. In-process
+  // sinks, with and without (LostCommit::report), alternated.
+  void lost_commit_cost(const TestDatabase& db) {
+    SinkOptions settle_options, report_options;
+    report_options.lost_commit = LostCommit::report;
+    auto settle = Sink::open(db.url(), settle_options);
+    auto report = Sink::open(db.url(), report_options);
+    std::vector<double> settling, reporting;
+    std::int64_t n = 0;
+    const auto run = [&](Sink& sink, std::vector<double>& into) {
+      for (std::int64_t i = 0; i < s_.single / 4; ++i) {
+        Batch b;
+        DocWrite w;
+        w.topic = "runtime.run_summaries";
+        w.doc_key = fmt::format("run_summary:lc{}", ++n % s_.docs);
+        w.scope = "org:1";
+        w.payload = fmt::format(R"({{"n":{}}})", n);
+        b.writes.push_back(std::move(w));
+        const auto t = Clock::now();
+        sink.apply(b);
+        into.push_back(seconds_since(t) * 1000.0);
+      }
+    };
+    for (int round = 0; round < 2; ++round) {
+      run(*settle, settling);
+      run(*report, reporting);
+    }
+    const double settle_p50 = percentile(settling, 0.5);
+    const double report_p50 = percentile(reporting, 0.5);
+    add("single write p50, settling a lost COMMIT (in-process Sink)",
+        fmt::format("{:.3f} ms", settle_p50),
+        fmt::format("LostCommit::report (no identity learned) {:.3f} ms", report_p50),
+        settle_p50 / report_p50, "-", true);
   }
 
   void group_commit() {

@@ -99,6 +99,20 @@ TEST_CASE("a lost COMMIT reply: the sink asks the server and answers the real ou
   CHECK(next[0].watermark == results[1].watermark + 1);
 }
 
+TEST_CASE(
+    "a lost COMMIT reply, and the connection that reads the watermarks back lost too: "
+    "answered once, never as not applied") {
+  TestDatabase db;
+  CutProxy proxy;
+  auto sink = Sink::open(proxy.url(db.name()), quick());
+  proxy.arm(before_commit_reply());
+  proxy.then(
+      {Direction::to_server, '\0', "sink_find_events", Forward::no, CutProxy::Action::close});
+  const auto results = sink->apply(two_writes("r"));
+  CHECK(proxy.fired() == 2);
+  check_applied_once(db, "r", results);
+}
+
 TEST_CASE("a lost sync after COMMIT's reply: committed, answered without asking") {
   TestDatabase db;
   CutProxy proxy;

@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -58,19 +59,21 @@ struct CutProxy::Impl {
   std::atomic<int> fired{0};
   std::atomic<int> generation{0};  // cut_all() counts it up
   std::mutex mutex;
-  std::optional<Cut> armed;
+  std::deque<Cut> armed;  // fired front first
   std::vector<std::thread> threads;
   std::thread acceptor;
 
   // Takes the armed cut if `message` (type, body) matches it.
   std::optional<Cut> take(Direction direction, char type, std::string_view body) {
     std::lock_guard lock(mutex);
-    if (!armed || armed->direction != direction || (armed->type != '\0' && armed->type != type) ||
-        body.find(armed->contains) == std::string_view::npos) {
+    if (armed.empty()) return std::nullopt;
+    const Cut& next = armed.front();
+    if (next.direction != direction || (next.type != '\0' && next.type != type) ||
+        body.find(next.contains) == std::string_view::npos) {
       return std::nullopt;
     }
-    std::optional<Cut> cut = std::move(armed);
-    armed.reset();
+    std::optional<Cut> cut = next;
+    armed.pop_front();
     return cut;
   }
 
@@ -221,8 +224,13 @@ int CutProxy::port() const {
 
 void CutProxy::arm(const Cut& cut) {
   std::lock_guard lock(impl_->mutex);
-  impl_->armed = cut;
+  impl_->armed.assign(1, cut);
   impl_->released = false;
+}
+
+void CutProxy::then(const Cut& cut) {
+  std::lock_guard lock(impl_->mutex);
+  impl_->armed.push_back(cut);
 }
 
 int CutProxy::fired() const {

@@ -42,8 +42,11 @@ class CutProxy {
   std::string url(const std::string& dbname) const;
   int port() const;
 
-  // Arms one cut; the next matching message of any connection fires it.
+  // Arms one cut (instead of any not yet fired); the next matching message
+  // of any connection fires it.
   void arm(const Cut& cut);
+  // Arms another cut, to fire after the ones armed before it.
+  void then(const Cut& cut);
   // How many armed cuts have fired.
   int fired() const;
   // Closes every stalled connection.

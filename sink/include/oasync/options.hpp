@@ -24,6 +24,17 @@ inline constexpr const char* kNotifyChannel = "oasync_topic";
 //                a database restart must not crash them.
 enum class Connect { now, when_needed };
 
+// What a Sink that owns its connection does when the connection is lost
+// after COMMIT was sent.
+//   settle: round trip 1 learns the transaction's identity (one more
+//           statement in its pipeline), and after a loss the sink finds out
+//           whether it committed (lost_commit_timeout_ms below): a batch is
+//           answered with its results, "did not commit", or outcome_unknown
+//           only when the database cannot say.
+//   report: answers Code::outcome_unknown at once. Exists to measure what
+//           settling costs (scripts/bench); not meant for production.
+enum class LostCommit { settle, report };
+
 struct SinkOptions {
   // Notify listeners after each commit. Turning it off saves one pg_notify per
   // topic per transaction; readers then find new events only by polling.
@@ -41,6 +52,7 @@ struct SinkOptions {
   // this long; then it answers Code::outcome_unknown. Meanwhile apply()
   // blocks.
   int lost_commit_timeout_ms = 30000;
+  LostCommit lost_commit = LostCommit::settle;
   // The sink's own session gives up on a peer that stopped answering after
   // this long: the server ends a transaction left idle between the sink's
   // two round trips (idle_in_transaction_session_timeout: its row locks are
