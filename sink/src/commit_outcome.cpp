@@ -1,5 +1,7 @@
 #include "commit_outcome.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <exception>
 #include <optional>
@@ -16,13 +18,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using pg::Result;
 
-// Which server this is, and on which timeline (NULL on a standby, which
-// cannot answer for the primary's transactions).
+// Which server this is, on which timeline (NULL on a standby, which cannot
+// answer for the primary's transactions), and since when it runs.
 constexpr const char* kServerSql = R"SQL(
 SELECT (SELECT s.system_identifier FROM pg_catalog.pg_control_system() AS s)::pg_catalog.text
          AS system_id,
        CASE WHEN pg_catalog.pg_is_in_recovery() THEN NULL
-            ELSE oasync.current_timeline() END AS timeline
+            ELSE oasync.current_timeline() END AS timeline,
+       pg_catalog.pg_postmaster_start_time()::pg_catalog.text AS started
 )SQL";
 
 constexpr const char* kStatusSql = R"SQL(
@@ -50,20 +53,45 @@ struct Answer {
   std::string error;
 };
 
-Answer ask(PGconn* conn, const char* sql, const std::vector<std::string>& params) {
+// Sends the statement and waits for its answer until `deadline` at most: a
+// network that stopped answering must not hold the sink past its bound.
+// Past the deadline the answer is an error, and the connection is unusable.
+Answer ask(PGconn* conn, const char* sql, const std::vector<std::string>& params,
+           Clock::time_point deadline) {
   std::vector<const char*> values;
   values.reserve(params.size());
   for (const std::string& p : params) values.push_back(p.c_str());
-  PGresult* r = PQexecParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(),
-                             nullptr, nullptr, 0);
   Answer answer;
-  if (r != nullptr && PQresultStatus(r) == PGRES_TUPLES_OK) {
-    answer.rows.emplace(r);
+  if (PQsendQueryParams(conn, sql, static_cast<int>(values.size()), nullptr, values.data(), nullptr,
+                        nullptr, 0) != 1) {
+    answer.error = trimmed(PQerrorMessage(conn));
     return answer;
   }
-  answer.error = trimmed(r != nullptr ? PQresultErrorMessage(r) : PQerrorMessage(conn));
-  if (r != nullptr) PQclear(r);
-  if (answer.error.empty()) answer.error = trimmed(PQerrorMessage(conn));
+  while (PQisBusy(conn)) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) {
+      answer.error = "no answer within the bound";
+      return answer;
+    }
+    pollfd fd{PQsocket(conn), POLLIN, 0};
+    ::poll(&fd, 1, static_cast<int>(std::min<long long>(left, 100)));
+    if (PQconsumeInput(conn) != 1) {
+      answer.error = trimmed(PQerrorMessage(conn));
+      return answer;
+    }
+  }
+  while (PGresult* r = PQgetResult(conn)) {
+    if (!answer.rows && answer.error.empty()) {
+      if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        answer.rows.emplace(r);
+        continue;
+      }
+      answer.error = trimmed(PQresultErrorMessage(r));
+    }
+    PQclear(r);
+  }
+  if (!answer.rows && answer.error.empty()) answer.error = trimmed(PQerrorMessage(conn));
   return answer;
 }
 
@@ -107,13 +135,15 @@ CommitFinding find_commit_status(const std::string& conninfo, const TransactionI
       if (!finding.connection || !finding.connection->ok()) {
         finding.connection.reset();
         try {
-          finding.connection = std::make_unique<pg::Connection>(conninfo);
+          // Connecting is bounded by what is left (libpq's least: 2 s).
+          finding.connection = std::make_unique<pg::Connection>(
+              conninfo, static_cast<int>(std::max<long long>(left().count(), 1)));
         } catch (const Error& e) {
           last = e.what();
           wait();
           continue;
         }
-        Answer server = ask(finding.connection->get(), kServerSql, {});
+        Answer server = ask(finding.connection->get(), kServerSql, {}, deadline);
         if (!server.rows) {
           last = server.error;
           finding.connection.reset();
@@ -141,12 +171,16 @@ CommitFinding find_commit_status(const std::string& conninfo, const TransactionI
                           "restore): transaction {} proves nothing there",
                           row.int8(0, 1), who.timeline, who.xid));
         }
+        // After a crash the server may hand the id of a transaction whose
+        // commit never reached disk to another one.
+        finding.restarted = row.text(0, 2) != who.started;
       }
       PGconn* conn = finding.connection->get();
-      Answer status = ask(conn, kStatusSql, {who.xid});
+      Answer status = ask(conn, kStatusSql, {who.xid}, deadline);
       if (!status.rows) {
-        if (!finding.connection->ok()) {
+        if (!finding.connection->ok() || PQisBusy(conn)) {
           last = status.error;
+          finding.connection.reset();
           continue;
         }
         // Above the server's next id: the history that held it is gone.
@@ -167,15 +201,32 @@ CommitFinding find_commit_status(const std::string& conninfo, const TransactionI
         finding.connection.reset();
         return finding;
       }
+      if (finding.restarted) {
+        // Our backend died with the server: the id names another
+        // transaction now, so ours never committed durably.
+        finding.status = CommitStatus::aborted;
+        finding.detail = fmt::format(
+            "the server restarted, and transaction id {} now names another transaction: this "
+            "one never committed",
+            who.xid);
+        finding.connection.reset();
+        return finding;
+      }
       // In progress: end the old backend's hold on it.
       last = fmt::format("transaction {} was still in progress", who.xid);
       const auto patience =
           std::clamp(left(), std::chrono::milliseconds(1), std::chrono::milliseconds(5000));
       Answer ended = ask(
           conn, kTerminateSql,
-          {std::to_string(who.backend_pid), short_xid(who.xid), std::to_string(patience.count())});
-      if (!ended.rows) last = ended.error;
-      if (ended.rows && ended.rows->rows() == 0) wait();  // exiting already
+          {std::to_string(who.backend_pid), short_xid(who.xid), std::to_string(patience.count())},
+          deadline);
+      if (!ended.rows) {
+        last = ended.error;
+        finding.connection.reset();
+        wait();
+      } else if (ended.rows->rows() == 0) {
+        wait();  // exiting already
+      }
     }
     return give_up(fmt::format("gave up after {} ms: {}", bound.count(), last));
   } catch (const std::exception& e) {

@@ -25,6 +25,7 @@ struct TransactionIdentity {
   int backend_pid = 0;
   std::string system_id;  // pg_control_system().system_identifier, in text form
   std::int64_t timeline = 0;
+  std::string started;  // pg_postmaster_start_time(), in text form
 
   // "transaction 1234 (backend 567 of server 7301..., timeline 1)".
   std::string describe() const;
@@ -46,14 +47,21 @@ struct CommitFinding {
   // When committed: the session that asked, on the same server and timeline
   // (the sink reads the transaction's watermarks back over it).
   std::unique_ptr<pg::Connection> connection;
+  // The server restarted since the transaction began. "committed" is then
+  // not proof by itself: after a crash, the id of a transaction whose commit
+  // never reached disk may be handed to another one. The sink trusts it only
+  // with its own writes found in the journal.
+  bool restarted = false;
 };
 
 // Finds out whether `who` committed, over connections of its own to
-// `conninfo`, for at most `bound`:
+// `conninfo`, for at most `bound` (connecting and every statement included):
 //   - it connects (again and again while the server is away) and checks
 //     that the server is the same and on the same timeline;
 //   - pg_xact_status(xid): "committed" or "aborted" is the answer; NULL (too
 //     old to know) or an error (from the future) is unknown;
+//   - "in progress" after the server restarted: the id names another
+//     transaction now, so this one never committed ("aborted");
 //   - "in progress": the old backend still holds the transaction, either
 //     waiting for a synchronous standby (which it would do forever) or not
 //     yet aware that its client is gone. It is terminated (only if it still

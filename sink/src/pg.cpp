@@ -319,8 +319,11 @@ void Pipeline::send(PGconn* conn, std::vector<Call>& calls, const std::string& s
                  Retryable::yes, "08006", step);
   };
   if (PQbackendPID(conn) != backend_pid_) {
+    // Another session (or one that was away, with apply_within on a
+    // caller's in between): ask it what it holds rather than assume.
     backend_pid_ = PQbackendPID(conn);
     prepared_.clear();
+    prepared_mode_ = Prepared::verify;
   }
   if (PQenterPipelineMode(conn) != 1) throw broken();
   in_flight_ = InFlight{};

@@ -85,6 +85,16 @@ SELECT pg_catalog.set_config('plan_cache_mode', $1::pg_catalog.text, true),
 )SQL",
                                   {pg::kText, pg::kText, pg::kText, pg::kText}};
 
+// The sink's own transaction on a borrowed connection runs without the
+// session's statement and lock timeouts, and with its own idle timeout.
+const pg::Statement kPinTimeouts{"sink_pin_timeouts",
+                                 R"SQL(
+SELECT pg_catalog.set_config('statement_timeout', '0', true),
+       pg_catalog.set_config('lock_timeout', '0', true),
+       pg_catalog.set_config('idle_in_transaction_session_timeout', $1::pg_catalog.text, true)
+)SQL",
+                                 {pg::kText}};
+
 // SQLSTATEs the sink's statements raise (oasync.raise).
 constexpr const char* kRegistryChangedSqlstate = "OA412";
 constexpr const char* kNewTimelineSqlstate = "OA428";
@@ -138,6 +148,7 @@ SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text AS xid,
        (SELECT s.system_identifier FROM pg_catalog.pg_control_system() AS s)::pg_catalog.text
          AS system_id,
        oasync.current_timeline() AS timeline,
+       pg_catalog.pg_postmaster_start_time()::pg_catalog.text AS started,
        pg_catalog.array_to_string(ARRAY(
          SELECT COALESCE(h.head, 0)
          FROM pg_catalog.unnest($1::pg_catalog.text[]) WITH ORDINALITY AS n(t, i)
@@ -153,14 +164,14 @@ SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text AS xid,
 // $1..$4: topic, head seen, key, version. Returns the ordinal of each found.
 const pg::Statement kFindEvents{"sink_find_events",
                                 R"SQL(
-SELECT k.i, e.watermark
+SELECT k.i, e.watermark, e.op, e.payload_hash
 FROM ROWS FROM (
     pg_catalog.unnest($1::pg_catalog.text[]),
     pg_catalog.unnest($2::bigint[]),
     pg_catalog.unnest($3::pg_catalog.text[]),
     pg_catalog.unnest($4::bigint[])) WITH ORDINALITY AS k(t, after, k, v, i)
 CROSS JOIN LATERAL (
-  SELECT x.watermark FROM oasync.events AS x
+  SELECT x.watermark, x.op, x.payload_hash FROM oasync.events AS x
   WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.watermark OPERATOR(pg_catalog.>) k.after
     AND x.doc_key OPERATOR(pg_catalog.=) k.k AND x.doc_version OPERATOR(pg_catalog.=) k.v
   LIMIT 1) AS e
@@ -586,10 +597,17 @@ struct Sink::Impl {
     }
     std::vector<pg::Call> calls;
     if (mode.isolation == Isolation::in_begin) {
-      calls.push_back(plain("BEGIN ISOLATION LEVEL READ COMMITTED"));
+      calls.push_back(plain("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"));
     }
     const std::size_t pin_at = calls.size();
     if (mode.planner != Planner::session) calls.push_back(call(kPinPlanner));
+    if (mode.planner == Planner::pinned) {
+      // A borrowed connection: its session's timeouts are the caller's, but
+      // this transaction is the sink's.
+      pg::Call pin = call(kPinTimeouts);
+      pin.params.add_text(std::to_string(std::max(0, options.stalled_session_timeout_ms)));
+      calls.push_back(std::move(pin));
+    }
     if (mode.guard) calls.push_back(call(kGuard));
     learned.reset();
     const std::size_t identity_at = calls.size();
@@ -666,6 +684,7 @@ struct Sink::Impl {
     out.who.backend_pid = static_cast<int>(row.int8(0, row.column("pid")));
     out.who.system_id = row.text(0, row.column("system_id"));
     out.who.timeline = row.int8(0, row.column("timeline"));
+    out.who.started = row.text(0, row.column("started"));
     const std::string_view heads = row.text(0, row.column("heads"));
     std::size_t at = 0;
     for (const std::string& topic : topics) {
@@ -712,11 +731,13 @@ struct Sink::Impl {
           try {
             PGresult* r = PQexec(found.connection->get(), kPlannerSettingsSql);
             PQclear(r);
-            return find_bases(found.connection->get(), at, plan);
+            return find_bases(found.connection->get(), at, plan,
+                              found.restarted ? Evidence::writes : Evidence::status);
           } catch (const Error& e) {
             if (e.code() == Code::outcome_unknown) throw;
             committed_but = e.what();
           }
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
           continue;
         case internal::CommitStatus::aborted:
           if (!committed_but) {
@@ -748,8 +769,26 @@ struct Sink::Impl {
 
   // The bases of a committed batch whose answer was lost: each topic's first
   // event is found by key and version above the head round trip 1 saw.
+  //
+  // With Evidence::writes (the server restarted since the transaction
+  // began, so its id may name another transaction), "committed" counts only
+  // when the first event of every topic is the batch's own (same key,
+  // version, op and payload hash); a batch without events cannot show that,
+  // and gets outcome_unknown.
+  enum class Evidence { status, writes };
   std::map<std::string, std::int64_t> find_bases(PGconn* conn, const Learned& at,
-                                                 const internal::Resolution& plan) {
+                                                 const internal::Resolution& plan,
+                                                 Evidence evidence) {
+    const auto unproven = [&](const char* why) {
+      return Error(Code::outcome_unknown,
+                   fmt::format("the server restarted after the connection was lost at commit, so "
+                               "its word that {} committed is no proof, and {}",
+                               at.who.describe(), why),
+                   Retryable::no, "", "commit");
+    };
+    if (evidence == Evidence::writes && plan.events.empty()) {
+      throw unproven("the batch wrote no event to find");
+    }
     std::map<std::string, const internal::PlannedEvent*> first;
     for (const auto& e : plan.events) {
       auto [it, added] = first.try_emplace(e.topic, &e);
@@ -778,9 +817,14 @@ struct Sink::Impl {
         std::move(pipeline.run(conn, calls, "find the committed events").front());
     for (int r = 0; r < rows.rows(); ++r) {
       const internal::PlannedEvent* e = order.at(static_cast<std::size_t>(rows.int8(r, 0) - 1));
+      if (evidence == Evidence::writes &&
+          (rows.text(r, 2) != to_string(e->op) || rows.bytes(r, 3) != e->hash)) {
+        throw unproven("the journal holds another write at its place");
+      }
       bases[e->topic] = rows.int8(r, 1) - e->sequence;
     }
     if (bases.size() != first.size()) {
+      if (evidence == Evidence::writes) throw unproven("its writes are not in the journal");
       throw Error(Code::outcome_unknown,
                   fmt::format("{} committed, but its events were purged before their watermarks "
                               "could be read back: the writes were applied, at watermarks no "
@@ -911,7 +955,7 @@ struct Sink::Impl {
     for (const auto& e : plan.events) names.insert(e.topic);
     std::vector<std::optional<std::string_view>> topics(names.begin(), names.end());
     std::vector<pg::Call> calls;
-    calls.push_back(plain("BEGIN"));
+    calls.push_back(plain("BEGIN ISOLATION LEVEL READ COMMITTED READ WRITE"));
     pg::Call lock = call(kLockTopics);
     lock.params.add_text_array(topics);
     calls.push_back(std::move(lock));
@@ -970,11 +1014,23 @@ struct Sink::Impl {
         held.reset();
         // The fork needs its own transaction; the batch then runs again.
         ensure_connected();
-        if (owned) {
-          note_timeline(owned->get(), timeline_plan(batches));
-        } else {
-          pg::Borrowed fork(*borrowed);
-          note_timeline(fork.get(), timeline_plan(batches));
+        try {
+          if (owned) {
+            note_timeline(owned->get(), timeline_plan(batches));
+          } else {
+            pg::Borrowed fork(*borrowed);
+            note_timeline(fork.get(), timeline_plan(batches));
+          }
+        } catch (const Error& e) {
+          // Whatever became of the fork (it is done again when needed), the
+          // batch itself was not committed.
+          if (owned && !owned->ok()) owned.reset();
+          if (e.code() != Code::outcome_unknown) throw;
+          throw Error(Code::database,
+                      fmt::format("noting a new timeline before the batch: {}; the batch was not "
+                                  "applied",
+                                  e.what()),
+                      Retryable::yes, e.sqlstate(), "note the timeline");
         }
         if (attempt >= options.registry_retries) {
           throw Error(Code::database, "the timeline kept changing during the batch",
@@ -1220,6 +1276,7 @@ std::optional<ProducerCheckpoint> Sink::checkpoint(std::string_view producer_id)
   impl_->ensure_connected();
   if (impl_->owned) return read(impl_->owned->get());
   pqxx::work tx(*impl_->borrowed);
+  impl_->pipeline.set_prepared(internal::pg::Pipeline::Prepared::verify);
   auto out = read(internal::pg::raw_connection(tx));
   tx.commit();
   return out;
@@ -1230,8 +1287,9 @@ std::optional<ProducerCheckpoint> Sink::checkpoint(std::string_view producer_id)
 namespace oasync::internal {
 
 std::vector<const pg::Statement*> sink_statements() {
-  return {&kGuard,        &kLockDocs,       &kReadDocs,   &kLockTopics,   &kWrite,    &kCheckpoints,
-          &kNoteTimeline, &kReadCheckpoint, &kPinPlanner, &kUnpinPlanner, &kIdentity, &kFindEvents};
+  return {&kGuard,       &kLockDocs,     &kReadDocs,       &kLockTopics, &kWrite,
+          &kCheckpoints, &kNoteTimeline, &kReadCheckpoint, &kPinPlanner, &kUnpinPlanner,
+          &kIdentity,    &kFindEvents,   &kPinTimeouts};
 }
 
 const char* sink_planner_settings() {

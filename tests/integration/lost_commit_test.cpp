@@ -106,20 +106,63 @@ TEST_CASE(
   CutProxy proxy;
   auto sink = Sink::open(proxy.url(db.name()), quick());
   proxy.arm(before_commit_reply());
+  // The statement that reads them back (sent unprepared on a new session).
   proxy.then(
-      {Direction::to_server, '\0', "sink_find_events", Forward::no, CutProxy::Action::close});
+      {Direction::to_server, '\0', "k.i, e.watermark", Forward::no, CutProxy::Action::close});
   const auto results = sink->apply(two_writes("r"));
   CHECK(proxy.fired() == 2);
   check_applied_once(db, "r", results);
+}
+
+TEST_CASE(
+    "settling a lost COMMIT is bounded: a network that stalls while the sink asks ends in "
+    "outcome_unknown") {
+  TestDatabase db;
+  CutProxy proxy;
+  SinkOptions options = quick();
+  options.lost_commit_timeout_ms = 2000;
+  auto sink = Sink::open(proxy.url(db.name()), options);
+  proxy.arm(before_commit_reply());
+  proxy.then({Direction::to_server, '\0', "pg_xact_status", Forward::no, CutProxy::Action::stall});
+  try {
+    sink->apply(two_writes("q"));
+    FAIL("answered as applied");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::outcome_unknown);
+    CHECK(std::string(e.what()).find("whether transaction") != std::string::npos);
+  }
+  // The stall still holds: the answer came from the bound, not from the network.
+  CHECK(proxy.fired() == 2);
+  proxy.release();
+  CHECK(events_of(db, "run_summary:qc") == 1);
+}
+
+TEST_CASE("a Sink that owns its connection and also runs apply_within on a caller's: both go on") {
+  TestDatabase db;
+  auto sink = Sink::open(db.url());
+  auto conn = db.connect();
+  for (int i = 0; i < 3; ++i) {
+    CHECK(sink->apply(batch_of({upsert("o" + std::to_string(i), "{}")}))[0].outcome ==
+          Outcome::applied);
+    pqxx::work tx(*conn);
+    CHECK(sink->apply_within(tx, batch_of({upsert("w" + std::to_string(i), "{}")}))[0].outcome ==
+          Outcome::applied);
+    tx.commit();
+  }
+  CHECK(db.scalar("SELECT count(*) FROM oasync.events") == "6");
 }
 
 TEST_CASE("a lost sync after COMMIT's reply: committed, answered without asking") {
   TestDatabase db;
   CutProxy proxy;
   auto sink = Sink::open(proxy.url(db.name()), quick());
+  sink->apply(batch_of({upsert("warm", "{}")}));
+  const int connections = proxy.connections();
   proxy.arm(after_commit_reply());
   const auto results = sink->apply(two_writes("b"));
   CHECK(proxy.fired() == 1);
+  // Answered without a new connection: nothing was asked.
+  CHECK(proxy.connections() == connections);
   check_applied_once(db, "b", results);
 }
 
@@ -153,6 +196,7 @@ TEST_CASE("apply_group: a group whose COMMIT reply was lost is answered once, ne
   const Batch b3 = batch_of({upsert("g1", R"({"v":2})")});
   proxy.arm(before_commit_reply());
   const auto out = sink->apply_group({&b1, &b2, &b3});
+  CHECK(proxy.fired() == 1);
   REQUIRE(out.size() == 3);
   for (const auto& g : out) {
     CHECK_FALSE(g.error);
@@ -171,6 +215,7 @@ TEST_CASE("apply_group: a group that did not commit is split and re-run, each ba
   const Batch b2 = batch_of({upsert("h2", "{}")});
   proxy.arm(between_round_trips());
   const auto out = sink->apply_group({&b1, &b2});
+  CHECK(proxy.fired() == 1);
   REQUIRE(out.size() == 2);
   CHECK_FALSE(out[0].error);
   CHECK_FALSE(out[1].error);
@@ -327,6 +372,7 @@ TEST_CASE(
   const std::string system_id =
       db.scalar("SELECT system_identifier::text FROM pg_control_system()");
   const std::int64_t timeline = std::stoll(db.scalar("SELECT oasync.current_timeline()"));
+  const std::string started = db.scalar("SELECT pg_postmaster_start_time()::text");
   const std::string committed_xid = [&] {
     auto conn = db.connect();
     pqxx::work tx(*conn);
@@ -338,14 +384,14 @@ TEST_CASE(
   const auto status = [&](internal::TransactionIdentity who) {
     return internal::find_commit_status(db.url(), who, std::chrono::milliseconds(3000));
   };
-  CHECK(status({committed_xid, 1, system_id, timeline}).status ==
+  CHECK(status({committed_xid, 1, system_id, timeline, started}).status ==
         internal::CommitStatus::committed);
-  const auto other_server = status({committed_xid, 1, "1", timeline});
+  const auto other_server = status({committed_xid, 1, "1", timeline, started});
   CHECK(other_server.status == internal::CommitStatus::unknown);
   CHECK(other_server.detail.find("not server 1") != std::string::npos);
-  CHECK(status({committed_xid, 1, system_id, timeline + 1}).status ==
+  CHECK(status({committed_xid, 1, system_id, timeline + 1, started}).status ==
         internal::CommitStatus::unknown);
-  const auto future = status({"999999999999", 1, system_id, timeline});
+  const auto future = status({"999999999999", 1, system_id, timeline, started});
   CHECK(future.status == internal::CommitStatus::unknown);
   CHECK(future.detail.find("in the future") != std::string::npos);
   const std::string aborted_xid = [&] {
@@ -355,5 +401,6 @@ TEST_CASE(
     tx.abort();
     return xid;
   }();
-  CHECK(status({aborted_xid, 1, system_id, timeline}).status == internal::CommitStatus::aborted);
+  CHECK(status({aborted_xid, 1, system_id, timeline, started}).status ==
+        internal::CommitStatus::aborted);
 }

@@ -154,6 +154,22 @@ TEST_CASE("operator timeouts do not end oasync's work half way") {
   // Idle for longer than idle_session_timeout: the sink's session is still there.
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   CHECK(sink->apply(batch_of({upsert("a", R"({"n":3})")}))[0].doc_version == 3);
+  // A Sink on a borrowed connection that keeps the database's timeouts: its
+  // own transaction runs without them.
+  pqxx::connection plain(db.url());
+  {
+    pqxx::nontransaction set(plain);
+    set.exec("SET client_encoding = 'UTF8'");
+  }
+  Sink borrowed(plain);
+  auto holder2 = db.connect();
+  pqxx::work hold2(*holder2);
+  hold2.exec("SELECT 1 FROM oasync.docs WHERE doc_key = 'run_summary:a' FOR UPDATE");
+  auto waiting2 = std::async(std::launch::async,
+                             [&] { return borrowed.apply(batch_of({upsert("a", R"({"n":4})")})); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  hold2.commit();
+  CHECK(waiting2.get()[0].doc_version == 4);
   // The CLI's operations too.
   CHECK(run_oasync({"--database-url", db.url(), "verify"}).exit_code == 0);
   CHECK(run_oasync({"--database-url", db.url(), "tail", "runtime.run_summaries", "--after", "0",

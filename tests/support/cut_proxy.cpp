@@ -57,6 +57,7 @@ struct CutProxy::Impl {
   std::atomic<bool> stop{false};
   std::atomic<bool> released{false};
   std::atomic<int> fired{0};
+  std::atomic<int> accepted{0};
   std::atomic<int> generation{0};  // cut_all() counts it up
   std::mutex mutex;
   std::deque<Cut> armed;  // fired front first
@@ -183,6 +184,7 @@ CutProxy::CutProxy() : impl_(std::make_unique<Impl>()) {
       if (::poll(&fd, 1, 100) <= 0) continue;
       const int client = ::accept(impl->listener, nullptr, nullptr);
       if (client < 0) continue;
+      ++impl->accepted;
       std::lock_guard lock(impl->mutex);
       impl->threads.emplace_back([impl, client] { impl->serve(client); });
     }
@@ -231,6 +233,10 @@ void CutProxy::arm(const Cut& cut) {
 void CutProxy::then(const Cut& cut) {
   std::lock_guard lock(impl_->mutex);
   impl_->armed.push_back(cut);
+}
+
+int CutProxy::connections() const {
+  return impl_->accepted.load();
 }
 
 int CutProxy::fired() const {

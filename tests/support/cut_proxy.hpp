@@ -49,6 +49,8 @@ class CutProxy {
   void then(const Cut& cut);
   // How many armed cuts have fired.
   int fired() const;
+  // How many connections it has accepted.
+  int connections() const;
   // Closes every stalled connection.
   void release();
   // Cuts every open connection now (as a network that fails mid-wait).

@@ -52,9 +52,17 @@ class Sink {
   // Returns one result per write, in input order. Invalid writes are rejected
   // one by one; the rest apply.
   // Throws oasync::Error when the batch as a whole failed (database failure,
-  // fenced producer); then nothing of it was committed. error.retryable()
-  // says whether sending it again may succeed. A Sink that owns its
-  // connection reconnects on the next call after a lost connection.
+  // fenced producer); then nothing of it was committed, except with
+  // Code::outcome_unknown. error.retryable() says whether sending it again
+  // may succeed. A Sink that owns its connection reconnects on the next call
+  // after a lost connection. When the connection is lost after COMMIT was
+  // sent, a Sink that owns it finds out what happened (SinkOptions::
+  // lost_commit, lost_commit_timeout_ms): a committed batch is answered
+  // with its results, one that did not commit with a retryable
+  // Code::database error, and Code::outcome_unknown only when the database
+  // cannot say (the message names the transaction id). A Sink on a borrowed
+  // connection runs its own BEGIN and COMMIT on it but cannot reconnect it:
+  // it answers outcome_unknown, naming the id to ask pg_xact_status about.
   std::vector<WriteResult> apply(const Batch& batch);
 
   // Applies several batches in one transaction (group commit) and returns one
@@ -83,6 +91,14 @@ class Sink {
   // transaction doing the same, so it is refused (Code::refused), before it
   // locks anything. The caller's transaction must not lock oasync's doc or
   // topic rows itself.
+  //
+  // REQUIRES: the connection's client_encoding is UTF8, and the transaction
+  // is READ COMMITTED; otherwise the batch is refused before anything is
+  // sent or locked (Code::invalid_argument, naming what was found). Its
+  // statement and lock timeouts are the caller's. The sink never sends
+  // COMMIT here: a connection lost during apply_within loses the caller's
+  // transaction whole (a retryable Code::database error); one lost at the
+  // caller's COMMIT is the caller's in-doubt commit.
   std::vector<WriteResult> apply_within(pqxx::transaction_base& tx, const Batch& batch);
 
   // The stored checkpoint of a producer, if it ever wrote one.
