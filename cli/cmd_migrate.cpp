@@ -35,7 +35,8 @@ void add_migrate_command(CLI::App& app, Context& ctx, std::vector<Command>& out)
   sub->footer(
       "\nApplies migrations/NNNN_name.sql in order (schema \"oasync\"), each in its own\n"
       "transaction, under an advisory lock: a second migrator waits, then finds nothing to do.\n"
-      "An applied file whose text changed since is refused, and nothing after it runs.");
+      "An applied file whose text changed since is refused, and nothing after it runs.\n"
+      "A database whose server encoding is not UTF8 is refused (exit 1).");
   sub->add_flag("--status", options->status, "List applied and pending migrations; change nothing");
   sub->add_flag("--dry-run", options->dry_run, "Print what would be applied; change nothing");
   sub->add_option("--dir", options->dir,

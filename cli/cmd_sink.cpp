@@ -305,8 +305,13 @@ void add_sink_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "  --input FILE   NDJSON, one DocWrite per line (fields as in sink.proto, payload\n"
       "                 inline); '-' reads stdin. A summary goes to stderr; with --results,\n"
       "                 one JSON result per input line goes to stdout.\n"
+      "A connection lost after COMMIT was sent is settled, not guessed: the sink asks\n"
+      "the database (pg_xact_status on the same server and timeline, for up to 30 s) and\n"
+      "answers the real results, a retryable \"did not commit\", or, only when the\n"
+      "database cannot say, outcome_unknown (never resend such a batch blindly).\n"
       "Exits 0 once every input was answered, whatever the outcomes; 1 on a database\n"
-      "failure (NDJSON) or lost framing (stdio).");
+      "failure (NDJSON: it names the lines not applied, or those whose outcome is\n"
+      "unknown) or lost framing (stdio).");
   auto* stdio = sub->add_flag("--stdio", o->stdio, "Port mode: framed protobuf on stdin/stdout");
   auto* input = sub->add_option("--input", o->input, "NDJSON input file, or - for stdin");
   stdio->excludes(input);

@@ -206,10 +206,12 @@ void exits_not_by_scope(const json& node, std::vector<std::string>& out) {
   }
 }
 
-// Checks every read, generically and with its values, with a Reader's
-// settings.
-void check_reads(const TestDatabase& db, const char* which) {
-  CAPTURE(which);
+// Prepares every read of the contract on a session with a Reader's
+// settings, and hands each to `check` twice, generically and with its
+// values (plan_cache_mode), as the EXECUTE statement to explain.
+void for_each_read(const TestDatabase& db,
+                   const std::function<void(pqxx::work&, const Read&, const std::string& execute,
+                                            const char* mode)>& check) {
   auto conn = db.connect();
   Reader reader(*conn);  // sets them on the session
   pqxx::work tx(*conn);
@@ -227,11 +229,20 @@ void check_reads(const TestDatabase& db, const char* which) {
     for (const char* mode : {"force_generic_plan", "force_custom_plan"}) {
       CAPTURE(mode);
       tx.exec(fmt::format("SET LOCAL plan_cache_mode = {}", mode));
-      const auto found = scans(tx, fmt::format("EXECUTE {}({})", name, r.values), r.shape, r.index);
-      CHECK_MESSAGE(found.empty(),
-                    fmt::format("{}: {} ({}): {}", which, r.name, mode, fmt::join(found, "; ")));
+      check(tx, r, fmt::format("EXECUTE {}({})", name, r.values), mode);
     }
   }
+}
+
+// Checks every read for whole-table scans and, for ranges, sorts.
+void check_reads(const TestDatabase& db, const char* which) {
+  CAPTURE(which);
+  for_each_read(
+      db, [&](pqxx::work& tx, const Read& r, const std::string& execute, const char* mode) {
+        const auto found = scans(tx, execute, r.shape, r.index);
+        CHECK_MESSAGE(found.empty(),
+                      fmt::format("{}: {} ({}): {}", which, r.name, mode, fmt::join(found, "; ")));
+      });
 }
 
 // A million events over 100,000 docs in 97 scopes, some of them moved, then
@@ -285,34 +296,17 @@ TEST_CASE("no read function scans a whole table: never analyzed, and with a mill
 // exits in (topic, scope, watermark) order, generically and with its values.
 void check_exits_by_scope(const TestDatabase& db, const char* which) {
   CAPTURE(which);
-  auto conn = db.connect();
-  Reader reader(*conn);
-  pqxx::work tx(*conn);
-  const std::string epoch =
-      tx.exec1("SELECT epoch::text FROM oasync.topics WHERE topic = 'runtime.run_summaries'")[0]
-          .as<std::string>();
-  const auto head =
-      tx.exec1("SELECT head FROM oasync.topics WHERE topic = 'runtime.run_summaries'")[0]
-          .as<std::int64_t>();
-  int n = 0;
   int exits_read = 0;
-  for (const Read& r : reads(epoch, std::max<std::int64_t>(head, 100))) {
-    CAPTURE(r.name);
-    const std::string name = fmt::format("exits_{}", n++);
-    tx.exec(fmt::format("PREPARE {}({}) AS {}", name, r.types, r.sql));
-    for (const char* mode : {"force_generic_plan", "force_custom_plan"}) {
-      CAPTURE(mode);
-      tx.exec(fmt::format("SET LOCAL plan_cache_mode = {}", mode));
-      const json plan = json::parse(
-          tx.exec1(fmt::format("EXPLAIN (FORMAT JSON, VERBOSE) EXECUTE {}({})", name, r.values))[0]
-              .as<std::string>())[0]["Plan"];
-      if (reads(plan, "scope_exits")) ++exits_read;
-      std::vector<std::string> found;
-      exits_not_by_scope(plan, found);
-      CHECK_MESSAGE(found.empty(),
-                    fmt::format("{}: {} ({}): {}", which, r.name, mode, fmt::join(found, "; ")));
-    }
-  }
+  for_each_read(
+      db, [&](pqxx::work& tx, const Read& r, const std::string& execute, const char* mode) {
+        const json plan = json::parse(
+            tx.exec1("EXPLAIN (FORMAT JSON, VERBOSE) " + execute)[0].as<std::string>())[0]["Plan"];
+        if (reads(plan, "scope_exits")) ++exits_read;
+        std::vector<std::string> found;
+        exits_not_by_scope(plan, found);
+        CHECK_MESSAGE(found.empty(),
+                      fmt::format("{}: {} ({}): {}", which, r.name, mode, fmt::join(found, "; ")));
+      });
   CHECK(exits_read > 0);  // the check looked at some exits branch
 }
 
