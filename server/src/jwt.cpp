@@ -190,9 +190,20 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
       return std::string();
     }
     const json& v = claims[name];
-    if (v.is_string()) return v.get<std::string>();
+    if (v.is_string()) {
+      std::string value = v.get<std::string>();
+      // It names a tenant's scope and reaches the database: a NUL would cut
+      // it short there ("\u0000" is valid JSON; invalid UTF-8 is not).
+      if (value.find('\0') != std::string::npos) {
+        throw TokenError("claims", fmt::format("{} holds a NUL character", name));
+      }
+      return value;
+    }
+    // An integer reads as its exact decimal text; 2^63 and above are
+    // unsigned (reading them as signed would wrap to another tenant).
+    if (v.is_number_unsigned()) return std::to_string(v.get<std::uint64_t>());
     if (v.is_number_integer()) return std::to_string(v.get<std::int64_t>());
-    throw TokenError("claims", fmt::format("{} is not a string", name));
+    throw TokenError("claims", fmt::format("{} is not a string or an integer", name));
   };
   out.subject = text("sub", false);
   out.org_id = text("org_id", true);
@@ -205,7 +216,11 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
   }
   for (const json& t : claims["scopes"]) {
     if (!t.is_string()) throw TokenError("claims", "scopes must be strings");
-    out.topics.push_back(t.get<std::string>());
+    std::string topic = t.get<std::string>();
+    if (topic.find('\0') != std::string::npos) {
+      throw TokenError("claims", "a scope holds a NUL character");
+    }
+    out.topics.push_back(std::move(topic));
   }
   return out;
 }

@@ -23,7 +23,7 @@ const char* to_string(Algorithm algorithm) noexcept;
 
 struct Claims {
   std::string subject;     // sub
-  std::string org_id;      // org_id (a string, or a number as its decimal text)
+  std::string org_id;      // org_id (a string, or an integer as its exact decimal text; no NUL)
   std::string session_id;  // session_id
   // scopes: the topics the token may read.
   std::vector<std::string> topics;

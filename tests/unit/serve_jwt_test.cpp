@@ -116,6 +116,27 @@ TEST_CASE("each algorithm accepts its tokens and reads the claims") {
   CHECK(hs.verify(sign("HS256", claims({{"org_id", 7}}), "HS256"), kNow).org_id == "7");
 }
 
+TEST_CASE(
+    "org_id: an integer reads as its exact decimal text, never wrapped; NUL and fractions "
+    "are refused") {
+  const Verifier hs({Algorithm::hs256, kSecret});
+  const auto org = [&](const json& value) {
+    return hs.verify(sign("HS256", claims({{"org_id", value}}), "HS256"), kNow).org_id;
+  };
+  CHECK(org(json(std::uint64_t{18446744073709551615ULL})) == "18446744073709551615");
+  CHECK(org(json(std::uint64_t{9223372036854775808ULL})) == "9223372036854775808");
+  CHECK(org(json(std::int64_t{9223372036854775807LL})) == "9223372036854775807");
+  CHECK(org(json(-3)) == "-3");
+  CHECK(reason_of(hs, sign("HS256", claims({{"org_id", 1.5}}), "HS256")) == "claims");
+  CHECK(reason_of(hs, sign("HS256", claims({{"org_id", 1e300}}), "HS256")) == "claims");
+  CHECK(reason_of(hs, sign("HS256", claims({{"org_id", std::string("a\0b", 3)}}), "HS256")) ==
+        "claims");
+  CHECK(reason_of(hs, sign("HS256", claims({{"session_id", std::string("s\0", 2)}}), "HS256")) ==
+        "claims");
+  CHECK(reason_of(hs, sign("HS256", claims({{"scopes", {std::string("t.a\0x", 5)}}}), "HS256")) ==
+        "claims");
+}
+
 TEST_CASE("the algorithm is the configured one, never the token's") {
   const Key rsa(EVP_RSA_gen(2048));
   const Verifier rs({Algorithm::rs256, rsa.public_pem()});
