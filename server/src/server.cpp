@@ -32,6 +32,7 @@
 #include "hub.hpp"
 #include "jwt.hpp"
 #include "metrics.hpp"
+#include "oasync/batch.hpp"
 #include "oasync/error.hpp"
 #include "oasync/serve/serve.hpp"
 #include "streams.hpp"
@@ -438,6 +439,19 @@ class Server {
       }
       co_return true;
     }
+    // A topic or key that the database could not hold (invalid UTF-8, a NUL
+    // that would cut it short) never reaches a query.
+    if (!storable_text(path.back())) {
+      {
+        Response answer =
+            error_response(req.version(), http::status::bad_request, "bad_request",
+                           fmt::format("the {} in the path is not UTF-8 text without NUL",
+                                       doc_path ? "doc key" : "topic"));
+        cors(req, answer);
+        co_await send(stream, answer, true);
+      }
+      co_return true;
+    }
     const bool read =
         req.method() == http::verb::get || (stream_path && req.method() == http::verb::head);
     if (!read) {
@@ -481,12 +495,20 @@ class Server {
                                 : e.code() == Code::invalid_argument ? http::status::bad_request
                                 : e.code() == Code::database ? http::status::service_unavailable
                                                              : http::status::internal_server_error;
+    // The database's and the library's own words (its address, its role,
+    // SQL) go to the log; the client learns only what kind of failure it was.
+    const bool ours = status == http::status::service_unavailable ||
+                      status == http::status::internal_server_error;
+    if (ours) log_(fmt::format("request failed ({}): {}", static_cast<int>(status), e.what()));
     Response res = error_response(req.version(), status,
                                   status == http::status::not_found             ? "not_found"
                                   : status == http::status::bad_request         ? "bad_request"
                                   : status == http::status::service_unavailable ? "unavailable"
                                                                                 : "internal",
-                                  e.what());
+                                  !ours ? std::string(e.what())
+                                  : status == http::status::service_unavailable
+                                      ? std::string("the database is unavailable; try again")
+                                      : std::string("the server failed; see its log"));
     if (status == http::status::service_unavailable) res.set(http::field::retry_after, "1");
     cors(req, res);
     co_await send(stream, res, true);

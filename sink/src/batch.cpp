@@ -1,5 +1,9 @@
 #include "oasync/batch.hpp"
 
+#include <algorithm>
+
+#include <nlohmann/json.hpp>
+
 namespace oasync {
 
 const char* to_string(Op op) noexcept {
@@ -58,6 +62,22 @@ const char* to_string(RejectReason reason) noexcept {
       return "malformed";
   }
   return "unknown";
+}
+
+bool storable_text(std::string_view text) noexcept {
+  if (text.find('\0') != std::string_view::npos) return false;
+  if (std::all_of(text.begin(), text.end(),
+                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
+    return true;
+  }
+  // The JSON library's strict encoder checks the UTF-8.
+  try {
+    (void)nlohmann::json(std::string(text))
+        .dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 }  // namespace oasync

@@ -12,28 +12,9 @@
 namespace oasync::internal {
 namespace {
 
-bool has_nul(const std::string& s) {
-  return s.find('\0') != std::string::npos;
-}
-
-// Whether `s` is valid UTF-8 (keys, topics and scopes are text to the
-// database): the JSON library's strict encoder checks it.
-bool valid_utf8(const std::string& s) {
-  if (std::all_of(s.begin(), s.end(),
-                  [](char c) { return static_cast<unsigned char>(c) < 0x80; })) {
-    return true;
-  }
-  try {
-    (void)nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::strict);
-    return true;
-  } catch (const nlohmann::json::type_error&) {
-    return false;
-  }
-}
-
 // Text the database stores: no NUL, valid UTF-8.
 bool storable(const std::string& s) {
-  return !has_nul(s) && valid_utf8(s);
+  return storable_text(s);
 }
 
 WriteResult rejected(RejectReason reason, std::string detail) {
@@ -121,7 +102,8 @@ std::map<std::string, ProducerCheckpoint> collect_checkpoints(
   for (const Batch* batch : batches) {
     if (!batch->checkpoint) continue;
     const ProducerCheckpoint& c = *batch->checkpoint;
-    if (c.producer_id.empty() || has_nul(c.producer_id) || c.epoch < 0 || c.position < 0) {
+    if (c.producer_id.empty() || c.producer_id.find('\0') != std::string::npos || c.epoch < 0 ||
+        c.position < 0) {
       throw Error(Code::invalid_argument,
                   "checkpoint needs a non-empty producer_id and non-negative epoch and position");
     }

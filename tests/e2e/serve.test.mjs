@@ -387,10 +387,19 @@ describe("oasync serve: the surface around the streams", () => {
       const crafted = await fetch(`${server.base}/v1/topics/${RUNS}?offset=0000000000000001_00000000000000000001_i000000010_${key}`, { headers: auth() });
       assert.equal(crafted.status, 400, key);
     }
-    // A request naming bytes that are not UTF-8 still gets its JSON answer.
+    // A topic or doc key that is not UTF-8, or holds a NUL, never reaches the
+    // database: 400 with a JSON answer (before, a 503 with the SQL error text,
+    // or a key cut short at the NUL).
     const odd = await fetch(`${server.base}/v1/topics/run%FF?offset=-1`, { headers: auth() });
-    assert.equal(odd.status, 403);
-    assert.match((await odd.json()).message, /may not read topic/);
+    assert.equal(odd.status, 400);
+    assert.match((await odd.json()).message, /topic in the path is not UTF-8 text without NUL/);
+    for (const key of ["%ff%fe", "run_summary:a0%00zz"]) {
+      const doc = await fetch(`${server.base}/sync/v1/doc/${key}`, { headers: auth() });
+      assert.equal(doc.status, 400, key);
+      const body = await doc.json();
+      assert.match(body.message, /doc key in the path is not UTF-8 text without NUL/, key);
+      assert.doesNotMatch(JSON.stringify(body), /SQLSTATE|postgres|host=/i, key);
+    }
   });
 
   test("wait_for holds the answer until the server has read the caller's write", async () => {

@@ -103,4 +103,10 @@ struct WriteResult {
 const char* to_string(Outcome outcome) noexcept;
 const char* to_string(RejectReason reason) noexcept;
 
+// Whether `text` may be stored as a topic, doc key, scope or stream name:
+// valid UTF-8 without NUL. The sink rejects anything else, and a reader that
+// takes such names from a client (oasync serve) refuses them before any
+// query.
+bool storable_text(std::string_view text) noexcept;
+
 }  // namespace oasync
