@@ -117,7 +117,7 @@ TEST_CASE("each algorithm accepts its tokens and reads the claims") {
 }
 
 TEST_CASE(
-    "org_id: an integer reads as its exact decimal text, never wrapped; NUL and fractions "
+    "org_id: an integer reads as its exact decimal text, never wrapped, and NUL and fractions "
     "are refused") {
   const Verifier hs({Algorithm::hs256, kSecret});
   const auto org = [&](const json& value) {
