@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <charconv>
 #include <exception>
 #include <optional>
 #include <thread>
@@ -41,11 +42,7 @@ WHERE a.pid OPERATOR(pg_catalog.=) $1::pg_catalog.int4
   AND a.backend_xid::pg_catalog.text OPERATOR(pg_catalog.=) $2::pg_catalog.text
 )SQL";
 
-std::string trimmed(const char* message) {
-  std::string m = message == nullptr ? "" : message;
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
-}
+using pg::trimmed;
 
 // One statement with text parameters; the rows, or the server's error.
 struct Answer {
@@ -105,6 +102,104 @@ std::string short_xid(const std::string& xid8) {
 }
 
 }  // namespace
+
+// After a lost COMMIT that did commit: the watermark of one event of each
+// topic (its first), found by primary key above the head round trip 1 saw
+// (a doc's versions never repeat in its topic's journal: one row at most).
+// $1..$4: topic, head seen, key, version. Returns the ordinal of each found.
+const pg::Statement kFindEvents{"sink_find_events",
+                                R"SQL(
+SELECT k.i, e.watermark, e.op, e.payload_hash
+FROM ROWS FROM (
+    pg_catalog.unnest($1::pg_catalog.text[]),
+    pg_catalog.unnest($2::bigint[]),
+    pg_catalog.unnest($3::pg_catalog.text[]),
+    pg_catalog.unnest($4::bigint[])) WITH ORDINALITY AS k(t, after, k, v, i)
+CROSS JOIN LATERAL (
+  SELECT x.watermark, x.op, x.payload_hash FROM oasync.events AS x
+  WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.watermark OPERATOR(pg_catalog.>) k.after
+    AND x.doc_key OPERATOR(pg_catalog.=) k.k AND x.doc_version OPERATOR(pg_catalog.=) k.v
+  LIMIT 1) AS e
+)SQL",
+                                {pg::kTextArray, pg::kInt8Array, pg::kTextArray, pg::kInt8Array}};
+
+Learned learned_from(const pg::Result& row, const std::vector<std::string>& topics) {
+  Learned out;
+  out.who.xid = row.text(0, row.column("xid"));
+  out.who.backend_pid = static_cast<int>(row.int8(0, row.column("pid")));
+  out.who.system_id = row.text(0, row.column("system_id"));
+  out.who.timeline = row.int8(0, row.column("timeline"));
+  out.who.started = row.text(0, row.column("started"));
+  const std::string_view heads = row.text(0, row.column("heads"));
+  std::size_t at = 0;
+  for (const std::string& topic : topics) {
+    const std::size_t comma = std::min(heads.find(',', at), heads.size());
+    std::int64_t head = 0;
+    std::from_chars(heads.data() + at, heads.data() + comma, head);
+    out.heads[topic] = head;
+    at = comma + 1;
+  }
+  return out;
+}
+
+std::map<std::string, std::int64_t> committed_bases(pg::Pipeline& pipeline, PGconn* conn,
+                                                    const Learned& at, const Resolution& plan,
+                                                    Evidence evidence) {
+  const auto unproven = [&](const char* why) {
+    return Error(Code::outcome_unknown,
+                 fmt::format("the server restarted after the connection was lost at commit, so "
+                             "its word that {} committed is no proof, and {}",
+                             at.who.describe(), why),
+                 Retryable::no, "", "commit");
+  };
+  if (evidence == Evidence::writes && plan.events.empty()) {
+    throw unproven("the batch wrote no event to find");
+  }
+  std::map<std::string, const PlannedEvent*> first;
+  for (const auto& e : plan.events) {
+    auto [it, added] = first.try_emplace(e.topic, &e);
+    if (!added && e.sequence < it->second->sequence) it->second = &e;
+  }
+  std::map<std::string, std::int64_t> bases;
+  if (first.empty()) return bases;
+  std::vector<std::optional<std::string_view>> topics, keys;
+  std::vector<std::optional<std::int64_t>> heads, versions;
+  std::vector<const PlannedEvent*> order;
+  for (const auto& [topic, e] : first) {
+    topics.emplace_back(topic);
+    heads.emplace_back(at.heads.count(topic) ? at.heads.at(topic) : 0);
+    keys.emplace_back(e->doc_key);
+    versions.emplace_back(e->version);
+    order.push_back(e);
+  }
+  std::vector<pg::Call> calls;
+  pg::Call find;
+  find.statement = &kFindEvents;
+  find.params.add_text_array(topics);
+  find.params.add_int8_array(heads);
+  find.params.add_text_array(keys);
+  find.params.add_int8_array(versions);
+  calls.push_back(std::move(find));
+  const pg::Result rows = std::move(pipeline.run(conn, calls, "find the committed events").front());
+  for (int r = 0; r < rows.rows(); ++r) {
+    const PlannedEvent* e = order.at(static_cast<std::size_t>(rows.int8(r, 0) - 1));
+    if (evidence == Evidence::writes &&
+        (rows.text(r, 2) != to_string(e->op) || rows.bytes(r, 3) != e->hash)) {
+      throw unproven("the journal holds another write at its place");
+    }
+    bases[e->topic] = rows.int8(r, 1) - e->sequence;
+  }
+  if (bases.size() != first.size()) {
+    if (evidence == Evidence::writes) throw unproven("its writes are not in the journal");
+    throw Error(Code::outcome_unknown,
+                fmt::format("{} committed, but its events were purged before their watermarks "
+                            "could be read back: the writes were applied, at watermarks no "
+                            "longer known",
+                            at.who.describe()),
+                Retryable::no, "", "commit");
+  }
+  return bases;
+}
 
 std::string TransactionIdentity::describe() const {
   return fmt::format("transaction {} (backend {} of server {}, timeline {})", xid, backend_pid,

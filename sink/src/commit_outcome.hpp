@@ -15,7 +15,11 @@
 #include <memory>
 #include <string>
 
+#include <map>
+#include <vector>
+
 #include "pg.hpp"
+#include "write_rules.hpp"
 
 namespace oasync::internal {
 
@@ -53,6 +57,38 @@ struct CommitFinding {
   // with its own writes found in the journal.
   bool restarted = false;
 };
+
+// What round trip 1 learned for a lost COMMIT: who the transaction is, and
+// the heads of the batch's topics as its snapshot saw them.
+struct Learned {
+  TransactionIdentity who;
+  std::map<std::string, std::int64_t> heads;
+};
+
+// Reads the sink's identity statement (sink.cpp, kIdentity): its row, and
+// the topics it was given, in order.
+Learned learned_from(const pg::Result& row, const std::vector<std::string>& topics);
+
+// What counts as proof that a batch committed, beside the server's word.
+//   status: pg_xact_status alone (the same server, timeline and run);
+//   writes: the server restarted since the transaction began, so its id may
+//           name another transaction: the first event of every topic must be
+//           the batch's own (key, version, op and payload hash), and a batch
+//           without events cannot show that.
+enum class Evidence { status, writes };
+
+// The statement committed_bases runs (exposed for the plan test).
+extern const pg::Statement kFindEvents;
+
+// The heads before a committed batch whose answer was lost, per topic with
+// events: each topic's first event found by key and version, by primary key
+// above the head round trip 1 saw (the batch held its docs' locks, so no
+// one else wrote that version there). Throws Code::outcome_unknown when the
+// events are gone (purged meanwhile) or, with Evidence::writes, not the
+// batch's own; oasync::Error (database) when `conn` fails.
+std::map<std::string, std::int64_t> committed_bases(pg::Pipeline& pipeline, PGconn* conn,
+                                                    const Learned& at, const Resolution& plan,
+                                                    Evidence evidence);
 
 // Finds out whether `who` committed, over connections of its own to
 // `conninfo`, for at most `bound` (connecting and every statement included):

@@ -65,12 +65,6 @@ std::string array(Oid element_type, const std::vector<Element>& values,
   return out;
 }
 
-std::string trimmed(const char* message) {
-  std::string m = message == nullptr ? "" : message;
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
-}
-
 // Waits until `conn`'s socket is readable or writable (both wanted).
 void wait_socket(PGconn* conn) {
   pollfd fd{PQsocket(conn), POLLIN | POLLOUT, 0};
@@ -78,6 +72,12 @@ void wait_socket(PGconn* conn) {
 }
 
 }  // namespace
+
+std::string trimmed(const char* message) {
+  std::string m = message == nullptr ? "" : message;
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
+  return m;
+}
 
 PGconn* raw_connection(const pqxx::dbtransaction& tx) {
   return LargeObjectGate::of(tx);

@@ -19,6 +19,9 @@
 
 namespace oasync::internal::pg {
 
+// A libpq message without its trailing newlines and spaces ("" for NULL).
+std::string trimmed(const char* message);
+
 // The libpq connection under a libpqxx transaction (valid while it lives).
 PGconn* raw_connection(const pqxx::dbtransaction& tx);
 

@@ -158,26 +158,6 @@ SELECT pg_catalog.pg_current_xact_id()::pg_catalog.text AS xid,
 )SQL",
                               {pg::kTextArray}};
 
-// After a lost COMMIT that did commit: the watermark of one event of each
-// topic (its first), found by primary key above the head round trip 1 saw
-// (a doc's versions never repeat in its topic's journal: one row at most).
-// $1..$4: topic, head seen, key, version. Returns the ordinal of each found.
-const pg::Statement kFindEvents{"sink_find_events",
-                                R"SQL(
-SELECT k.i, e.watermark, e.op, e.payload_hash
-FROM ROWS FROM (
-    pg_catalog.unnest($1::pg_catalog.text[]),
-    pg_catalog.unnest($2::bigint[]),
-    pg_catalog.unnest($3::pg_catalog.text[]),
-    pg_catalog.unnest($4::bigint[])) WITH ORDINALITY AS k(t, after, k, v, i)
-CROSS JOIN LATERAL (
-  SELECT x.watermark, x.op, x.payload_hash FROM oasync.events AS x
-  WHERE x.topic OPERATOR(pg_catalog.=) k.t AND x.watermark OPERATOR(pg_catalog.>) k.after
-    AND x.doc_key OPERATOR(pg_catalog.=) k.k AND x.doc_version OPERATOR(pg_catalog.=) k.v
-  LIMIT 1) AS e
-)SQL",
-                                {pg::kTextArray, pg::kInt8Array, pg::kTextArray, pg::kInt8Array}};
-
 // 1a. Locks the batch's docs in (topic, doc_key) order, creating a version-0
 // placeholder for each that does not exist: ON CONFLICT ... WHERE false locks
 // an existing row without writing it, and waits for a concurrent transaction
@@ -477,13 +457,6 @@ using Planner = Mode::Planner;
 using Isolation = Mode::Isolation;
 using Identity = Mode::Identity;
 
-// What round trip 1 learned for a lost COMMIT: who the transaction is, and
-// the heads of its topics.
-struct Learned {
-  internal::TransactionIdentity who;
-  std::map<std::string, std::int64_t> heads;
-};
-
 }  // namespace
 
 struct Sink::Impl {
@@ -499,7 +472,7 @@ struct Sink::Impl {
   std::vector<std::string> saved_planner;
 
   // Set by round trip 1 when the mode learns the transaction's identity.
-  std::optional<Learned> learned;
+  std::optional<internal::Learned> learned;
 
   // Opens the owned connection, or reopens it after it was lost.
   void ensure_connected() {
@@ -640,7 +613,7 @@ struct Sink::Impl {
     }
     std::vector<pg::Result> results = pipeline.run(conn, calls, "lock docs");
     if (mode.identity == Identity::learn)
-      learned = read_identity(results[identity_at], batch_topics);
+      learned = internal::learned_from(results[identity_at], batch_topics);
     if (mode.planner == Planner::pinned_then_restored) {
       const pg::Result& saved = results[pin_at];
       saved_planner.clear();
@@ -678,25 +651,6 @@ struct Sink::Impl {
     return docs;
   }
 
-  static Learned read_identity(const pg::Result& row, const std::vector<std::string>& topics) {
-    Learned out;
-    out.who.xid = row.text(0, row.column("xid"));
-    out.who.backend_pid = static_cast<int>(row.int8(0, row.column("pid")));
-    out.who.system_id = row.text(0, row.column("system_id"));
-    out.who.timeline = row.int8(0, row.column("timeline"));
-    out.who.started = row.text(0, row.column("started"));
-    const std::string_view heads = row.text(0, row.column("heads"));
-    std::size_t at = 0;
-    for (const std::string& topic : topics) {
-      const std::size_t comma = std::min(heads.find(',', at), heads.size());
-      std::int64_t head = 0;
-      std::from_chars(heads.data() + at, heads.data() + comma, head);
-      out.heads[topic] = head;
-      at = comma + 1;
-    }
-    return out;
-  }
-
   // The connection was lost after COMMIT was sent (`lost`). Finds out what
   // became of the transaction (commit_outcome.hpp). Returns each topic's
   // head before the batch when it committed; throws a retryable
@@ -705,7 +659,7 @@ struct Sink::Impl {
   std::map<std::string, std::int64_t> settle_lost_commit(const Error& lost,
                                                          const internal::Resolution& plan) {
     if (!learned) throw lost;
-    const Learned at = *learned;
+    const internal::Learned at = *learned;
     if (conninfo.empty()) {
       throw Error(Code::outcome_unknown,
                   fmt::format("{}; a Sink on a borrowed connection cannot reconnect it to find "
@@ -731,8 +685,9 @@ struct Sink::Impl {
           try {
             PGresult* r = PQexec(found.connection->get(), kPlannerSettingsSql);
             PQclear(r);
-            return find_bases(found.connection->get(), at, plan,
-                              found.restarted ? Evidence::writes : Evidence::status);
+            return internal::committed_bases(
+                pipeline, found.connection->get(), at, plan,
+                found.restarted ? internal::Evidence::writes : internal::Evidence::status);
           } catch (const Error& e) {
             if (e.code() == Code::outcome_unknown) throw;
             committed_but = e.what();
@@ -765,74 +720,6 @@ struct Sink::Impl {
                               lost.what(), at.who.describe(), found.detail),
                   Retryable::yes, "08006", "commit");
     }
-  }
-
-  // The bases of a committed batch whose answer was lost: each topic's first
-  // event is found by key and version above the head round trip 1 saw.
-  //
-  // With Evidence::writes (the server restarted since the transaction
-  // began, so its id may name another transaction), "committed" counts only
-  // when the first event of every topic is the batch's own (same key,
-  // version, op and payload hash); a batch without events cannot show that,
-  // and gets outcome_unknown.
-  enum class Evidence { status, writes };
-  std::map<std::string, std::int64_t> find_bases(PGconn* conn, const Learned& at,
-                                                 const internal::Resolution& plan,
-                                                 Evidence evidence) {
-    const auto unproven = [&](const char* why) {
-      return Error(Code::outcome_unknown,
-                   fmt::format("the server restarted after the connection was lost at commit, so "
-                               "its word that {} committed is no proof, and {}",
-                               at.who.describe(), why),
-                   Retryable::no, "", "commit");
-    };
-    if (evidence == Evidence::writes && plan.events.empty()) {
-      throw unproven("the batch wrote no event to find");
-    }
-    std::map<std::string, const internal::PlannedEvent*> first;
-    for (const auto& e : plan.events) {
-      auto [it, added] = first.try_emplace(e.topic, &e);
-      if (!added && e.sequence < it->second->sequence) it->second = &e;
-    }
-    std::map<std::string, std::int64_t> bases;
-    if (first.empty()) return bases;
-    std::vector<std::optional<std::string_view>> topics, keys;
-    std::vector<std::optional<std::int64_t>> heads, versions;
-    std::vector<const internal::PlannedEvent*> order;
-    for (const auto& [topic, e] : first) {
-      topics.emplace_back(topic);
-      heads.emplace_back(at.heads.count(topic) ? at.heads.at(topic) : 0);
-      keys.emplace_back(e->doc_key);
-      versions.emplace_back(e->version);
-      order.push_back(e);
-    }
-    std::vector<pg::Call> calls;
-    pg::Call find = call(kFindEvents);
-    find.params.add_text_array(topics);
-    find.params.add_int8_array(heads);
-    find.params.add_text_array(keys);
-    find.params.add_int8_array(versions);
-    calls.push_back(std::move(find));
-    const pg::Result rows =
-        std::move(pipeline.run(conn, calls, "find the committed events").front());
-    for (int r = 0; r < rows.rows(); ++r) {
-      const internal::PlannedEvent* e = order.at(static_cast<std::size_t>(rows.int8(r, 0) - 1));
-      if (evidence == Evidence::writes &&
-          (rows.text(r, 2) != to_string(e->op) || rows.bytes(r, 3) != e->hash)) {
-        throw unproven("the journal holds another write at its place");
-      }
-      bases[e->topic] = rows.int8(r, 1) - e->sequence;
-    }
-    if (bases.size() != first.size()) {
-      if (evidence == Evidence::writes) throw unproven("its writes are not in the journal");
-      throw Error(Code::outcome_unknown,
-                  fmt::format("{} committed, but its events were purged before their watermarks "
-                              "could be read back: the writes were applied, at watermarks no "
-                              "longer known",
-                              at.who.describe()),
-                  Retryable::no, "", "commit");
-    }
-    return bases;
   }
 
   // Round trip 2: lock the topics, write, store checkpoints, [COMMIT].
