@@ -44,4 +44,31 @@ class Metrics {
   std::map<std::string, std::int64_t> stale_, resets_, auth_refused_, subscribers_;
 };
 
+// Counts a response in progress while it lives.
+class Counted {
+ public:
+  explicit Counted(std::atomic<std::int64_t>& gauge) : gauge_(gauge) { ++gauge_; }
+  ~Counted() { --gauge_; }
+  Counted(const Counted&) = delete;
+  Counted& operator=(const Counted&) = delete;
+
+ private:
+  std::atomic<std::int64_t>& gauge_;
+};
+
+// Counts a live subscriber of a topic while it lives.
+class Subscribed {
+ public:
+  Subscribed(Metrics& metrics, std::string topic) : metrics_(metrics), topic_(std::move(topic)) {
+    metrics_.add_subscriber(topic_, 1);
+  }
+  ~Subscribed() { metrics_.add_subscriber(topic_, -1); }
+  Subscribed(const Subscribed&) = delete;
+  Subscribed& operator=(const Subscribed&) = delete;
+
+ private:
+  Metrics& metrics_;
+  std::string topic_;
+};
+
 }  // namespace oasync::serve

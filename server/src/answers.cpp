@@ -1,0 +1,86 @@
+#include "answers.hpp"
+
+#include <algorithm>
+#include <chrono>
+
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+namespace oasync::serve {
+
+Answers::Answers(const ServeConfig& config)
+    : cors_origins_(config.cors_origins),
+      send_timeout_seconds_(config.limits.send_timeout_seconds) {}
+
+void Answers::decorate(const Request& req, http::fields& headers) const {
+  if (cors_origins_.empty()) return;
+  const auto origin = req[http::field::origin];
+  if (origin.empty()) return;
+  const bool any =
+      std::find(cors_origins_.begin(), cors_origins_.end(), "*") != cors_origins_.end();
+  const bool listed = std::find(cors_origins_.begin(), cors_origins_.end(), std::string(origin)) !=
+                      cors_origins_.end();
+  if (!any && !listed) return;
+  headers.set(http::field::access_control_allow_origin, any ? "*" : std::string(origin));
+  if (!any) headers.set(http::field::vary, "Origin");
+  headers.set(http::field::access_control_expose_headers,
+              "Stream-Next-Offset, Stream-Up-To-Date, Stream-Cursor, Oasync-Stale-Reason, "
+              "Oasync-Floor, Oasync-Head, Oasync-Epoch");
+}
+
+Response Answers::error(const Request& req, http::status status, const std::string& code,
+                        const std::string& message) const {
+  Response res{status, req.version()};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  // (Messages quote the request, which need not be UTF-8.)
+  res.body() = nlohmann::json{{"error", code}, {"message", message}}.dump(
+      -1, ' ', false, nlohmann::json::error_handler_t::replace);
+  decorate(req, res);
+  res.prepare_payload();
+  return res;
+}
+
+Response Answers::refusal(const Request& req, const Refusal& r) const {
+  Response res = error(req, r.status,
+                       r.status == http::status::unauthorized          ? "unauthorized"
+                       : r.status == http::status::forbidden           ? "forbidden"
+                       : r.status == http::status::not_found           ? "not_found"
+                       : r.status == http::status::service_unavailable ? "unavailable"
+                                                                       : "bad_request",
+                       r.message);
+  for (const auto& [name, value] : r.headers) res.set(name, value);
+  return res;
+}
+
+Response Answers::stale(const Request& req, const ResumeCheck& stale) const {
+  const std::string reason = to_string(stale.reason);
+  Response res{http::status::gone, req.version()};
+  res.set(http::field::content_type, "application/json");
+  res.set(http::field::cache_control, "no-store");
+  res.set("Oasync-Stale-Reason", reason);
+  res.set("Oasync-Floor", std::to_string(stale.position.purged_through));
+  res.set("Oasync-Head", std::to_string(stale.position.head));
+  res.set("Oasync-Epoch", stale.position.epoch);
+  res.body() = nlohmann::ordered_json{{"error", "stale_offset"},
+                                      {"reason", reason},
+                                      {"floor", stale.position.purged_through},
+                                      {"head", stale.position.head},
+                                      {"epoch", stale.position.epoch},
+                                      {"message",
+                                       "the offset cannot resume: start again at "
+                                       "offset=-1 (or ask on_stale=reset)"}}
+                   .dump();
+  decorate(req, res);
+  res.prepare_payload();
+  return res;
+}
+
+boost::asio::awaitable<void> Answers::send(boost::beast::tcp_stream& stream, Response& res,
+                                           Keep keep) const {
+  res.keep_alive(keep == Keep::alive);
+  stream.expires_after(std::chrono::seconds(send_timeout_seconds_));
+  co_await http::async_write(stream, res, boost::asio::use_awaitable);
+}
+
+}  // namespace oasync::serve

@@ -1,0 +1,58 @@
+// Catch-up and long-poll answers (PROTOCOL.md §5.6, §5.7): one JSON array of
+// messages per response, or 204 when a long-poll's wait ends empty.
+#include "transports.hpp"
+
+namespace oasync::serve {
+
+boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp_stream& stream,
+                                             const Request& req, const StreamRequest& s,
+                                             Subscription& subscription) {
+  const bool long_poll = s.live == Live::long_poll;
+  const Counted counted(long_poll ? context.metrics.long_poll : context.metrics.catch_up);
+  const auto until =
+      subscription.deadline(std::chrono::seconds(context.config.limits.long_poll_seconds));
+  Chunk chunk;
+  for (;;) {
+    chunk = co_await subscription.read();
+    if (chunk.stale) {
+      context.metrics.count_stale(to_string(chunk.stale->reason));
+      {
+        Response answer = context.answers.stale(req, *chunk.stale);
+        co_await context.answers.send(stream, answer, Keep::alive);
+      }
+      co_return Keep::alive;
+    }
+    // A catch-up answers what there is; a long-poll waits for something.
+    if (!long_poll || !chunk.messages.empty() || !chunk.journal) break;
+    subscription.advance(chunk);
+    if (!chunk.up_to_date) continue;  // other scopes' events only: read on
+    if (subscription.status() != Status::valid) break;
+    if (!co_await subscription.wait(until)) break;
+    const Status status = subscription.status();
+    if (status == Status::revoked || status == Status::expired) {
+      {
+        Response answer = context.answers.refusal(
+            req, {http::status::unauthorized, "the token expired or its session was revoked"});
+        co_await context.answers.send(stream, answer, Keep::close);
+      }
+      co_return Keep::close;
+    }
+    if (status != Status::valid) break;
+  }
+  Response res{chunk.messages.empty() && long_poll ? http::status::no_content : http::status::ok,
+               req.version()};
+  res.set("Stream-Next-Offset", chunk.next);
+  if (chunk.up_to_date) res.set("Stream-Up-To-Date", "true");
+  if (long_poll) res.set("Stream-Cursor", next_cursor(s.cursor));
+  res.set(http::field::cache_control, "no-store");
+  context.answers.decorate(req, res);
+  if (res.result() == http::status::ok) {
+    res.set(http::field::content_type, "application/json");
+    res.body() = json_array(chunk.messages);
+  }
+  res.prepare_payload();
+  co_await context.answers.send(stream, res, Keep::alive);
+  co_return Keep::alive;
+}
+
+}  // namespace oasync::serve

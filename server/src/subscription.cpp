@@ -1,0 +1,78 @@
+#include "subscription.hpp"
+
+#include <algorithm>
+#include <memory>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace oasync::serve {
+
+namespace asio = boost::asio;
+
+Subscription::Subscription(Context& context, const Caller& caller, std::string topic,
+                           std::string offset, OnStale on_stale)
+    : context_(context),
+      caller_(caller),
+      topic_(std::move(topic)),
+      offset_(std::move(offset)),
+      on_stale_(on_stale) {}
+
+asio::awaitable<Chunk> Subscription::read() {
+  seen_ = context_.hub.generation(topic_);
+  Chunk chunk = co_await context_.streams.read(topic_, caller_.view, offset_);
+  if (chunk.stale && on_stale_ == OnStale::reset) {
+    context_.metrics.count_reset(to_string(chunk.stale->reason));
+    chunk = co_await context_.streams.reset(topic_, caller_.view);
+  }
+  context_.metrics.messages += static_cast<std::int64_t>(chunk.messages.size());
+  co_return chunk;
+}
+
+asio::awaitable<bool> Subscription::wait(Clock::time_point until) {
+  co_return co_await wait_change(seen_, until, &caller_.view);
+}
+
+asio::awaitable<void> Subscription::wait_for(std::int64_t watermark) {
+  const auto until =
+      Clock::now() + std::chrono::milliseconds(context_.config.limits.max_wait_for_ms);
+  context_.hub.follow(topic_);
+  for (;;) {
+    const std::uint64_t seen = context_.hub.generation(topic_);
+    const auto p = context_.hub.position(topic_);
+    if ((p && p->head >= watermark) || status() != Status::valid) break;
+    if (!co_await wait_change(seen, until, nullptr)) break;
+  }
+}
+
+asio::awaitable<bool> Subscription::wait_change(std::uint64_t seen, Clock::time_point until,
+                                                const View* view) {
+  if (Clock::now() >= until) co_return false;
+  auto waiter = std::make_shared<Waiter>(co_await asio::this_coro::executor);
+  if (view != nullptr) waiter->scopes = view->parts();
+  if (!context_.hub.wait(topic_, seen, waiter)) co_return true;
+  waiter->timer.expires_at(until);
+  boost::system::error_code ec;
+  co_await waiter->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  co_return ec == asio::error::operation_aborted;
+}
+
+Status Subscription::status() const {
+  switch (context_.auth.standing(caller_)) {
+    case Standing::revoked:
+      return Status::revoked;
+    case Standing::expired:
+      return Status::expired;
+    case Standing::valid:
+      break;
+  }
+  return context_.stopping ? Status::stopping : Status::valid;
+}
+
+Subscription::Clock::time_point Subscription::deadline(std::chrono::seconds limit) const {
+  const std::int64_t left = std::max<std::int64_t>(0, caller_.claims.valid_until - unix_now());
+  return Clock::now() + std::min(limit, std::chrono::seconds(left));
+}
+
+}  // namespace oasync::serve

@@ -1,0 +1,76 @@
+// The subscription core: one reader of one topic's stream, from an offset,
+// as its caller's view sees it. It holds the rules every transport shares:
+// where the reader stands, what a stale offset gives (a reset and a fresh
+// snapshot, or the stale answer), what wakes a waiting reader (the hub: a
+// change that concerns its view), and whether its caller may still be
+// served. Transports (long_poll.cpp, sse.cpp) only frame what it gives.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+
+#include "auth.hpp"
+#include "context.hpp"
+#include "streams.hpp"
+
+namespace oasync::serve {
+
+// What a stale offset gets: the stale answer (410), or a reset control and a
+// fresh snapshot in its place (on_stale=reset).
+enum class OnStale { report, reset };
+
+// Whether a subscriber may go on.
+enum class Status { valid, revoked, expired, stopping };
+
+class Subscription {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  Subscription(Context& context, const Caller& caller, std::string topic, std::string offset,
+               OnStale on_stale);
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  const std::string& topic() const { return topic_; }
+  // Where the reader stands: the offset the next read starts from.
+  const std::string& offset() const { return offset_; }
+
+  // The next chunk from offset(). Notes the topic's generation first, so that
+  // a change during the read, or while its answer is written, ends the next
+  // wait() at once. Throws oasync::Error as Streams::read does.
+  boost::asio::awaitable<Chunk> read();
+  // Moves the reader past `chunk`.
+  void advance(const Chunk& chunk) { offset_ = chunk.next; }
+
+  // Waits for a change that concerns the view since the last read(), or
+  // until `until`. False at `until`.
+  boost::asio::awaitable<bool> wait(Clock::time_point until);
+
+  // Read-your-writes (wait_for=W): waits until the hub has read the topic
+  // through W, at most limits.max_wait_for_ms, or the caller stops being
+  // valid.
+  boost::asio::awaitable<void> wait_for(std::int64_t watermark);
+
+  // Whether the caller may still be served.
+  Status status() const;
+  // `limit` from now, never past the caller's token's expiry.
+  Clock::time_point deadline(std::chrono::seconds limit) const;
+
+ private:
+  // Waits for the topic's next change after `seen`; with `view`, only a
+  // change that concerns it. False at `until`.
+  boost::asio::awaitable<bool> wait_change(std::uint64_t seen, Clock::time_point until,
+                                           const View* view);
+
+  Context& context_;
+  const Caller& caller_;
+  std::string topic_;
+  std::string offset_;
+  OnStale on_stale_;
+  std::uint64_t seen_ = 0;
+};
+
+}  // namespace oasync::serve
