@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <array>
-#include <cctype>
+#include <cmath>
 #include <optional>
+#include <set>
 
 #include <fmt/format.h>
 #include <openssl/bn.h>
@@ -15,12 +16,18 @@
 #include <openssl/pem.h>
 #include <nlohmann/json.hpp>
 
+#include "oasync/sessions.hpp"
+
 namespace oasync::serve {
 namespace {
 
 using json = nlohmann::json;
 
-// base64url without padding (RFC 7515 §2) to bytes; nullopt if malformed.
+// base64url without padding (RFC 7515 §2) to bytes; nullopt unless `in` is
+// the one canonical spelling of its bytes: the URL-safe alphabet only, no
+// '=', no length of 1 mod 4, and the unused low bits of the last character
+// zero. Otherwise one signed token would have several spellings, and anyone
+// could respell its signature.
 std::optional<std::string> base64url(std::string_view in) {
   if (in.size() % 4 == 1) return std::nullopt;
   std::string text(in);
@@ -29,7 +36,7 @@ std::optional<std::string> base64url(std::string_view in) {
       c = '+';
     } else if (c == '_') {
       c = '/';
-    } else if (!std::isalnum(static_cast<unsigned char>(c))) {
+    } else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) {
       return std::nullopt;
     }
   }
@@ -41,17 +48,84 @@ std::optional<std::string> base64url(std::string_view in) {
                                 static_cast<int>(text.size()));
   if (n < 0) return std::nullopt;
   out.resize(static_cast<std::size_t>(n) - pad);
+  // Canonical: encoding the bytes again gives the same text (this is what
+  // refuses set unused bits, which the decoder drops).
+  std::string again(text.size() + 1, '\0');
+  const int m = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(again.data()),
+                                reinterpret_cast<const unsigned char*>(out.data()),
+                                static_cast<int>(out.size()));
+  again.resize(static_cast<std::size_t>(m));
+  if (again != text) return std::nullopt;
   return out;
+}
+
+// Parses a JSON object, refusing any member name that occurs twice in one
+// object, at any depth: nlohmann::json keeps the last, and a front door or
+// proxy that keeps the first would read another tenant or algorithm.
+json parse_object(const std::string& bytes, bool& duplicate) {
+  std::vector<std::set<std::string>> names;  // one per open object
+  const json::parser_callback_t track = [&](int, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        names.emplace_back();
+        break;
+      case json::parse_event_t::key:
+        if (!names.empty() && !names.back().insert(parsed.get<std::string>()).second) {
+          duplicate = true;
+        }
+        break;
+      case json::parse_event_t::object_end:
+        if (!names.empty()) names.pop_back();
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  return json::parse(bytes, track, false);
 }
 
 json parse_part(std::string_view part, const char* what) {
   const auto bytes = base64url(part);
-  if (!bytes) throw TokenError("malformed", fmt::format("the token's {} is not base64url", what));
-  json value = json::parse(*bytes, nullptr, false);
+  if (!bytes) {
+    throw TokenError("malformed", fmt::format("the token's {} is not canonical base64url", what));
+  }
+  bool duplicate = false;
+  json value = parse_object(*bytes, duplicate);
   if (!value.is_object()) {
     throw TokenError("malformed", fmt::format("the token's {} is not a JSON object", what));
   }
+  if (duplicate) {
+    throw TokenError("malformed", fmt::format("the token's {} names a member twice", what));
+  }
   return value;
+}
+
+// Which way a fractional NumericDate rounds: toward refusal, so down for exp
+// (it ends sooner) and up for nbf (it starts later).
+enum class Round { down, up };
+
+// A NumericDate (RFC 7519 §2) as whole seconds, or nullopt when it is not a
+// finite number in [0, kMaxNumericDate].
+std::optional<std::int64_t> numeric_date(const json& value, Round round) {
+  if (value.is_number_unsigned()) {
+    const auto v = value.get<std::uint64_t>();
+    if (v > static_cast<std::uint64_t>(kMaxNumericDate)) return std::nullopt;
+    return static_cast<std::int64_t>(v);
+  }
+  if (value.is_number_integer()) {
+    const auto v = value.get<std::int64_t>();
+    if (v < 0 || v > kMaxNumericDate) return std::nullopt;
+    return v;
+  }
+  if (value.is_number_float()) {
+    const double v = value.get<double>();
+    // Also false for NaN and the infinities (which nlohmann::json does not
+    // parse: 1e400 is refused as malformed).
+    if (!(v >= 0 && v <= static_cast<double>(kMaxNumericDate))) return std::nullopt;
+    return static_cast<std::int64_t>(round == Round::down ? std::floor(v) : std::ceil(v));
+  }
+  return std::nullopt;
 }
 
 std::string openssl_error() {
@@ -79,6 +153,10 @@ struct Verifier::Key {
 
 Verifier::Verifier(VerifierOptions options)
     : options_(std::move(options)), key_(std::make_unique<Key>()) {
+  if (options_.leeway_seconds < 0 || options_.leeway_seconds > kMaxLeewaySeconds) {
+    throw std::invalid_argument(fmt::format("the leeway must be 0..{} seconds (got {})",
+                                            kMaxLeewaySeconds, options_.leeway_seconds));
+  }
   if (options_.algorithm == Algorithm::hs256) {
     if (options_.key.size() < 32) {
       throw std::invalid_argument(
@@ -119,6 +197,11 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
     throw TokenError("malformed", "a token has three parts separated by dots");
   }
   const json header = parse_part(token.substr(0, first), "header");
+  // RFC 7515 §4.1.11: a recipient refuses a token whose crit names an
+  // extension it does not understand; oasync understands none.
+  if (header.contains("crit")) {
+    throw TokenError("malformed", "the token's header has crit (no extension is understood)");
+  }
   const std::string expected = to_string(options_.algorithm);
   if (!header.contains("alg") || !header["alg"].is_string() || header["alg"] != expected) {
     throw TokenError("algorithm",
@@ -162,18 +245,25 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
 
   const json claims = parse_part(token.substr(first + 1, second - first - 1), "claims");
   Claims out;
-  if (!claims.contains("exp") || !claims["exp"].is_number()) {
-    throw TokenError("claims", "the token has no exp");
-  }
-  out.expires_at = claims["exp"].get<std::int64_t>();
+  // Both are at most kMaxNumericDate and the leeway at most
+  // kMaxLeewaySeconds, so no sum or difference below overflows.
+  const auto date = [&](const char* name, Round round) {
+    const auto seconds = numeric_date(claims[name], round);
+    if (!seconds) {
+      throw TokenError("claims", fmt::format("{} is not a number in 0..{} (a NumericDate)", name,
+                                             kMaxNumericDate));
+    }
+    return *seconds;
+  };
+  if (!claims.contains("exp")) throw TokenError("claims", "the token has no exp");
+  out.expires_at = date("exp", Round::down);
   out.valid_until = out.expires_at + options_.leeway_seconds;
   if (now >= out.valid_until) throw TokenError("expired", "the token expired");
-  if (claims.contains("nbf")) {
-    if (!claims["nbf"].is_number()) throw TokenError("claims", "nbf is not a number");
-    if (now + options_.leeway_seconds < claims["nbf"].get<std::int64_t>()) {
-      throw TokenError("not_yet_valid", "the token is not valid yet");
-    }
+  if (claims.contains("nbf") && now < date("nbf", Round::up) - options_.leeway_seconds) {
+    throw TokenError("not_yet_valid", "the token is not valid yet");
   }
+  // iat is not used, but a malformed one means a malformed token.
+  if (claims.contains("iat")) date("iat", Round::down);
   if (!options_.issuer.empty() && (!claims.contains("iss") || claims["iss"] != options_.issuer)) {
     throw TokenError("issuer", "the token's issuer is not the configured one");
   }
@@ -210,6 +300,11 @@ Claims Verifier::verify(std::string_view token, std::int64_t now) const {
   out.session_id = text("session_id", true);
   if (out.org_id.empty() || out.session_id.empty()) {
     throw TokenError("claims", "org_id and session_id must not be empty");
+  }
+  // A longer id could never be revoked (`oasync sessions revoke` refuses it).
+  if (out.session_id.size() > kMaxSessionIdBytes) {
+    throw TokenError("claims", fmt::format("session_id is {} bytes, more than {}",
+                                           out.session_id.size(), kMaxSessionIdBytes));
   }
   if (!claims.contains("scopes") || !claims["scopes"].is_array()) {
     throw TokenError("claims", "the token has no scopes (the topics it may read)");

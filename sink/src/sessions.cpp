@@ -22,8 +22,6 @@ WHERE revoked_at > to_timestamp($1)
 ORDER BY revoked_at, session_id
 )SQL";
 
-constexpr std::size_t kMaxSessionIdBytes = 256;
-
 }  // namespace
 
 void revoke_session(pqxx::connection_base& conn, const std::string& session_id,

@@ -23,7 +23,7 @@ cmake --install "$build" --prefix "$prefix" >/dev/null
 mv "$prefix" "$work/moved"
 prefix="$work/moved"
 pcdir=$(dirname "$(find "$prefix" -name oasync.pc)")
-libdir=$(dirname "$(find "$prefix" -name 'liboasync.so' | head -n 1)")
+libdir=$(dirname "$(find "$prefix" -name 'liboasync.so' -print -quit)")
 
 # A database for this test, migrated by the installed oasync.
 url="$OASYNC_DATABASE_URL"

@@ -4,7 +4,13 @@
 # without running anything. Fails on any such name in the given test binaries.
 status=0
 for exe in "$@"; do
-  if "$exe" --list-test-cases | grep ';'; then
+  # Listed first: in a pipe into grep, a binary that cannot list would pass.
+  if ! names=$("$exe" --list-test-cases); then
+    echo "$exe: could not list its test cases" >&2
+    status=1
+    continue
+  fi
+  if printf '%s\n' "$names" | grep ';'; then
     echo "$exe: the test case names above hold ';', which ctest splits: use ',' instead" >&2
     status=1
   fi

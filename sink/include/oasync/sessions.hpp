@@ -4,12 +4,18 @@
 // open streams within a few seconds.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <vector>
 
 #include <pqxx/connection_base>
 
 namespace oasync {
+
+// The longest session id, in bytes, that can be revoked (as the CHECK on
+// oasync.revoked_sessions, migrations/0009_serve.sql); oasync serve refuses
+// tokens whose session_id is longer, since they could never be revoked.
+inline constexpr std::size_t kMaxSessionIdBytes = 256;
 
 struct RevokedSession {
   std::string session_id;
@@ -21,8 +27,8 @@ struct RevokedSession {
 };
 
 // Records the session as revoked (again: its time and reason are kept).
-// Throws oasync::Error (invalid_argument) for an empty id or one over 256
-// bytes.
+// Throws oasync::Error (invalid_argument) for an empty id, one over
+// kMaxSessionIdBytes, or one holding a NUL.
 void revoke_session(pqxx::connection_base& conn, const std::string& session_id,
                     const std::string& reason);
 
