@@ -61,6 +61,12 @@ std::variant<Caller, AuthRefusal> Auth::authenticate(std::string_view token) con
     return AuthRefusal{std::move(reason), std::move(message)};
   };
   if (token.empty()) return refuse("missing", "a token is required");
+  if (!hub_.revocations_read()) {
+    metrics_.count_auth_refused("not_ready");
+    return AuthRefusal{"not_ready",
+                       "the server has not yet read which sessions are revoked; try again",
+                       Judged::not_yet};
+  }
   Caller caller;
   try {
     caller.claims = verifier_.verify(token, unix_now());

@@ -24,10 +24,14 @@ struct Caller {
 };
 
 // Why a token was refused: `reason` for metrics (TokenError's, or "missing",
-// "revoked"), `message` for the client.
+// "revoked", "not_ready"), `message` for the client. A refusal is
+// Judged::not_yet when the token was not judged at all: the server has not read
+// the revoked sessions yet (just started, or the database was down since).
+enum class Judged { refused, not_yet };
 struct AuthRefusal {
   std::string reason;
   std::string message;
+  Judged judged = Judged::refused;
 };
 
 // Whether a caller may go on.
@@ -40,6 +44,9 @@ class Auth {
   Auth(const AuthConfig& auth, const TenancyConfig& tenancy, const Hub& hub, Metrics& metrics);
 
   // The caller of `token` at the current time; counts a refusal by reason.
+  // Before the hub has read the revoked sessions once, every token is
+  // refused with Judged::not_yet: a revoked session is never served, not
+  // even right after start.
   std::variant<Caller, AuthRefusal> authenticate(std::string_view token) const;
 
   // Whether the token names `topic` among its scopes.

@@ -244,6 +244,7 @@ void Hub::poll_revocations(pqxx::connection_base& conn) {
     added = revoked_.insert(r.session_id).second || added;
     revoked_after_ = std::max(revoked_after_, r.revoked_at);
   }
+  revocations_read_ = true;
   if (!added) return;
   for (auto& [topic, feed] : feeds_) wake(feed);
 }

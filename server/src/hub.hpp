@@ -90,6 +90,9 @@ class Hub {
   bool wait(const std::string& topic, std::uint64_t seen, const std::shared_ptr<Waiter>& waiter);
 
   bool revoked(const std::string& session_id) const;
+  // Whether the revoked sessions have been read at least once since start:
+  // until then revoked() knows nothing, and no token may be trusted.
+  bool revocations_read() const { return revocations_read_; }
   // Wakes every waiting subscriber (shutdown: they answer and end).
   void wake_all();
   // False while the hub cannot reach the database.
@@ -133,6 +136,7 @@ class Hub {
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> healthy_{false};
+  std::atomic<bool> revocations_read_{false};
   std::thread thread_;
 };
 

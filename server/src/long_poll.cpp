@@ -13,7 +13,17 @@ boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp
       subscription.deadline(std::chrono::seconds(context.config.limits.long_poll_seconds));
   Chunk chunk;
   for (;;) {
-    chunk = co_await subscription.read();
+    auto read = co_await subscription.read();
+    if (!read) {
+      // Revoked or expired: nothing read goes out, after a wait or not.
+      {
+        Response answer = context.answers.refusal(
+            req, {http::status::unauthorized, "the token expired or its session was revoked"});
+        co_await context.answers.send(stream, answer, Keep::close);
+      }
+      co_return Keep::close;
+    }
+    chunk = std::move(*read);
     if (chunk.stale) {
       context.metrics.count_stale(to_string(chunk.stale->reason));
       {
@@ -26,18 +36,11 @@ boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp
     if (!long_poll || !chunk.messages.empty() || !chunk.journal) break;
     subscription.advance(chunk);
     if (!chunk.up_to_date) continue;  // other scopes' events only: read on
-    if (subscription.status() != Status::valid) break;
+    if (subscription.status() == Status::stopping) break;
+    // After the wait the loop reads again, and read() refuses a caller that
+    // is no longer valid; at the deadline (or shutdown) the answer is 204.
     if (!co_await subscription.wait(until)) break;
-    const Status status = subscription.status();
-    if (status == Status::revoked || status == Status::expired) {
-      {
-        Response answer = context.answers.refusal(
-            req, {http::status::unauthorized, "the token expired or its session was revoked"});
-        co_await context.answers.send(stream, answer, Keep::close);
-      }
-      co_return Keep::close;
-    }
-    if (status != Status::valid) break;
+    if (subscription.status() == Status::stopping) break;
   }
   Response res{chunk.messages.empty() && long_poll ? http::status::no_content : http::status::ok,
                req.version()};

@@ -35,6 +35,9 @@ std::string token_of(const Context& context, const Request& req, const boost::ur
 }
 
 Refusal unauthorized(const AuthRefusal& why) {
+  if (why.judged == Judged::not_yet) {
+    return Refusal{http::status::service_unavailable, why.message, {{"Retry-After", "1"}}};
+  }
   return Refusal{http::status::unauthorized,
                  why.message,
                  {{"WWW-Authenticate", fmt::format("Bearer error=\"invalid_token\", "

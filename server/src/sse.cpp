@@ -17,7 +17,16 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
   const Counted counted(context.metrics.sse);
   const Subscribed subscribed(context.metrics, s.topic);
   // A stale offset answers before the stream starts: 410, or a reset.
-  Chunk chunk = co_await subscription.read();
+  auto first = co_await subscription.read();
+  if (!first) {
+    {
+      Response answer = context.answers.refusal(
+          req, {http::status::unauthorized, "the token expired or its session was revoked"});
+      co_await context.answers.send(stream, answer, Keep::close);
+    }
+    co_return Keep::close;
+  }
+  Chunk chunk = std::move(*first);
   if (chunk.stale) {
     context.metrics.count_stale(to_string(chunk.stale->reason));
     {
@@ -74,7 +83,10 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
       }
       if (chunk.up_to_date && !co_await subscription.wait(until)) co_return Keep::close;
       if (subscription.status() != Status::valid) co_return Keep::close;
-      chunk = co_await subscription.read();
+      auto next = co_await subscription.read();
+      // Revoked or expired during the read: what it read does not go out.
+      if (!next) co_return Keep::close;
+      chunk = std::move(*next);
       if (chunk.stale) co_return Keep::close;  // the client reconnects, and hears why
     }
   } catch (const Error&) {

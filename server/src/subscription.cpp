@@ -19,13 +19,21 @@ Subscription::Subscription(Context& context, const Caller& caller, std::string t
       offset_(std::move(offset)),
       on_stale_(on_stale) {}
 
-asio::awaitable<Chunk> Subscription::read() {
+namespace {
+bool ended(Status status) {
+  return status == Status::revoked || status == Status::expired;
+}
+}  // namespace
+
+asio::awaitable<std::optional<Chunk>> Subscription::read() {
+  if (ended(status())) co_return std::nullopt;
   seen_ = context_.hub.generation(topic_);
   Chunk chunk = co_await context_.streams.read(topic_, caller_.view, offset_);
   if (chunk.stale && on_stale_ == OnStale::reset) {
     context_.metrics.count_reset(to_string(chunk.stale->reason));
     chunk = co_await context_.streams.reset(topic_, caller_.view);
   }
+  if (ended(status())) co_return std::nullopt;
   context_.metrics.messages += static_cast<std::int64_t>(chunk.messages.size());
   co_return chunk;
 }
@@ -35,8 +43,9 @@ asio::awaitable<bool> Subscription::wait(Clock::time_point until) {
 }
 
 asio::awaitable<void> Subscription::wait_for(std::int64_t watermark) {
-  const auto until =
-      Clock::now() + std::chrono::milliseconds(context_.config.limits.max_wait_for_ms);
+  // Never past the token's expiry: the read after it refuses the caller.
+  const auto until = std::min(
+      expiry(), Clock::now() + std::chrono::milliseconds(context_.config.limits.max_wait_for_ms));
   context_.hub.follow(topic_);
   for (;;) {
     const std::uint64_t seen = context_.hub.generation(topic_);
@@ -70,9 +79,13 @@ Status Subscription::status() const {
   return context_.stopping ? Status::stopping : Status::valid;
 }
 
-Subscription::Clock::time_point Subscription::deadline(std::chrono::seconds limit) const {
+Subscription::Clock::time_point Subscription::expiry() const {
   const std::int64_t left = std::max<std::int64_t>(0, caller_.claims.valid_until - unix_now());
-  return Clock::now() + std::min(limit, std::chrono::seconds(left));
+  return Clock::now() + std::chrono::seconds(left);
+}
+
+Subscription::Clock::time_point Subscription::deadline(std::chrono::seconds limit) const {
+  return std::min(expiry(), Clock::now() + limit);
 }
 
 }  // namespace oasync::serve

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -38,10 +39,13 @@ class Subscription {
   // Where the reader stands: the offset the next read starts from.
   const std::string& offset() const { return offset_; }
 
-  // The next chunk from offset(). Notes the topic's generation first, so that
-  // a change during the read, or while its answer is written, ends the next
+  // The next chunk from offset(); nullopt when the caller's session was
+  // revoked or its token expired, checked before the read and again after
+  // it: nothing read is handed over for a caller that is no longer valid
+  // (status() says why). Notes the topic's generation first, so that a
+  // change during the read, or while its answer is written, ends the next
   // wait() at once. Throws oasync::Error as Streams::read does.
-  boost::asio::awaitable<Chunk> read();
+  boost::asio::awaitable<std::optional<Chunk>> read();
   // Moves the reader past `chunk`.
   void advance(const Chunk& chunk) { offset_ = chunk.next; }
 
@@ -50,12 +54,15 @@ class Subscription {
   boost::asio::awaitable<bool> wait(Clock::time_point until);
 
   // Read-your-writes (wait_for=W): waits until the hub has read the topic
-  // through W, at most limits.max_wait_for_ms, or the caller stops being
-  // valid.
+  // through W, at most limits.max_wait_for_ms and never past the token's
+  // expiry, or until the caller's session is revoked. The read after it
+  // refuses a caller that is no longer valid.
   boost::asio::awaitable<void> wait_for(std::int64_t watermark);
 
   // Whether the caller may still be served.
   Status status() const;
+  // When the caller's token expires (exp + leeway), on this clock.
+  Clock::time_point expiry() const;
   // `limit` from now, never past the caller's token's expiry.
   Clock::time_point deadline(std::chrono::seconds limit) const;
 
