@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
@@ -26,6 +28,17 @@ void read_serve(const YamlContext& ctx, const YAML::Node& node, serve::ServeConf
       out.port = static_cast<std::uint16_t>(ctx.integer(v, "serve.port", 0, 65535));
     } else if (key == "cors_origins") {
       out.cors_origins = ctx.strings(v, "serve.cors_origins");
+    } else if (key == "trusted_proxies") {
+      out.trusted_proxies = ctx.strings(v, "serve.trusted_proxies");
+      for (std::size_t i = 0; i < out.trusted_proxies.size(); ++i) {
+        const std::string& address = out.trusted_proxies[i];
+        unsigned char bytes[sizeof(in6_addr)];
+        if (inet_pton(AF_INET, address.c_str(), bytes) != 1 &&
+            inet_pton(AF_INET6, address.c_str(), bytes) != 1) {
+          ctx.fail(v[i], fmt::format("serve.trusted_proxies: \"{}\" is not an IP address",
+                                     out.trusted_proxies[i]));
+        }
+      }
     } else if (key == "auth") {
       ctx.require_map(v, "serve.auth");
       for (const auto& a : v) {
@@ -72,6 +85,8 @@ void read_serve(const YamlContext& ctx, const YAML::Node& node, serve::ServeConf
       serve::LimitsConfig& l = out.limits;
       const std::pair<const char*, std::int64_t*> fields[] = {
           {"max_connections", &l.max_connections},
+          {"max_connections_per_client", &l.max_connections_per_client},
+          {"request_head_seconds", &l.request_head_seconds},
           {"max_request_bytes", &l.max_request_bytes},
           {"idle_timeout_seconds", &l.idle_timeout_seconds},
           {"send_timeout_seconds", &l.send_timeout_seconds},

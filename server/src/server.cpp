@@ -4,11 +4,15 @@
 // draining shutdown. See serve.hpp for the surface, README for the details.
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <csignal>
 #include <limits>
 #include <memory>
-#include <set>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 #include <boost/asio/co_spawn.hpp>
@@ -24,6 +28,7 @@
 
 #include "answers.hpp"
 #include "auth.hpp"
+#include "connections.hpp"
 #include "context.hpp"
 #include "db_pool.hpp"
 #include "hub.hpp"
@@ -42,6 +47,45 @@ using asio::awaitable;
 using asio::use_awaitable;
 using tcp = asio::ip::tcp;
 
+// Undoes a count when it goes.
+class Refusing {
+ public:
+  explicit Refusing(std::int64_t& count) : count_(count) {}
+  ~Refusing() { --count_; }
+  Refusing(const Refusing&) = delete;
+  Refusing& operator=(const Refusing&) = delete;
+
+ private:
+  std::int64_t& count_;
+};
+
+// What a request's Transfer-Encoding makes of it (RFC 9112 §6.1, §6.3):
+// nullopt when there is none, or only "chunked" (a body, left unread: the
+// connection ends after the answer); else the status to close with.
+std::optional<std::pair<http::status, std::string>> transfer_coding_problem(const Request& req) {
+  const auto field = req[http::field::transfer_encoding];
+  if (field.empty()) return std::nullopt;
+  std::vector<std::string> codings;
+  for (const auto& coding : http::token_list{field}) {
+    std::string name(coding);
+    std::transform(name.begin(), name.end(), name.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    codings.push_back(std::move(name));
+  }
+  if (codings.empty() || codings.back() != "chunked") {
+    return std::pair{http::status::bad_request,
+                     std::string("the Transfer-Encoding of a request must end with chunked")};
+  }
+  for (const std::string& c : codings) {
+    if (c != "chunked") {
+      return std::pair{
+          http::status::not_implemented,
+          fmt::format("the transfer coding \"{}\" is not understood", c.substr(0, 40))};
+    }
+  }
+  return std::nullopt;
+}
+
 class Server {
  public:
   Server(const std::string& database_url, const ServeConfig& config,
@@ -54,10 +98,12 @@ class Server {
         pool_(database_url, static_cast<int>(config.limits.db_pool), config.limits.db_queue),
         streams_(hub_, pool_, metrics_, config.limits),
         context_{config_, log_, metrics_, hub_, pool_, streams_, auth_, answers_, stopping_},
+        connections_(config.limits.max_connections, config.limits.max_connections_per_client,
+                     config.trusted_proxies),
         acceptor_(ioc_) {}
 
   void run() {
-    raise_file_limit();
+    reconcile_file_limit();
     const auto address = asio::ip::make_address(config_.listen);
     tcp::endpoint endpoint(address, config_.port);
     acceptor_.open(endpoint.protocol());
@@ -85,11 +131,44 @@ class Server {
   }
 
  private:
-  static void raise_file_limit() {
+  // Descriptors kept beside the connections: the database sessions (the
+  // pool's, the hub's), the refusals being written, and a margin for the
+  // listener, the standard streams, Asio's own and files read at start.
+  std::int64_t reserved_descriptors() const {
+    return config_.limits.db_pool + 2 + kMaxRefusing + 32;
+  }
+
+  // Raises the open-file limit to its hard limit, then makes max_connections
+  // fit in it: clamped with a message, or refused when nothing fits, so that
+  // clients get 503 at the limit instead of hanging on a full descriptor
+  // table, and database reads never fail with "Too many open files".
+  void reconcile_file_limit() {
     rlimit limit{};
-    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    if (limit.rlim_cur < limit.rlim_max) {
       limit.rlim_cur = limit.rlim_max;
       setrlimit(RLIMIT_NOFILE, &limit);
+      getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    if (limit.rlim_cur == RLIM_INFINITY) return;
+    const auto files = static_cast<std::int64_t>(limit.rlim_cur);
+    const std::int64_t reserved = reserved_descriptors();
+    const std::int64_t room = files - reserved;
+    if (room < 8) {
+      throw Error(Code::refused,
+                  fmt::format("the open-file limit (ulimit -n {}) leaves no room for connections "
+                              "beside {} descriptors for the database and the server: raise it "
+                              "to at least {}",
+                              files, reserved, reserved + 8));
+    }
+    if (config_.limits.max_connections > room) {
+      log_(
+          fmt::format("serve.limits.max_connections: {} does not fit in the open-file limit "
+                      "(ulimit -n {}, {} kept for the database and the server): serving at "
+                      "most {} connections",
+                      config_.limits.max_connections, files, reserved, room));
+      config_.limits.max_connections = room;
+      connections_.set_max_connections(room);
     }
   }
 
@@ -102,7 +181,7 @@ class Server {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     // Connections waiting for a request (keep-alive) end now.
-    for (beast::tcp_stream* idle : idle_) idle->cancel();
+    connections_.cancel_idle();
     hub_.wake_all();
     asio::co_spawn(
         ioc_,
@@ -110,7 +189,7 @@ class Server {
           asio::steady_timer timer(ioc_);
           const auto until =
               std::chrono::steady_clock::now() + std::chrono::seconds(config_.limits.drain_seconds);
-          while (metrics_.connections > 0 && std::chrono::steady_clock::now() < until) {
+          while (connections_.open() > 0 && std::chrono::steady_clock::now() < until) {
             hub_.wake_all();
             timer.expires_after(std::chrono::milliseconds(50));
             co_await timer.async_wait(use_awaitable);
@@ -134,22 +213,41 @@ class Server {
         co_await pause.async_wait(use_awaitable);
         continue;
       }
-      if (metrics_.connections >= config_.limits.max_connections) {
+      boost::system::error_code peer_error;
+      const auto peer = socket.remote_endpoint(peer_error);
+      if (peer_error) continue;  // gone already
+      const std::string address = peer.address().to_string();
+      const auto admission = connections_.admit(address);
+      if (admission != Connections::Admission::admit) {
         ++metrics_.connections_refused;
-        asio::co_spawn(ioc_, refuse(std::move(socket)), asio::detached);
+        // A few refusals are written at a time; beyond them, closed unanswered.
+        if (refusing_ < kMaxRefusing) {
+          asio::co_spawn(
+              ioc_,
+              refuse(std::move(socket), admission == Connections::Admission::refuse_client
+                                            ? "too_many_connections_from_client"
+                                            : "too_many_connections"),
+              asio::detached);
+        }
         continue;
       }
-      asio::co_spawn(ioc_, session(beast::tcp_stream(std::move(socket))), asio::detached);
+      asio::co_spawn(
+          ioc_, session(beast::tcp_stream(std::move(socket)), address, connections_.lease(address)),
+          asio::detached);
     }
   }
 
   // At the connection limit: 503 and close, without reading the request.
-  awaitable<void> refuse(tcp::socket socket) {
+  static constexpr std::int64_t kMaxRefusing = 8;
+
+  awaitable<void> refuse(tcp::socket socket, std::string code) {
+    ++refusing_;
+    const Refusing refusing(refusing_);
     beast::tcp_stream stream(std::move(socket));
     Response res{http::status::service_unavailable, 11};
     res.set(http::field::retry_after, "1");
     res.set(http::field::content_type, "application/json");
-    res.body() = R"({"error":"too_many_connections"})";
+    res.body() = fmt::format(R"({{"error":"{}"}})", code);
     res.keep_alive(false);
     res.prepare_payload();
     stream.expires_after(std::chrono::seconds(5));
@@ -157,24 +255,45 @@ class Server {
     co_await http::async_write(stream, res, asio::redirect_error(use_awaitable, ec));
   }
 
-  awaitable<void> session(beast::tcp_stream stream) {
+  awaitable<void> session(beast::tcp_stream stream, std::string peer, Connections::Lease lease) {
+    // (`lease` counts the connection against its client while it lives.)
+    const Connections::Lease held = std::move(lease);
+    connections_.opened();
     ++metrics_.connections;
     beast::flat_buffer buffer;
+    const auto& limits = config_.limits;
+    bool first = true;
     try {
       while (!stopping_) {
         http::request_parser<http::empty_body> parser;
-        parser.header_limit(static_cast<std::uint32_t>(config_.limits.max_request_bytes));
+        parser.header_limit(static_cast<std::uint32_t>(limits.max_request_bytes));
         // Only the head is read: no request here has a body, and a write
         // (which would) is answered 405 without reading it.
         parser.body_limit(std::numeric_limits<std::uint64_t>::max());
-        stream.expires_after(std::chrono::seconds(config_.limits.idle_timeout_seconds));
         boost::system::error_code ec;
-        idle_.insert(&stream);
-        co_await http::async_read_header(stream, buffer, parser,
-                                         asio::redirect_error(use_awaitable, ec));
-        idle_.erase(&stream);
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-            ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
+        {
+          // Idle until a request begins (a new connection: at most
+          // request_head_seconds; between requests: idle_timeout_seconds),
+          // then the whole head within request_head_seconds. Meanwhile the
+          // connection may be taken to make room.
+          const Connections::Idle idle(connections_, stream);
+          if (buffer.size() == 0) {
+            stream.expires_after(std::chrono::seconds(first ? limits.request_head_seconds
+                                                            : limits.idle_timeout_seconds));
+            const std::size_t n = co_await stream.async_read_some(
+                buffer.prepare(4096), asio::redirect_error(use_awaitable, ec));
+            buffer.commit(n);
+          }
+          if (!ec) {
+            stream.expires_after(std::chrono::seconds(limits.request_head_seconds));
+            co_await http::async_read_header(stream, buffer, parser,
+                                             asio::redirect_error(use_awaitable, ec));
+          }
+        }
+        first = false;
+        if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+            ec == beast::error::timeout || ec == asio::error::connection_reset ||
+            ec == asio::error::operation_aborted) {
           break;
         }
         if (ec) {
@@ -191,6 +310,27 @@ class Server {
         }
         const bool has_body = !parser.is_done();
         Request req = parser.release();
+        if (const auto problem = transfer_coding_problem(req)) {
+          {
+            Response answer = answers_.error(req, problem->first, "bad_request", problem->second);
+            co_await answers_.send(stream, answer, Keep::close);
+          }
+          break;
+        }
+        // Behind a trusted proxy, the request counts against its client.
+        bool over = false;
+        const Connections::Lease forwarded =
+            connections_.lease_forwarded(peer, req["X-Forwarded-For"], over);
+        if (over) {
+          ++metrics_.connections_refused;
+          {
+            Response answer = answers_.refusal(req, {http::status::service_unavailable,
+                                                     "too many connections from this client",
+                                                     {{"Retry-After", "1"}}});
+            co_await answers_.send(stream, answer, Keep::alive);
+          }
+          continue;
+        }
         const Keep keep = co_await route(context_, stream, req);
         // A body left unread ends the connection.
         if (keep == Keep::close || !req.keep_alive() || has_body) break;
@@ -201,6 +341,7 @@ class Server {
     boost::system::error_code ignored;
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
     --metrics_.connections;
+    connections_.closed();
   }
 
   ServeConfig config_;
@@ -214,9 +355,10 @@ class Server {
   bool stopping_ = false;
   Context context_;
   asio::io_context ioc_{1};
+  Connections connections_;
   tcp::acceptor acceptor_;
-  // Connections waiting for their next request (I/O thread only).
-  std::set<beast::tcp_stream*> idle_;
+  // Refusals being written (each holds a descriptor): a few at a time.
+  std::int64_t refusing_ = 0;
 };
 
 }  // namespace

@@ -131,3 +131,165 @@ describe("oasync serve: revocation and expiry are checked before anything is ser
     }
   });
 });
+
+// A raw connection to `server`: write what you like, read what comes back.
+async function raw(server) {
+  const { port } = new URL(server.base);
+  const socket = connect(port, "127.0.0.1");
+  await new Promise((resolve, reject) => socket.once("connect", resolve).once("error", reject));
+  const state = { text: "", closed: false, closedAt: 0 };
+  socket.setEncoding("latin1");
+  socket.on("data", (d) => {
+    state.text += d;
+  });
+  socket.on("close", () => {
+    state.closed = true;
+    state.closedAt = Date.now();
+  });
+  socket.on("error", () => {});
+  return { socket, state, write: (s) => socket.write(s), destroy: () => socket.destroy() };
+}
+
+describe("oasync serve: connections that hold room without a request", () => {
+  let db;
+  before(() => {
+    db = createDatabase();
+    write(db, [{ key: "a", scope: "org:1", payload: { a: 1 } }]);
+  });
+  after(() => db.drop());
+
+  test("a Transfer-Encoding other than chunked is 400 or 501, and the connection closes", async () => {
+    const server = await startServer(db, keys);
+    try {
+      for (const [coding, status] of [["xchunked", 400], ["identity", 400], ["gzip, chunked", 501], ["chunked, gzip", 400]]) {
+        const c = await raw(server);
+        c.write(`GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ${coding}\r\n\r\n`);
+        await eventually(() => c.state.closed, 5000, `the close after ${coding}`);
+        assert.match(c.state.text, new RegExp(`^HTTP/1\\.1 ${status} `), coding);
+      }
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("a client trickling its request head is cut off after request_head_seconds", async () => {
+    const server = await startServer(db, keys, { config: "serve:\n  limits: {request_head_seconds: 2, idle_timeout_seconds: 60}\n" });
+    try {
+      const trickle = await raw(server);
+      const silent = await raw(server);
+      const started = Date.now();
+      trickle.write("GET /healthz HTTP/1.1\r\n");
+      const timer = setInterval(() => trickle.state.closed || trickle.write(`X-Slow-${Date.now()}: 1\r\n`), 300);
+      try {
+        await eventually(() => trickle.state.closed && silent.state.closed, 8000, "both to be closed");
+      } finally {
+        clearInterval(timer);
+      }
+      assert.ok(trickle.state.closedAt - started < 4000, `trickle closed after ${trickle.state.closedAt - started} ms`);
+      assert.ok(silent.state.closedAt - started < 4000, `silent closed after ${silent.state.closedAt - started} ms`);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  test("idle and trickling connections cannot take the room of an authenticated request", async () => {
+    const server = await startServer(db, keys, { config: "serve:\n  limits: {max_connections: 6}\n" });
+    const held = [];
+    const controller = new AbortController();
+    try {
+      await eventually(async () => (await get(server, `/v1/topics/${RUNS}?offset=now`, token(keys))).status === 200, 5000, "ready");
+      // Two authenticated long-polls, then idle and trickling sockets up to the limit and beyond.
+      const auth = { Authorization: `Bearer ${token(keys)}` };
+      const polls = [0, 1].map(() =>
+        fetch(`${server.base}/v1/topics/${RUNS}?offset=now&live=long-poll`, { headers: auth, signal: controller.signal }).catch(() => null));
+      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < 8; i++) {
+        const c = await raw(server);
+        c.write("GET /healthz HTTP/1.1\r\n");
+        held.push(c);
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const r = await fetch(`${server.base}/v1/topics/${RUNS}?offset=-1`, { headers: auth, signal: AbortSignal.timeout(5000) });
+      assert.equal(r.status, 200);
+      // The long-polls were never taken: they still wait.
+      const metrics = await (await fetch(`${server.base}/metrics`)).text();
+      assert.match(metrics, /oasync_serve_responses\{mode="long_poll"\} 2/);
+      controller.abort();
+      await Promise.all(polls);
+    } finally {
+      for (const c of held) c.destroy();
+      await server.stop();
+    }
+  });
+
+  test("connections per client address: the peer's, or the one a trusted proxy names", async () => {
+    const direct = await startServer(db, keys, { config: "serve:\n  limits: {max_connections_per_client: 3}\n" });
+    const held = [];
+    try {
+      for (let i = 0; i < 3; i++) held.push(await raw(direct));
+      const fourth = await raw(direct);
+      await eventually(() => fourth.state.closed, 5000, "the refusal");
+      assert.match(fourth.state.text, /^HTTP\/1\.1 503 [^]*too_many_connections_from_client/);
+    } finally {
+      for (const c of held) c.destroy();
+      await direct.stop();
+    }
+    const proxied = await startServer(db, keys, {
+      config: "serve:\n  trusted_proxies: [\"127.0.0.1\"]\n  limits: {max_connections_per_client: 2}\n",
+    });
+    const controller = new AbortController();
+    try {
+      await eventually(async () => (await get(proxied, `/v1/topics/${RUNS}?offset=now`, token(keys))).status === 200, 5000, "ready");
+      const as = (client) => ({ Authorization: `Bearer ${token(keys)}`, "X-Forwarded-For": `203.0.113.9, ${client}` });
+      const polls = [0, 1].map(() =>
+        fetch(`${proxied.base}/v1/topics/${RUNS}?offset=now&live=long-poll`, { headers: as("198.51.100.1"), signal: controller.signal }).catch(() => null));
+      await new Promise((r) => setTimeout(r, 300));
+      const third = await fetch(`${proxied.base}/v1/topics/${RUNS}?offset=now`, { headers: as("198.51.100.1") });
+      assert.equal(third.status, 503);
+      assert.equal(third.headers.get("retry-after"), "1");
+      // Another client behind the same proxy is served.
+      assert.equal((await fetch(`${proxied.base}/v1/topics/${RUNS}?offset=now`, { headers: as("198.51.100.2") })).status, 200);
+      controller.abort();
+      await Promise.all(polls);
+    } finally {
+      await proxied.stop();
+    }
+  });
+
+  test("under ulimit -n 64, max_connections is clamped at start: clients get an answer and reads still work", async () => {
+    const { spawn } = await import("node:child_process");
+    const { oasyncBinary } = await import("./support.mjs");
+    const child = spawn("bash", ["-c", 'ulimit -n 64 && exec "$0" "$@"', oasyncBinary, "--database-url", db.url, "serve",
+      "--listen", "127.0.0.1", "--port", "0", "--auth-algorithm", "HS256", "--auth-key-file", keys.files.HS256],
+      { stdio: ["ignore", "ignore", "pipe"] });
+    let log = "";
+    const port = await new Promise((resolve, reject) => {
+      child.stderr.on("data", (d) => {
+        log += d;
+        const m = /listening on 127\.0\.0\.1:(\d+)/.exec(log);
+        if (m) resolve(Number(m[1]));
+      });
+      child.on("exit", (code) => reject(new Error(`exited ${code}: ${log}`)));
+    });
+    const server = { base: `http://127.0.0.1:${port}` };
+    const held = [];
+    try {
+      assert.match(log, /max_connections: 10000 does not fit in the open-file limit \(ulimit -n 64/);
+      await eventually(async () => (await get(server, `/v1/topics/${RUNS}?offset=now`, token(keys))).status === 200, 5000, "ready");
+      for (let i = 0; i < 70; i++) held.push(await raw(server));
+      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < 3; i++) {
+        const r = await fetch(`${server.base}/v1/topics/${RUNS}?offset=-1`, {
+          headers: { Authorization: `Bearer ${token(keys)}` },
+          signal: AbortSignal.timeout(5000),
+        });
+        assert.equal(r.status, 200);
+        assert.deepEqual((await r.json()).filter((m) => m.key).map((m) => m.key), ["run_summary:a"]);
+      }
+      assert.doesNotMatch(log, /Too many open files/);
+    } finally {
+      for (const c of held) c.destroy();
+      child.kill("SIGKILL");
+    }
+  });
+});

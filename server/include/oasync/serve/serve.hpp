@@ -50,7 +50,18 @@ struct TenancyConfig {
 };
 
 struct LimitsConfig {
+  // Open connections. At the limit, a new connection takes the place of the
+  // one idle longest (between requests, or still sending its request head);
+  // connections serving a response are never taken. Clamped at start to
+  // what the open-file limit allows beside the database sessions.
   std::int64_t max_connections = 10000;
+  // Open connections of one client address (the peer's, or the one a trusted
+  // proxy names in X-Forwarded-For): beyond it, 503.
+  std::int64_t max_connections_per_client = 128;
+  // How long a client may take to send a whole request head once it has
+  // begun (and a new connection to begin): a client trickling header lines
+  // is cut off after it, whatever idle_timeout_seconds says.
+  std::int64_t request_head_seconds = 10;
   // Largest request head (line and headers), in bytes; no request has a body.
   std::int64_t max_request_bytes = 16384;
   // How long a kept-alive connection may sit idle between requests.
@@ -93,6 +104,10 @@ struct ServeConfig {
   LimitsConfig limits;
   // Browser origins allowed by CORS; "*" for any. Empty: no CORS headers.
   std::vector<std::string> cors_origins;
+  // Addresses of reverse proxies (nginx) whose X-Forwarded-For is believed:
+  // a request through one counts against the client address it names last.
+  // From any other peer, X-Forwarded-For is ignored.
+  std::vector<std::string> trusted_proxies;
 };
 
 // Serves until SIGINT or SIGTERM, then drains (limits.drain_seconds). Prints
