@@ -2,11 +2,56 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
+#include <openssl/evp.h>
 #include <boost/asio/use_awaitable.hpp>
 #include <nlohmann/json.hpp>
 
+#include "oasync/error.hpp"
+
 namespace oasync::serve {
+
+std::string entity_tag(std::string_view topic, std::string_view view, std::string_view from,
+                       std::string_view next, std::string_view body) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  const std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(),
+                                                                    &EVP_MD_CTX_free);
+  bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1;
+  for (const std::string_view part : {topic, view, from, next}) {
+    // Each part's length first: no two different tuples hash alike.
+    const std::string length = std::to_string(part.size()) + ":";
+    ok = ok && EVP_DigestUpdate(ctx.get(), length.data(), length.size()) == 1 &&
+         EVP_DigestUpdate(ctx.get(), part.data(), part.size()) == 1;
+  }
+  ok = ok && EVP_DigestUpdate(ctx.get(), body.data(), body.size()) == 1 &&
+       EVP_DigestFinal_ex(ctx.get(), digest, &size) == 1 && size >= 16;
+  if (!ok) throw Error(Code::internal, "SHA-256 of a response failed");
+  std::string tag = "\"";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < 16; ++i) {
+    tag += kHex[digest[i] >> 4];
+    tag += kHex[digest[i] & 15];
+  }
+  return tag + "\"";
+}
+
+bool matches(std::string_view if_none_match, std::string_view tag) {
+  // (Entity tags are quoted strings without commas: split at commas.)
+  std::string_view rest = if_none_match;
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::string_view one = rest.substr(0, comma);
+    rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+    while (!one.empty() && (one.front() == ' ' || one.front() == '\t')) one.remove_prefix(1);
+    while (!one.empty() && (one.back() == ' ' || one.back() == '\t')) one.remove_suffix(1);
+    // A weak comparison (RFC 9110 §13.1.2): W/ is ignored.
+    if (one.substr(0, 2) == "W/") one.remove_prefix(2);
+    if (one == "*" || one == tag) return true;
+  }
+  return false;
+}
 
 Answers::Answers(const ServeConfig& config)
     : cors_origins_(config.cors_origins),

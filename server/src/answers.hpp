@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -30,6 +31,17 @@ struct Refusal {
 
 // Whether the connection stays open after an answer.
 enum class Keep { alive, close };
+
+// The strong ETag of a stream response (PROTOCOL.md §8.1): a digest of what
+// makes its bytes: the topic, the reader's view, the range (from the
+// request's offset to Stream-Next-Offset) and the body itself, since the
+// same range can read other bytes (pointer-mode payloads are read at request
+// time, and the view decides which messages there are).
+std::string entity_tag(std::string_view topic, std::string_view view, std::string_view from,
+                       std::string_view next, std::string_view body);
+
+// Whether `if_none_match` (an If-None-Match value) names `tag`, or is "*".
+bool matches(std::string_view if_none_match, std::string_view tag);
 
 class Answers {
  public:

@@ -8,6 +8,7 @@
 
 #include "answers.hpp"
 #include "auth.hpp"
+#include "budget.hpp"
 #include "db_pool.hpp"
 #include "hub.hpp"
 #include "metrics.hpp"
@@ -25,6 +26,7 @@ struct Context {
   Streams& streams;
   const Auth& auth;
   const Answers& answers;
+  Budget& budget;
   // Set once shutdown begins (I/O thread only).
   const bool& stopping;
 };

@@ -16,6 +16,11 @@ namespace oasync::serve {
 
 using Clock = std::chrono::steady_clock;
 
+std::int64_t footprint(const Event& event) {
+  return 64 + static_cast<std::int64_t>(event.payload.size() + event.doc_key.size() +
+                                        event.scope.size());
+}
+
 Hub::Hub(std::string database_url, const LimitsConfig& limits, Metrics& metrics,
          std::function<void(const std::string&)> log)
     : database_url_(std::move(database_url)),
@@ -156,6 +161,7 @@ void Hub::refresh(Reader& reader) {
         if (f.position) {
           f.position.reset();
           f.events.clear();
+          f.bytes = 0;
           wake(f);
         }
         continue;
@@ -170,6 +176,7 @@ void Hub::refresh(Reader& reader) {
         f.epoch_counter = p.epoch_counter;
         f.start_after = f.end = p.head;
         f.events.clear();
+        f.bytes = 0;
         f.position = p;
         wake(f);
         continue;
@@ -181,6 +188,7 @@ void Hub::refresh(Reader& reader) {
       if (p.head - f.end > limits_.live_buffer_events) {
         // Too far behind to buffer it all: keep the newest.
         f.events.clear();
+        f.bytes = 0;
         f.start_after = f.end = p.head - limits_.live_buffer_events;
         restarted = true;
       }
@@ -195,12 +203,18 @@ void Hub::refresh(Reader& reader) {
     request.after = read_from;
     request.through = p.head;
     request.max_events = std::min<std::int64_t>(limits_.live_buffer_events, 5000);
+    request.max_bytes = limits_.live_buffer_bytes;
     request.detail = Detail::routing;
     std::vector<std::shared_ptr<const Event>> fresh;
+    std::int64_t fresh_bytes = 0;
     ++metrics_.wake_queries;
+    // At most live_buffer_bytes per wake: the rest comes at the next one.
     const Page end = reader.read_pages(request, [&](Page& page) {
-      for (Event& e : page.events) fresh.push_back(std::make_shared<const Event>(std::move(e)));
-      return true;
+      for (Event& e : page.events) {
+        fresh_bytes += footprint(e);
+        fresh.push_back(std::make_shared<const Event>(std::move(e)));
+      }
+      return fresh_bytes < limits_.live_buffer_bytes;
     });
     std::lock_guard lock(mutex_);
     Feed& f = feeds_[topic];
@@ -212,6 +226,7 @@ void Hub::refresh(Reader& reader) {
     if (end.stale) {
       // Purged below the buffer (or the epoch moved): start over at the head.
       f.events.clear();
+      f.bytes = 0;
       f.start_after = f.end = p.head;
       everyone = true;
     } else {
@@ -219,9 +234,14 @@ void Hub::refresh(Reader& reader) {
         touched.insert(e->scope);
         if (e->previous_scope) touched.insert(*e->previous_scope);
       }
-      for (auto& e : fresh) f.events.push_back(std::move(e));
+      for (auto& e : fresh) {
+        f.bytes += footprint(*e);
+        f.events.push_back(std::move(e));
+      }
       f.end = end.through;
-      while (static_cast<std::int64_t>(f.events.size()) > limits_.live_buffer_events) {
+      while (static_cast<std::int64_t>(f.events.size()) > limits_.live_buffer_events ||
+             (f.bytes > limits_.live_buffer_bytes && !f.events.empty())) {
+        f.bytes -= footprint(*f.events.front());
         f.start_after = f.events.front()->watermark;
         f.events.pop_front();
       }

@@ -2,7 +2,8 @@
 // for. On each commit notification (and every poll_ms without one) it reads
 // the topics' positions in one query, and each changed topic's new events in
 // one read, with Detail::routing (every scope's view at once), into a buffer
-// of the latest live_buffer_events events per topic. Then it wakes the
+// of the latest live_buffer_events events (at most live_buffer_bytes) per
+// topic. Then it wakes the
 // subscribers of the changed topics whose scopes the new events concern
 // (other changes wake them all), which take what their view sees from
 // the buffer in memory: the database work per commit does not grow with the
@@ -48,6 +49,10 @@ struct Waiter {
   // change (an epoch, a purge, a revocation, shutdown) wakes everyone.
   std::vector<std::string> scopes;
 };
+
+// What an event costs in memory, as the buffer and the byte limits count it:
+// its payload, key and scope, and 64 bytes for the rest.
+std::int64_t footprint(const Event& event);
 
 class Hub {
  public:
@@ -105,6 +110,7 @@ class Hub {
     std::int64_t start_after = 0;  // the buffer holds (start_after, end]
     std::int64_t end = 0;
     std::deque<std::shared_ptr<const Event>> events;
+    std::int64_t bytes = 0;  // footprint() of `events`
     std::uint64_t generation = 0;
     // The generation of the last change that concerned everyone, and of the
     // last new events of each scope.

@@ -47,11 +47,29 @@ boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp
   res.set("Stream-Next-Offset", chunk.next);
   if (chunk.up_to_date) res.set("Stream-Up-To-Date", "true");
   if (long_poll) res.set("Stream-Cursor", next_cursor(s.cursor));
-  res.set(http::field::cache_control, "no-store");
+  // A catch-up may be kept by the browser and revalidated (its ETag names
+  // its bytes); never by a shared cache: the bytes depend on the token.
+  res.set(http::field::cache_control, long_poll ? "no-store" : "private, no-cache");
   context.answers.decorate(req, res);
   if (res.result() == http::status::ok) {
     res.set(http::field::content_type, "application/json");
     res.body() = json_array(chunk.messages);
+    // Only the body is held while it is written (within the budget).
+    std::vector<std::string>().swap(chunk.messages);
+    const std::string tag =
+        entity_tag(s.topic,
+                   subscription.view().unscoped ? subscription.view().scope + "\n+unscoped"
+                                                : subscription.view().scope,
+                   s.offset, chunk.next, res.body());
+    res.set(http::field::etag, tag);
+    if (matches(req[http::field::if_none_match], tag)) {
+      res.result(http::status::not_modified);
+      res.body().clear();
+      res.erase(http::field::content_type);
+      res.content_length(boost::none);
+      co_await context.answers.send(stream, res, Keep::alive);
+      co_return Keep::alive;
+    }
   }
   res.prepare_payload();
   co_await context.answers.send(stream, res, Keep::alive);

@@ -73,6 +73,12 @@ std::string Metrics::text() const {
   family(out, "oasync_serve_slow_subscribers_total", "counter",
          "Subscribers ended because a write to them took longer than send_timeout_seconds.");
   out += fmt::format("oasync_serve_slow_subscribers_total {}\n", slow_subscribers.load());
+  family(out, "oasync_serve_budget_refused_total", "counter",
+         "Requests answered 503 because the response budget had no room in time.");
+  out += fmt::format("oasync_serve_budget_refused_total {}\n", budget_refused.load());
+  family(out, "oasync_serve_response_bytes", "gauge",
+         "Bytes of responses being built or written (the response budget in use).");
+  out += fmt::format("oasync_serve_response_bytes {}\n", response_bytes.load());
   std::lock_guard lock(mutex_);
   family(out, "oasync_serve_subscribers", "gauge", "Live subscribers, by topic.");
   for (const auto& [topic, n] : subscribers_) {

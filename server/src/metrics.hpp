@@ -29,6 +29,10 @@ class Metrics {
   std::atomic<std::int64_t> delivery_lag_us{0};
   // Subscribers ended because a write to them took too long.
   std::atomic<std::int64_t> slow_subscribers{0};
+  // Requests refused because the response budget had no room in time.
+  std::atomic<std::int64_t> budget_refused{0};
+  // Response bytes in flight (the budget's use), set by the I/O thread.
+  std::atomic<std::int64_t> response_bytes{0};
 
   // Labelled counters: 410s and resets by reason, refused auth by reason.
   void count_stale(const std::string& reason);

@@ -202,15 +202,27 @@ awaitable<Keep> route(Context& context, beast::tcp_stream& stream, const Request
     co_return Keep::alive;
   }
   std::optional<Error> failure;
+  bool busy = false;
   try {
     if (doc_path) co_return co_await answer_doc(context, stream, req, url, caller, path[3]);
     if (req.method() == http::verb::head)
       co_return co_await answer_head(context, stream, req, path[2]);
     co_return co_await get_stream(context, stream, req, url, caller, path[2]);
+  } catch (const Busy&) {
+    busy = true;
   } catch (const Error& e) {
     failure = e;
   }
   // (No co_await in a handler: answered here.)
+  if (busy) {
+    ++context.metrics.budget_refused;
+    Response answer = context.answers.refusal(
+        req, {http::status::service_unavailable,
+              "the server is busy: too many response bytes in flight; try again",
+              {{"Retry-After", "1"}}});
+    co_await context.answers.send(stream, answer, Keep::alive);
+    co_return Keep::alive;
+  }
   {
     Response answer = failure_response(context, req, *failure);
     co_await context.answers.send(stream, answer, Keep::alive);

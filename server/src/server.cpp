@@ -97,7 +97,9 @@ class Server {
         answers_(config_),
         pool_(database_url, static_cast<int>(config.limits.db_pool), config.limits.db_queue),
         streams_(hub_, pool_, metrics_, config.limits),
-        context_{config_, log_, metrics_, hub_, pool_, streams_, auth_, answers_, stopping_},
+        budget_(config.limits.response_bytes, metrics_.response_bytes),
+        context_{config_,  log_,  metrics_, hub_,    pool_,
+                 streams_, auth_, answers_, budget_, stopping_},
         connections_(config.limits.max_connections, config.limits.max_connections_per_client,
                      config.trusted_proxies),
         acceptor_(ioc_) {}
@@ -352,6 +354,7 @@ class Server {
   Answers answers_;
   DbPool pool_;
   Streams streams_;
+  Budget budget_;
   bool stopping_ = false;
   Context context_;
   asio::io_context ioc_{1};

@@ -59,6 +59,7 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
           text += "event: data\ndata: ";
           text += json_array(chunk.messages);
           text += "\n\n";
+          std::vector<std::string>().swap(chunk.messages);
         }
         cursor = next_cursor(cursor);
         // (Offsets and cursors are digits, '_' and letters: no escaping.)
@@ -75,6 +76,7 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
         }
         told_up_to_date = chunk.up_to_date;
       }
+      subscription.sent();
       subscription.advance(chunk);
       // Catching up too: a revoked or expired token, or the stream's time
       // up, closes it; the client reconnects from its offset.

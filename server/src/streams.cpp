@@ -71,9 +71,9 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   const std::string scope = parts[static_cast<std::size_t>(from.part)];
   const auto size = static_cast<int>(limits_.snapshot_page_docs);
   ++metrics_.request_queries;
-  std::function<Reader::SnapshotPage(Reader&)> job = [topic, scope, after = from.after_key,
-                                                      size](Reader& r) {
-    return r.snapshot_page(topic, scope, after, size);
+  std::function<Reader::SnapshotPage(Reader&)> job = [topic, scope, after = from.after_key, size,
+                                                      bytes = limits_.page_bytes](Reader& r) {
+    return r.snapshot_page(topic, scope, after, size, bytes);
   };
   const Reader::SnapshotPage page = co_await pool_.run(std::move(job));
   if (page.position.epoch.empty()) {
@@ -103,7 +103,7 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   next.epoch_counter = epoch;
   next.watermark = head;
   next.page = from.page + 1;
-  if (static_cast<int>(page.docs.size()) >= size) {
+  if (page.cut || static_cast<int>(page.docs.size()) >= size) {
     next.part = from.part;
     next.after_key = page.docs.back().doc_key;
   } else if (static_cast<std::size_t>(from.part) + 1 < parts.size()) {
@@ -127,10 +127,20 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
       from.watermark >= known->purged_through) {
     if (const auto b =
             hub_.buffered(topic, from.epoch_counter, from.watermark, limits_.page_events)) {
+      // At most page_bytes (one larger event alone): the page then ends at
+      // the last event taken.
+      std::int64_t through = b->through, bytes = 0;
       for (const auto& e : b->events) {
-        if (auto m = message_for(*e, view)) chunk.messages.push_back(std::move(*m));
+        if (bytes >= limits_.page_bytes) {
+          through = e->watermark - 1;
+          break;
+        }
+        if (auto m = message_for(*e, view)) {
+          bytes += static_cast<std::int64_t>(m->size());
+          chunk.messages.push_back(std::move(*m));
+        }
       }
-      finish(chunk, from.epoch_counter, b->through, b->position.head);
+      finish(chunk, from.epoch_counter, through, b->position.head);
       co_return chunk;
     }
   }
@@ -147,7 +157,7 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
   const std::vector<std::string> parts = view.parts();
   metrics_.request_queries += static_cast<std::int64_t>(parts.size());
   std::function<std::vector<Page>(Reader&)> job =
-      [topic, parts, after = from.watermark, max = limits_.page_events,
+      [topic, parts, after = from.watermark, max = limits_.page_events, bytes = limits_.page_bytes,
        // Another epoch's number: a text that is no UUID reads as epoch_changed.
        e = epoch.value_or("epoch " + std::to_string(from.epoch_counter))](Reader& r) {
         std::vector<Page> out;
@@ -158,6 +168,7 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
           request.after = after;
           request.scope = scope;
           request.max_events = max;
+          request.max_bytes = bytes;
           request.detail = Detail::routing;
           out.push_back(r.read(request));
           if (out.back().stale) break;

@@ -27,6 +27,10 @@ bool ended(Status status) {
 
 asio::awaitable<std::optional<Chunk>> Subscription::read() {
   if (ended(status())) co_return std::nullopt;
+  held_.release();
+  const auto& limits = context_.config.limits;
+  const auto until = Clock::now() + std::chrono::milliseconds(limits.budget_wait_ms);
+  Budget::Lease lease = co_await context_.budget.reserve(limits.page_bytes, until);
   seen_ = context_.hub.generation(topic_);
   Chunk chunk = co_await context_.streams.read(topic_, caller_.view, offset_);
   if (chunk.stale && on_stale_ == OnStale::reset) {
@@ -34,6 +38,10 @@ asio::awaitable<std::optional<Chunk>> Subscription::read() {
     chunk = co_await context_.streams.reset(topic_, caller_.view);
   }
   if (ended(status())) co_return std::nullopt;
+  std::int64_t bytes = 0;
+  for (const std::string& m : chunk.messages) bytes += static_cast<std::int64_t>(m.size());
+  lease.resize(bytes);
+  held_ = std::move(lease);
   context_.metrics.messages += static_cast<std::int64_t>(chunk.messages.size());
   co_return chunk;
 }

@@ -14,6 +14,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include "auth.hpp"
+#include "budget.hpp"
 #include "context.hpp"
 #include "streams.hpp"
 
@@ -36,18 +37,26 @@ class Subscription {
   Subscription& operator=(const Subscription&) = delete;
 
   const std::string& topic() const { return topic_; }
+  // The view it reads: its caller's.
+  const View& view() const { return caller_.view; }
   // Where the reader stands: the offset the next read starts from.
   const std::string& offset() const { return offset_; }
 
   // The next chunk from offset(); nullopt when the caller's session was
   // revoked or its token expired, checked before the read and again after
   // it: nothing read is handed over for a caller that is no longer valid
-  // (status() says why). Notes the topic's generation first, so that a
+  // (status() says why). Reserves limits.page_bytes of the response budget
+  // first, and holds what the chunk takes until sent(); throws Busy when no
+  // room came within limits.budget_wait_ms. Notes the topic's generation
+  // first, so that a
   // change during the read, or while its answer is written, ends the next
   // wait() at once. Throws oasync::Error as Streams::read does.
   boost::asio::awaitable<std::optional<Chunk>> read();
   // Moves the reader past `chunk`.
   void advance(const Chunk& chunk) { offset_ = chunk.next; }
+  // What read() built has been written (or dropped): its bytes go back to
+  // the budget. (Also when the subscription ends, or at the next read.)
+  void sent() { held_.release(); }
 
   // Waits for a change that concerns the view since the last read(), or
   // until `until`. False at `until`.
@@ -78,6 +87,7 @@ class Subscription {
   std::string offset_;
   OnStale on_stale_;
   std::uint64_t seen_ = 0;
+  Budget::Lease held_;
 };
 
 }  // namespace oasync::serve

@@ -1,6 +1,7 @@
 // oasync serve under the attacks of the adversarial review (issue 20): each
 // test reproduces one defect and asserts the fixed behaviour.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { after, before, describe, test } from "node:test";
 
@@ -57,7 +58,7 @@ describe("oasync serve: revocation and expiry are checked before anything is ser
     assert.equal(oasync(["sessions", "revoke", "revoked-at-start"], { url: db.url }).status, 0);
     const tok = token(keys, { session_id: "revoked-at-start" });
     for (let run = 0; run < 3; run++) {
-      const server = await startServer(db, keys);
+      const server = await startServer(db, keys, { ready: false });
       try {
         const r = await get(server, `/v1/topics/${RUNS}?offset=-1`, tok);
         assert.ok([401, 503].includes(r.status), `run ${run}: status ${r.status}`);
@@ -77,7 +78,7 @@ describe("oasync serve: revocation and expiry are checked before anything is ser
     const through = new URL(db.url);
     through.hostname = "127.0.0.1";
     through.port = String(database.port);
-    const server = await startServer({ url: through.toString() }, keys);
+    const server = await startServer({ url: through.toString() }, keys, { ready: false });
     const tok = token(keys, { session_id: "revoked-while-down" });
     try {
       // Down long enough for the hub to back off.
@@ -291,5 +292,134 @@ describe("oasync serve: connections that hold room without a request", () => {
       for (const c of held) c.destroy();
       child.kill("SIGKILL");
     }
+  });
+});
+
+// The README's bound on oasync serve's peak memory ("Memory"): the resident
+// set at start, the response budget and the live buffer twice (a page is
+// briefly held as messages and as the body built from them; the hub reads
+// a wake's events before it trims), three pages per database session (the
+// result, its events, their messages), and a margin for allocator slack.
+export function memoryBound(baseBytes, limits) {
+  const MiB = 1 << 20;
+  return baseBytes + 2 * limits.response_bytes + 2 * limits.live_buffer_bytes +
+    3 * limits.db_pool * limits.page_bytes + 48 * MiB;
+}
+
+describe("oasync serve: memory stays bounded by configuration whatever the clients do", () => {
+  let db;
+  const limits = { page_bytes: 256 << 10, response_bytes: 4 << 20, live_buffer_bytes: 4 << 20, db_pool: 4, budget_wait_ms: 500 };
+  before(() => {
+    db = createDatabase();
+    const big = "x".repeat(60000);
+    for (let batch = 0; batch < 4; batch++) {
+      write(db, Array.from({ length: 100 }, (_, i) => ({ key: `big-${batch}-${i}`, scope: "org:1", payload: { p: big } })));
+    }
+  });
+  after(() => db.drop());
+
+  test("60 clients that never read: peak RSS within the README's formula, and others are still served", async () => {
+    const config = `serve:\n  limits: {${Object.entries(limits).map(([k, v]) => `${k}: ${v}`).join(", ")}, send_timeout_seconds: 30}\n`;
+    const server = await startServer(db, keys, { config });
+    const held = [];
+    try {
+      const tok = token(keys);
+      // Warm: one whole read, so that the base includes what any reader costs.
+      const warm = await get(server, `/v1/topics/${RUNS}?offset=-1`, tok);
+      assert.equal(warm.status, 200);
+      await warm.arrayBuffer();
+      const status = () => readFileSync(`/proc/${server.child.pid}/status`, "utf8");
+      const base = Number(/VmRSS:\s+(\d+)/.exec(status())[1]) * 1024;
+      const head = await get(server, `/v1/topics/${RUNS}?offset=now`, tok);
+      const start = head.headers.get("stream-next-offset").replace(/_\d{20}_j$/, "_00000000000000000000_j");
+      for (let i = 0; i < 60; i++) {
+        const c = await raw(server);
+        c.socket.pause();  // never reads
+        const offset = i % 2 === 0 ? "-1" : start;
+        c.write(`GET /v1/topics/${RUNS}?offset=${offset} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tok}\r\n\r\n`);
+        held.push(c);
+      }
+      await new Promise((r) => setTimeout(r, 3000));
+      const peak = Number(/VmHWM:\s+(\d+)/.exec(status())[1]) * 1024;
+      const bound = memoryBound(base, limits);
+      console.log(`memory: base ${(base / 2 ** 20).toFixed(1)} MiB, peak ${(peak / 2 ** 20).toFixed(1)} MiB, bound ${(bound / 2 ** 20).toFixed(1)} MiB`);
+      assert.ok(peak <= bound, `peak ${peak} above the bound ${bound}`);
+      // A client that reads is answered: served, or told to come back.
+      const r = await fetch(`${server.base}/v1/topics/${RUNS}?offset=now`, { headers: { Authorization: `Bearer ${tok}` }, signal: AbortSignal.timeout(5000) });
+      assert.ok([200, 503].includes(r.status), `status ${r.status}`);
+      if (r.status === 503) assert.equal(r.headers.get("retry-after"), "1");
+      for (const c of held) c.destroy();
+      held.length = 0;
+      await eventually(async () => (await get(server, `/v1/topics/${RUNS}?offset=-1`, tok)).status === 200, 10000, "room again");
+    } finally {
+      for (const c of held) c.destroy();
+      await server.stop();
+    }
+  });
+});
+
+describe("oasync serve: pages end at page_bytes, and catch-ups carry an ETag", () => {
+  let db;
+  let server;
+  before(async () => {
+    db = createDatabase();
+    const payload = (n) => ({ p: "y".repeat(n) });
+    write(db, [
+      ...Array.from({ length: 10 }, (_, i) => ({ key: `small-${i}`, scope: "org:1", payload: payload(20000) })),
+      { key: "huge", scope: "org:1", payload: payload(60000) },
+      { key: "after", scope: "org:1", payload: payload(10) },
+    ]);
+    server = await startServer(db, keys, { config: "serve:\n  limits: {page_bytes: 50000}\n" });
+  });
+  after(async () => {
+    await server.stop();
+    db.drop();
+  });
+
+  test("a page ends at page_bytes; one event larger than it goes out alone; nothing is skipped", async () => {
+    const tok = token(keys);
+    const head = await get(server, `/v1/topics/${RUNS}?offset=now`, tok);
+    let offset = head.headers.get("stream-next-offset").replace(/_\d{20}_j$/, "_00000000000000000000_j");
+    const pages = [];
+    for (;;) {
+      const r = await get(server, `/v1/topics/${RUNS}?offset=${offset}`, tok);
+      assert.equal(r.status, 200);
+      const messages = await r.json();
+      pages.push(messages.map((m) => m.key.replace("run_summary:", "")));
+      offset = r.headers.get("stream-next-offset");
+      if (r.headers.get("stream-up-to-date") === "true") break;
+    }
+    // 20 kB events: pages of three (the third crosses 50 kB); the 60 kB one alone.
+    assert.deepEqual(pages, [
+      ["small-0", "small-1", "small-2"], ["small-3", "small-4", "small-5"], ["small-6", "small-7", "small-8"],
+      ["small-9", "huge"], ["after"],
+    ]);
+    // The snapshot pages the same way.
+    const snapshot = await get(server, `/v1/topics/${RUNS}?offset=-1`, tok);
+    const first = await snapshot.json();
+    assert.ok(first.filter((m) => m.key).length <= 3, `${first.length} messages`);
+  });
+
+  test("ETag on a catch-up; If-None-Match gives 304; another view or range another tag", async () => {
+    const tok = token(keys);
+    const r1 = await get(server, `/v1/topics/${RUNS}?offset=-1`, tok);
+    const tag = r1.headers.get("etag");
+    assert.match(tag, /^"[0-9a-f]{32}"$/);
+    assert.equal(r1.headers.get("cache-control"), "private, no-cache");
+    const again = await fetch(`${server.base}/v1/topics/${RUNS}?offset=-1`, { headers: { Authorization: `Bearer ${tok}`, "If-None-Match": tag } });
+    assert.equal(again.status, 304);
+    assert.equal(again.headers.get("etag"), tag);
+    assert.equal(again.headers.get("stream-next-offset"), r1.headers.get("stream-next-offset"));
+    assert.equal(await again.text(), "");
+    const other = await fetch(`${server.base}/v1/topics/${RUNS}?offset=-1`, { headers: { Authorization: `Bearer ${token(keys, { org_id: "2" })}`, "If-None-Match": tag } });
+    assert.equal(other.status, 200);
+    assert.notEqual(other.headers.get("etag"), tag);
+    const next = await get(server, `/v1/topics/${RUNS}?offset=${r1.headers.get("stream-next-offset")}`, tok);
+    assert.notEqual(next.headers.get("etag"), tag);
+    // A change of the bytes in the same range: another tag.
+    write(db, [{ key: "small-0", scope: "org:1", payload: { p: "changed" } }]);
+    const changed = await fetch(`${server.base}/v1/topics/${RUNS}?offset=-1`, { headers: { Authorization: `Bearer ${tok}`, "If-None-Match": tag } });
+    assert.equal(changed.status, 200);
+    assert.notEqual(changed.headers.get("etag"), tag);
   });
 });

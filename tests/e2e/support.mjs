@@ -147,8 +147,10 @@ export function token(keys, claims = {}, { alg = "HS256", sign = alg, secretOver
   return `${signed}.${b64url(signature)}`;
 }
 
-// Starts `oasync serve` on loopback; resolves once it listens.
-export async function startServer(db, keys, { algorithm = "HS256", port = 0, args = [], config } = {}) {
+// Starts `oasync serve` on loopback; resolves once it listens and, unless
+// `ready` is false, once /healthz says it has reached the database (until
+// then, tokens get 503: it has not read the revoked sessions yet).
+export async function startServer(db, keys, { algorithm = "HS256", port = 0, args = [], config, ready = true } = {}) {
   const extra = [];
   if (config) {
     const file = join(keys.dir, `serve-${randomBytes(4).toString("hex")}.yaml`);
@@ -184,6 +186,10 @@ export async function startServer(db, keys, { algorithm = "HS256", port = 0, arg
     child.on("exit", (code) => reject(new Error(`oasync serve exited (${code}): ${log}`)));
   });
   const bound = await listening;
+  if (ready) {
+    await eventually(async () => (await fetch(`http://127.0.0.1:${bound}/healthz`)).status === 200, 10000,
+      "oasync serve to reach the database");
+  }
   return {
     child,
     port: bound,

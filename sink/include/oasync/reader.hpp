@@ -111,6 +111,10 @@ struct ReadRequest {
   std::optional<std::string> scope;
   // The most events one page holds.
   std::int64_t max_events = 5000;
+  // When set, a page also ends once its events hold this many bytes (their
+  // payload text, and 64 bytes each for the rest); the first event always
+  // comes, whatever its size. What bounds a reader's memory per page.
+  std::optional<std::int64_t> max_bytes = std::nullopt;
   Detail detail = Detail::contract;
 };
 
@@ -126,6 +130,8 @@ struct Page {
   TopicPosition position;
   // Set when the cursor could not resume (then the page is empty).
   std::optional<ResumeCheck> stale;
+  // Whether max_bytes ended the page before max_events did.
+  bool cut = false;
 };
 
 class Reader {
@@ -187,12 +193,17 @@ class Reader {
   // first page's head may show in later pages; a caller that goes on from
   // that head skips them (last_watermark above it). position.epoch is empty
   // when the topic is not registered.
+  // With `max_bytes`, a page also ends once its docs hold that many bytes
+  // (as ReadRequest::max_bytes counts them; the first doc always comes), and
+  // `cut` says so: the next page starts after its last key.
   struct SnapshotPage {
     TopicPosition position;
     std::vector<Doc> docs;
+    bool cut = false;
   };
   SnapshotPage snapshot_page(const std::string& topic, const std::optional<std::string>& scope,
-                             const std::string& after_key, int page_size);
+                             const std::string& after_key, int page_size,
+                             std::optional<std::int64_t> max_bytes = std::nullopt);
 
   // The docs with this key, tombstones included, in topic order: one per
   // topic that has it (only `topic`'s when given), so at most one when

@@ -76,6 +76,17 @@ struct LimitsConfig {
   // Most messages in one response (or one SSE data event): a catch-up costs
   // a round trip per page.
   std::int64_t page_events = 5000;
+  // A response (or SSE data event) also ends once its events hold this many
+  // bytes; one event larger than it still goes out, alone.
+  std::int64_t page_bytes = 1 << 20;
+  // The bytes of responses being read or written, across all clients: a
+  // read reserves page_bytes first and keeps what it built until it has
+  // been written (a client that does not read holds it for up to
+  // send_timeout_seconds). Beyond it, a request waits up to budget_wait_ms,
+  // then gets 503 with Retry-After. Peak memory is bounded by these budgets
+  // (README, "Memory").
+  std::int64_t response_bytes = 64 << 20;
+  std::int64_t budget_wait_ms = 2000;
   // Docs per snapshot page.
   std::int64_t snapshot_page_docs = 1000;
   // Longest wait_for a request may ask.
@@ -83,6 +94,8 @@ struct LimitsConfig {
   // Recent events kept per topic, from which live subscribers are served
   // without a query of their own.
   std::int64_t live_buffer_events = 10000;
+  // ... and at most this many bytes of them (payloads and keys).
+  std::int64_t live_buffer_bytes = 64 << 20;
   // Database connections for catch-up reads, snapshots and docs.
   std::int64_t db_pool = 4;
   // Requests waiting for one of them, beyond which the server answers 503.
