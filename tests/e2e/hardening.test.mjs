@@ -13,9 +13,26 @@ after(() => keys.remove());
 const get = (server, path, tok) =>
   fetch(`${server.base}${path}`, tok === undefined ? {} : { headers: { Authorization: `Bearer ${tok}` } });
 
-// A TCP relay on loopback to `target` (host, port) that refuses every
-// connection while `down` is set: the database as the server sees it, taken
-// away and given back.
+// The database of `url` (scripts/with-postgres: a Unix socket, named by the
+// host and port parameters), as net.connect options.
+function socketOf(url) {
+  const u = new URL(url);
+  const host = u.searchParams.get("host") ?? u.hostname;
+  const port = u.searchParams.get("port") ?? (u.port || "5432");
+  return host.startsWith("/") ? { path: `${host}/.s.PGSQL.${port}` } : { host, port: Number(port) };
+}
+
+// `url` reaching its database through `relay` instead.
+function through(url, relay) {
+  const u = new URL(url);
+  u.searchParams.set("host", "127.0.0.1");
+  u.searchParams.set("port", String(relay.port));
+  return u.toString();
+}
+
+// A TCP relay on loopback to `target` (net.connect options) that refuses
+// every connection while `down` is set: the database as the server sees it,
+// taken away and given back.
 async function relay(target) {
   const sockets = new Set();
   const state = { down: true };
@@ -24,7 +41,7 @@ async function relay(target) {
       client.destroy();
       return;
     }
-    const upstream = connect(target.port, target.host);
+    const upstream = connect(target);
     sockets.add(client).add(upstream);
     const end = () => {
       client.destroy();
@@ -38,6 +55,12 @@ async function relay(target) {
     port: server.address().port,
     up: () => {
       state.down = false;
+    },
+    // Refuses new connections and cuts the open ones.
+    down: () => {
+      state.down = true;
+      for (const s of sockets) s.destroy();
+      sockets.clear();
     },
     close: () => {
       for (const s of sockets) s.destroy();
@@ -73,12 +96,8 @@ describe("oasync serve: revocation and expiry are checked before anything is ser
 
   test("with the database down at start, no revoked session is served when it comes back", async () => {
     assert.equal(oasync(["sessions", "revoke", "revoked-while-down"], { url: db.url }).status, 0);
-    const u = new URL(db.url);
-    const database = await relay({ host: u.hostname || "127.0.0.1", port: Number(u.port || 5432) });
-    const through = new URL(db.url);
-    through.hostname = "127.0.0.1";
-    through.port = String(database.port);
-    const server = await startServer({ url: through.toString() }, keys, { ready: false });
+    const database = await relay(socketOf(db.url));
+    const server = await startServer({ url: through(db.url, database) }, keys, { ready: false });
     const tok = token(keys, { session_id: "revoked-while-down" });
     try {
       // Down long enough for the hub to back off.
@@ -91,6 +110,28 @@ describe("oasync serve: revocation and expiry are checked before anything is ser
       assert.ok(!statuses.includes(200), `served ${statuses.filter((s) => s === 200).length} times`);
       assert.ok(statuses.includes(503));
       assert.equal(statuses.at(-1), 401);
+    } finally {
+      await server.stop();
+      database.close();
+    }
+  });
+
+  test("a failed read answers 503 with a generic message: the database's address and errors go to the log", async () => {
+    const database = await relay(socketOf(db.url));
+    database.up();
+    const server = await startServer({ url: through(db.url, database) }, keys);
+    const name = new URL(db.url).pathname.slice(1);
+    try {
+      database.down();
+      for (const path of ["/sync/v1/doc/run_summary:secret", `/v1/topics/${RUNS}?offset=-1`]) {
+        const r = await get(server, path, token(keys));
+        assert.equal(r.status, 503, path);
+        assert.equal(r.headers.get("retry-after"), "1");
+        const text = await r.text();
+        assert.deepEqual(JSON.parse(text), { error: "unavailable", message: "the database is unavailable; try again" });
+        assert.doesNotMatch(text, new RegExp(`${database.port}|${name}|host|SQLSTATE|libpq`, "i"));
+      }
+      assert.match(server.log(), /request failed \(503\)/);
     } finally {
       await server.stop();
       database.close();
