@@ -136,6 +136,11 @@ int connect_to(int port, int receive_buffer = 0) {
   if (receive_buffer > 0) {
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
   }
+  // Never block the fault thread for long: a server that does not answer is
+  // one of the things this run provokes.
+  timeval timeout{2, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -339,6 +344,10 @@ struct Delivery::Impl {
 
   void sample_rss() {
     std::lock_guard lock(server_mutex);
+    sample_rss_locked();
+  }
+  // REQUIRES: server_mutex held.
+  void sample_rss_locked() {
     if (!server || exited(server->pid())) return;
     const std::int64_t rss = vm_hwm(server->pid());
     std::int64_t peak = counts.peak_rss.load();
@@ -381,6 +390,9 @@ Delivery::~Delivery() {
 
 void Delivery::start() {
   Impl& d = *impl_;
+  if (std::ifstream(d.e2e_dir() + "/node_modules/@durable-streams/client/package.json").fail()) {
+    throw std::runtime_error("tests/e2e/node_modules is missing: run scripts/setup (npm ci)");
+  }
   char dir[] = "/tmp/oasync-delivery.XXXXXX";
   if (mkdtemp(dir) == nullptr) throw std::runtime_error("mkdtemp failed");
   d.dir = dir;
@@ -483,7 +495,7 @@ void Delivery::run_faults(const std::atomic<bool>& stop) {
   };
   const auto restart = [&](int signal) {
     std::lock_guard lock(d.server_mutex);
-    d.sample_rss();
+    d.sample_rss_locked();
     d.server->kill(signal);
     if (signal == SIGTERM) {
       // A drain ends within drain_seconds (and a little).
@@ -590,7 +602,7 @@ void Delivery::run_faults(const std::atomic<bool>& stop) {
   }
   for (const Held& h : held) close(h.fd);
   std::lock_guard lock(d.server_mutex);
-  d.sample_rss();
+  d.sample_rss_locked();
   if (!d.server || exited(d.server->pid())) d.start_server();
 }
 
