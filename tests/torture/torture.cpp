@@ -43,12 +43,24 @@
 //     (in the new epoch after an epoch_changed): two per topic reading
 //     everything, one per topic logged in as a reader role bound to one tenant
 //     under scope security (PGOPTIONS -c oasync.scope=...), and one on a hot
-//     standby (a streaming replica).
+//     standby (a streaming replica);
+//   - `oasync serve` serves the data topics (delivery.hpp): followers with the
+//     official @durable-streams/client (tests/e2e/torture-follower.mjs), one
+//     per topic and tenant plus three through a sabotaging proxy
+//     (tests/e2e/torture-proxy.mjs), long-poll and SSE, some with
+//     on_stale=reset, on tokens that expire every few seconds, while the
+//     server is SIGKILLed or drained with SIGTERM and started again, its hub
+//     session is terminated, sessions are revoked, and raw clients stop
+//     reading or hang up mid-response; each follower records every response.
 // Afterwards it checks the invariants listed at check_journal(),
 // check_reprojections(), check_consumers(), check_scoped_consumers() and
-// check_state(), runs `oasync verify`, prints the counts, and exits 1 if there
-// was any violation. --sabotage damages the run on purpose (deletes an event,
-// leaks a scope, or clobbers a live write) and succeeds only if it is noticed.
+// check_state() and Delivery::check() (every follower response against its
+// tenant's view of the journal, versions, tenants, stale answers, the final
+// state against `oasync snapshot --scope`, the server's peak RSS), runs
+// `oasync verify`, prints the counts, and exits 1 if there was any violation.
+// --sabotage damages the run on purpose (deletes an event, leaks a scope,
+// clobbers a live write; or, through the proxy, skips, leaks or repeats one
+// delivered event) and succeeds only if it is noticed.
 #include <unistd.h>
 
 #include <array>
@@ -75,6 +87,7 @@
 #include <pqxx/pqxx>
 
 #include "cut_proxy.hpp"
+#include "delivery.hpp"
 #include "frames.hpp"
 #include "oasync/canonical_json.hpp"
 #include "oasync/connection.hpp"
@@ -105,6 +118,12 @@ enum class Sabotage {
   // After the run, a reprojection-marked write without expected_version lands
   // on a doc changed after that reprojection's as_of.
   clobbered_write,
+  // The sabotaging proxy in front of `oasync serve` (delivery.hpp) drops one
+  // update from a response to one follower; adds another tenant's doc to
+  // one; repeats a change after a server restart.
+  delivery_skip,
+  delivery_leak,
+  delivery_repeat,
 };
 
 const char* to_string(Sabotage s) {
@@ -117,6 +136,12 @@ const char* to_string(Sabotage s) {
       return "scope";
     case Sabotage::clobbered_write:
       return "clobber";
+    case Sabotage::delivery_skip:
+      return "skip";
+    case Sabotage::delivery_leak:
+      return "leak";
+    case Sabotage::delivery_repeat:
+      return "repeat";
   }
   return "none";
 }
@@ -219,7 +244,7 @@ struct Counters {
 class Violations {
  public:
   // What a violation is about; a sabotage must be noticed by its own kind.
-  enum class Kind { general, scope_leak, clobber };
+  enum class Kind { general, scope_leak, clobber, delivery };
 
   void add(std::string what, Kind kind = Kind::general) {
     std::lock_guard lock(mutex_);
@@ -2135,11 +2160,33 @@ bool server_up(const std::string& url) {
   return false;
 }
 
+// The delivery followers against the journal (delivery.hpp lists the checks).
+void check_delivery(const std::string& url, const Journal& j, delivery::Delivery& delivery) {
+  std::vector<delivery::TopicJournal> journals(kTopics);
+  const auto counters = try_query(url, "SELECT topic, epoch_counter FROM oasync.topics");
+  for (int t = 0; t < kTopics; ++t) {
+    auto& out = journals[static_cast<std::size_t>(t)];
+    out.topic = data_topic(t);
+    out.floor = j.floors[static_cast<std::size_t>(t)];
+    out.head = j.heads[static_cast<std::size_t>(t)];
+    if (counters) {
+      for (const auto& row : *counters) {
+        if (row[0].as<std::string>() == out.topic) out.epoch_counter = row[1].as<std::int64_t>();
+      }
+    }
+    for (const auto& [w, e] : j.events[static_cast<std::size_t>(t)]) {
+      out.events.emplace(w, delivery::JournalEvent{e.doc_key, e.version, e.op == Op::delete_,
+                                                   e.scope, e.previous_scope});
+    }
+  }
+  delivery.check(journals);
+}
+
 int usage(const char* message) {
   std::fprintf(stderr,
                "oasync_torture: %s\n"
                "usage: oasync_torture [--seconds N] [--writers N] [--consumers N] [--seed N] "
-               "[--sabotage [delete|scope|clobber]]\n",
+               "[--sabotage [delete|scope|clobber|skip|leak|repeat]]\n",
                message);
   return 2;
 }
@@ -2162,6 +2209,12 @@ int main(int argc, char** argv) {
           settings.sabotage = Sabotage::leaked_scope;
         } else if (kind == "clobber") {
           settings.sabotage = Sabotage::clobbered_write;
+        } else if (kind == "skip") {
+          settings.sabotage = Sabotage::delivery_skip;
+        } else if (kind == "leak") {
+          settings.sabotage = Sabotage::delivery_leak;
+        } else if (kind == "repeat") {
+          settings.sabotage = Sabotage::delivery_repeat;
         } else {
           return usage(("unknown sabotage \"" + kind + "\"").c_str());
         }
@@ -2250,6 +2303,31 @@ int main(int argc, char** argv) {
   std::vector<std::atomic<std::int64_t>> targets(kTopics);
   for (auto& target : targets) target = -1;
 
+  // oasync serve, its followers and their proxy (delivery.hpp).
+  delivery::Options delivery_options;
+  delivery_options.database_url = db.url();
+  for (int t = 0; t < kTopics; ++t) delivery_options.topics.push_back(data_topic(t));
+  delivery_options.pointer_topic = kPointer;
+  delivery_options.tenants = kTenants;
+  delivery_options.seconds = settings.seconds;
+  delivery_options.seed = settings.seed;
+  delivery_options.max_payload_bytes = kPayloadLimit + 1;
+  delivery_options.sabotage =
+      settings.sabotage == Sabotage::delivery_skip     ? delivery::Sabotage::skip
+      : settings.sabotage == Sabotage::delivery_leak   ? delivery::Sabotage::leak
+      : settings.sabotage == Sabotage::delivery_repeat ? delivery::Sabotage::repeat
+                                                       : delivery::Sabotage::none;
+  delivery::Delivery delivery(delivery_options, [&](std::string what, delivery::Finding finding) {
+    violations.add(std::move(what),
+                   finding == delivery::Finding::scope_leak ? Kind::scope_leak : Kind::delivery);
+  });
+  try {
+    delivery.start();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "oasync_torture: the delivery part did not start: %s\n", e.what());
+    return 1;
+  }
+
   // The stdio writers' connections go through the cutting proxy.
   CutProxy proxy;
   const std::string through_proxy = proxy.url(db.name());
@@ -2302,6 +2380,7 @@ int main(int argc, char** argv) {
   std::thread reprojections(
       [&] { run_reprojections(settings, db.url(), counters, runs, stop_faults); });
   std::thread recording([&] { recorder.run(stop_writers); });
+  std::thread delivery_faults([&] { delivery.run_faults(stop_faults); });
 
   const auto started = Clock::now();
   const auto end = started + std::chrono::duration_cast<Clock::duration>(
@@ -2347,6 +2426,7 @@ int main(int argc, char** argv) {
   purges.join();
   registry.join();
   reprojections.join();
+  delivery_faults.join();
   if (!server_up(db.url())) violations.add("the server did not come back after the last restart");
   stop_writers = true;
   for (auto& t : writer_threads) t.join();
@@ -2379,6 +2459,20 @@ int main(int argc, char** argv) {
   for (auto& t : consumer_threads) t.join();
   give_up = true;
   watchdog.join();
+  // The delivery followers catch up with the heads and write their state.
+  if (auto heads = try_query(db.url(), "SELECT topic, epoch_counter, head FROM oasync.topics")) {
+    std::map<std::string, std::pair<std::int64_t, std::int64_t>> at;
+    for (const auto& row : *heads) {
+      for (int t = 0; t < kTopics; ++t) {
+        if (row[0].as<std::string>() == data_topic(t)) {
+          at[data_topic(t)] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>()};
+        }
+      }
+    }
+    delivery.finish(at, 60);
+  } else {
+    violations.add("the heads could not be read for the delivery followers");
+  }
 
   std::string sabotage_done;
   switch (settings.sabotage) {
@@ -2404,6 +2498,11 @@ int main(int argc, char** argv) {
     case Sabotage::clobbered_write:
       sabotage_done = clobber_write(db.url(), runs);
       break;
+    case Sabotage::delivery_skip:
+    case Sabotage::delivery_leak:
+    case Sabotage::delivery_repeat:
+      sabotage_done = delivery.sabotage_done();
+      break;
   }
 
   const Journal journal = load_journal(db.url(), settings, ledger, violations);
@@ -2413,6 +2512,7 @@ int main(int argc, char** argv) {
                       unverifiable);
   check_consumers(journal, ledger, consumers, violations);
   check_scoped_consumers(journal, consumers, violations);
+  check_delivery(db.url(), journal, delivery);
   const std::uint64_t state_rows = check_state(db.url(), settings, journal, violations);
   const ProcessResult verify = run_oasync({"--database-url", db.url(), "verify"});
   if (verify.exit_code != 0) {
@@ -2480,6 +2580,27 @@ int main(int argc, char** argv) {
       n(counters.stale_cursors), n(counters.epoch_changes_seen), n(counters.consumer_events),
       n(counters.scoped_events), n(counters.standby_events),
       verify.exit_code == 0 ? "clean" : "PROBLEMS");
+  const delivery::Counts& dc = delivery.counts();
+  std::printf(
+      "  delivery: deliveries checked %llu (messages %llu in %llu responses; %llu responses "
+      "not comparable: snapshots, resyncs, events the recorder missed %lld), pointer upserts "
+      "skipped %llu\n"
+      "  delivery: server kills (SIGKILL) %llu, drains (SIGTERM) %llu, start retries %llu; hub "
+      "sessions terminated %llu (not found %llu); revocations %llu; tokens refused %llu; "
+      "sessions %llu\n"
+      "  delivery: resyncs %llu (410 %llu, reset %llu); slow clients %llu, clients cut "
+      "mid-response %llu; peak server RSS %lld MiB (expected at most %lld MiB)\n",
+      static_cast<unsigned long long>(dc.deliveries_checked),
+      static_cast<unsigned long long>(dc.messages), static_cast<unsigned long long>(dc.responses),
+      static_cast<unsigned long long>(dc.unchecked_responses),
+      static_cast<long long>(dc.recorder_missed), static_cast<unsigned long long>(dc.pointer_skips),
+      n(dc.server_kills), n(dc.server_drains), n(dc.server_start_retries), n(dc.hub_terminations),
+      n(dc.hub_not_found), n(dc.revocations), static_cast<unsigned long long>(dc.refused_tokens),
+      static_cast<unsigned long long>(dc.sessions),
+      static_cast<unsigned long long>(dc.stale_410 + dc.resets),
+      static_cast<unsigned long long>(dc.stale_410), static_cast<unsigned long long>(dc.resets),
+      n(dc.slow_clients), n(dc.cut_clients), static_cast<long long>(dc.peak_rss.load() >> 20),
+      static_cast<long long>(dc.expected_rss >> 20));
   for (const auto& c : consumers) {
     if (!c->last_exit().empty()) {
       std::printf("  last other exit of %s: %s", c->name().c_str(), c->last_exit().c_str());
@@ -2490,9 +2611,13 @@ int main(int argc, char** argv) {
   if (settings.sabotage != Sabotage::none) {
     // Each sabotage must be noticed by the check made for it.
     const std::uint64_t noticed =
-        settings.sabotage == Sabotage::leaked_scope      ? violations.count(Kind::scope_leak)
+        settings.sabotage == Sabotage::leaked_scope || settings.sabotage == Sabotage::delivery_leak
+            ? violations.count(Kind::scope_leak)
         : settings.sabotage == Sabotage::clobbered_write ? violations.count(Kind::clobber)
-                                                         : violations.count();
+        : settings.sabotage == Sabotage::delivery_skip ||
+                settings.sabotage == Sabotage::delivery_repeat
+            ? violations.count(Kind::delivery)
+            : violations.count();
     const bool detected = !sabotage_done.empty() && noticed > 0;
     std::printf("  sabotage %s (%s): %s\n", to_string(settings.sabotage),
                 sabotage_done.empty() ? "COULD NOT BE APPLIED" : sabotage_done.c_str(),
