@@ -42,17 +42,11 @@ const char* to_string(Sabotage s) {
   return "none";
 }
 
-std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics,
-                                     std::int64_t max_payload_bytes, std::int64_t connections) {
-  constexpr std::int64_t kBase = 48LL << 20;           // the process and its sessions, idle
-  constexpr std::int64_t kEventOverhead = 512;         // key, scope, routing, shared_ptr, deque
-  constexpr std::int64_t kConnectionBytes = 64 << 10;  // buffers and coroutine frames
-  constexpr std::int64_t kMargin = 32LL << 20;         // allocator slack
-  const std::int64_t event = max_payload_bytes + kEventOverhead;
-  const std::int64_t live_buffers = followed_topics * limits.live_buffer_events * event;
-  const std::int64_t responses = std::min(connections, limits.max_connections) *
-                                 (limits.page_events * event + kConnectionBytes);
-  return kBase + live_buffers + responses + kMargin;
+std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics) {
+  constexpr std::int64_t kBase = 48LL << 20;    // the process and its sessions, idle
+  constexpr std::int64_t kMargin = 48LL << 20;  // allocator slack
+  return kBase + 2 * limits.response_bytes + 2 * limits.live_buffer_bytes * followed_topics +
+         3 * limits.db_pool * limits.page_bytes + kMargin;
 }
 
 namespace {
@@ -313,11 +307,13 @@ struct Delivery::Impl {
         "    max_connections: {}\n    idle_timeout_seconds: {}\n    send_timeout_seconds: {}\n"
         "    long_poll_seconds: {}\n    sse_seconds: {}\n    page_events: {}\n"
         "    snapshot_page_docs: {}\n    live_buffer_events: {}\n    db_pool: {}\n"
-        "    revocation_poll_ms: {}\n    poll_ms: {}\n    drain_seconds: {}\n",
+        "    revocation_poll_ms: {}\n    poll_ms: {}\n    drain_seconds: {}\n"
+        "    page_bytes: {}\n    response_bytes: {}\n    live_buffer_bytes: {}\n",
         port, secret_file, limits.max_connections, limits.idle_timeout_seconds,
         limits.send_timeout_seconds, limits.long_poll_seconds, limits.sse_seconds,
         limits.page_events, limits.snapshot_page_docs, limits.live_buffer_events, limits.db_pool,
-        limits.revocation_poll_ms, limits.poll_ms, limits.drain_seconds);
+        limits.revocation_poll_ms, limits.poll_ms, limits.drain_seconds, limits.page_bytes,
+        limits.response_bytes, limits.live_buffer_bytes);
   }
 
   // Starts the server (again) and waits until it accepts; retried while
@@ -404,8 +400,8 @@ void Delivery::start() {
   d.port = free_port();
   d.write_config();
   d.recording = std::thread([&d] { d.recorder.run(d.stop_recording); });
-  counts_.expected_rss = expected_peak_rss_bytes(
-      d.limits, static_cast<int>(d.options.topics.size()), d.options.max_payload_bytes, 64);
+  counts_.expected_rss =
+      expected_peak_rss_bytes(d.limits, static_cast<int>(d.options.topics.size()));
   {
     std::lock_guard lock(d.server_mutex);
     d.start_server();

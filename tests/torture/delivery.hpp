@@ -70,21 +70,25 @@ struct ServeLimits {
   std::int64_t revocation_poll_ms = 500;
   std::int64_t poll_ms = 250;
   std::int64_t drain_seconds = 3;
+  // The byte budgets that bound the server's memory (README, "Memory").
+  std::int64_t page_bytes = 256 << 10;
+  std::int64_t response_bytes = 8 << 20;
+  std::int64_t live_buffer_bytes = 8 << 20;
 };
 
-// The most resident memory `oasync serve` may reach under these limits:
-//   base                     the process, its libraries and its pool
-//                            sessions, before any data
-// + live buffers             live_buffer_events per followed topic, each
-//                            event at most max_payload_bytes plus its routing
-//                            overhead
-// + responses in flight      one page (page_events messages) per open
-//                            connection that holds a response, up to
-//                            `connections`
-// + margin                   allocator slack
-// The server counts events, not bytes: these are its budgets, in bytes.
-std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics,
-                                     std::int64_t max_payload_bytes, std::int64_t connections);
+// The most resident memory `oasync serve` may reach under these limits, as
+// the README's "Memory" states it:
+//   base                       the process, its libraries and its sessions
+// + 2 x response_bytes         responses in flight (a page is briefly held as
+//                              messages and as the body built from them)
+// + 2 x live_buffer_bytes      the hub's buffer of each followed topic (a
+//   x followed topics          wake's events are read before it is trimmed)
+// + 3 x db_pool x page_bytes   a database result, its events and their
+//                              messages per pool session
+// + margin                     allocator slack
+// whatever the clients do: they may open connections up to the limits and
+// never read.
+std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics);
 
 // A data topic's journal at the end of the run, for the checks.
 struct JournalEvent {
