@@ -364,8 +364,7 @@ std::string bench_token(const std::string& secret, const std::string& org) {
                                  {"session_id", "bench-" + org},
                                  {"scopes", {kTopics[0], kTopics[1], kTopics[2], kTopics[3]}},
                                  {"exp", std::time(nullptr) + 7200}};
-  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(claims.dump());
-  return input + "." + b64url(hs256(input, secret));
+  return hs256_token(secret, claims.dump());
 }
 
 // CPU seconds (user + system) a process used so far, and its peak RSS.

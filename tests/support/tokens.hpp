@@ -30,4 +30,10 @@ inline std::string hs256(const std::string& input, const std::string& secret) {
   return std::string(reinterpret_cast<char*>(mac), n);
 }
 
+// An HS256 JWT of `claims` (a JSON object's text) signed with `secret`.
+inline std::string hs256_token(const std::string& secret, const std::string& claims) {
+  const std::string input = b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(claims);
+  return input + "." + b64url(hs256(input, secret));
+}
+
 }  // namespace oasync::test

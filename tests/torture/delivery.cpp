@@ -17,11 +17,11 @@
 #include <thread>
 
 #include <fmt/format.h>
-#include <openssl/hmac.h>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
 #include "process.hpp"
+#include "tokens.hpp"
 
 namespace oasync::test::delivery {
 
@@ -55,30 +55,8 @@ std::string tenant(int k) {
   return fmt::format("org:{}", k);
 }
 
-std::string b64url(const std::string& data) {
-  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::string out;
-  int val = 0, bits = -6;
-  for (unsigned char c : data) {
-    val = (val << 8) + c;
-    bits += 8;
-    while (bits >= 0) {
-      out.push_back(kAlphabet[(val >> bits) & 0x3F]);
-      bits -= 6;
-    }
-  }
-  if (bits > -6) out.push_back(kAlphabet[((val << 8) >> (bits + 8)) & 0x3F]);
-  return out;
-}
-
 std::string hs256_token(const std::string& secret, const json& claims) {
-  const std::string signed_part =
-      b64url(R"({"alg":"HS256","typ":"JWT"})") + "." + b64url(claims.dump());
-  unsigned char mac[32];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(signed_part.data()), signed_part.size(), mac, &len);
-  return signed_part + "." + b64url(std::string(reinterpret_cast<char*>(mac), len));
+  return test::hs256_token(secret, claims.dump());
 }
 
 // A journal offset (server/src/offset.hpp): epoch counter and watermark;
