@@ -55,6 +55,15 @@ asio::awaitable<Keep> answer_doc(Context& context, boost::beast::tcp_stream& str
     return r.find_doc(key, topic);
   };
   const std::vector<Reader::FoundDoc> found = co_await context.pool.run(std::move(job));
+  // Revoked or expired while the read ran: what it read does not go out.
+  if (context.auth.standing(caller) != Standing::valid) {
+    {
+      Response answer = context.answers.refusal(
+          req, {http::status::unauthorized, "the token expired or its session was revoked"});
+      co_await context.answers.send(stream, answer, Keep::close);
+    }
+    co_return Keep::close;
+  }
   // Only the caller's topics and view: another tenant's doc is not there.
   std::vector<const Reader::FoundDoc*> visible;
   for (const Reader::FoundDoc& f : found) {
