@@ -54,10 +54,15 @@ asio::awaitable<Budget::Lease> Budget::reserve(std::int64_t bytes,
     }
     if (std::chrono::steady_clock::now() >= until) throw Busy();
     asio::steady_timer timer(co_await asio::this_coro::executor, until);
-    const auto at = waiting_.insert(waiting_.end(), &timer);
+    // Off the list however the wait ends, the frame destroyed while
+    // suspended (shutdown) included.
+    struct Listed {
+      std::list<asio::steady_timer*>& list;
+      std::list<asio::steady_timer*>::iterator at;
+      ~Listed() { list.erase(at); }
+    } listed{waiting_, waiting_.insert(waiting_.end(), &timer)};
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-    waiting_.erase(at);
   }
 }
 

@@ -1,15 +1,27 @@
 #include "connections.hpp"
 
 #include <algorithm>
+
+#include <boost/asio/ip/address.hpp>
 #include <utility>
 
 namespace oasync::serve {
 
+std::string Connections::canonical(const std::string& text) {
+  boost::system::error_code ec;
+  auto address = boost::asio::ip::make_address(text, ec);
+  if (ec) return text;
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = boost::asio::ip::make_address_v4(boost::asio::ip::v4_mapped, address.to_v6());
+  }
+  return address.to_string();
+}
+
 Connections::Connections(std::int64_t max_connections, std::int64_t max_per_client,
                          std::vector<std::string> trusted_proxies)
-    : max_connections_(max_connections),
-      max_per_client_(max_per_client),
-      trusted_proxies_(std::move(trusted_proxies)) {}
+    : max_connections_(max_connections), max_per_client_(max_per_client) {
+  for (const std::string& proxy : trusted_proxies) trusted_proxies_.push_back(canonical(proxy));
+}
 
 bool Connections::trusted(const std::string& peer) const {
   return std::find(trusted_proxies_.begin(), trusted_proxies_.end(), peer) !=
@@ -78,7 +90,7 @@ Connections::Lease Connections::lease_forwarded(const std::string& peer,
   while (!last.empty() && (last.front() == ' ' || last.front() == '\t')) last.remove_prefix(1);
   while (!last.empty() && (last.back() == ' ' || last.back() == '\t')) last.remove_suffix(1);
   if (last.empty() || last.size() > 64) return {};
-  const std::string client(last);
+  const std::string client = canonical(std::string(last));
   if (const auto it = per_client_.find(client);
       it != per_client_.end() && it->second >= max_per_client_) {
     over = true;

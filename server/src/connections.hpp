@@ -45,6 +45,10 @@ class Connections {
   };
   // (None for a trusted proxy: its requests count against their clients.)
   Lease lease(const std::string& address);
+  // The canonical text of an address (IPv4-mapped IPv6 as IPv4), as peers
+  // and trusted proxies are compared; `text` itself when it is none.
+  static std::string canonical(const std::string& text);
+
   // A lease for a request from a trusted proxy, counted against the client
   // it names; an empty lease when the peer is no trusted proxy or names no
   // client. `over` is set when that client is at its limit (no lease then).
@@ -58,6 +62,9 @@ class Connections {
     ~Idle();
     Idle(const Idle&) = delete;
     Idle& operator=(const Idle&) = delete;
+
+    // Whether it was taken to make room: its connection must end.
+    bool evicted() const { return !listed_; }
 
    private:
     friend class Connections;

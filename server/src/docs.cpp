@@ -50,6 +50,11 @@ asio::awaitable<Keep> answer_doc(Context& context, boost::beast::tcp_stream& str
   if (!context.pool.has_room()) {
     throw Error(Code::database, "too many reads waiting for the database");
   }
+  // Within the response budget, as stream reads are.
+  Budget::Lease bytes = co_await context.budget.reserve(
+      context.config.limits.page_bytes,
+      std::chrono::steady_clock::now() +
+          std::chrono::milliseconds(context.config.limits.budget_wait_ms));
   ++context.metrics.request_queries;
   std::function<std::vector<Reader::FoundDoc>(Reader&)> job = [key, topic](Reader& r) {
     return r.find_doc(key, topic);
@@ -102,6 +107,7 @@ asio::awaitable<Keep> answer_doc(Context& context, boost::beast::tcp_stream& str
   std::string text = body.dump();
   text.pop_back();
   text += R"(,"value":)" + (d.payload.empty() ? std::string("null") : d.payload) + "}";
+  bytes.resize(static_cast<std::int64_t>(text.size()));
   Response res{http::status::ok, req.version()};
   res.set(http::field::content_type, "application/json");
   res.set(http::field::cache_control, "no-store");

@@ -60,22 +60,23 @@ class Refusing {
 };
 
 // What a request's Transfer-Encoding makes of it (RFC 9112 §6.1, §6.3):
-// nullopt when there is none, or only "chunked" (a body, left unread: the
-// connection ends after the answer); else the status to close with.
+// nullopt when there is none, or exactly "chunked" (a body, left unread: the
+// connection ends after the answer); else the status to close with: 501 for
+// a coding not understood, 400 for any other list (chunked not last, chunked
+// twice, empty), which a parser could read otherwise than Beast does.
 std::optional<std::pair<http::status, std::string>> transfer_coding_problem(const Request& req) {
-  const auto field = req[http::field::transfer_encoding];
-  if (field.empty()) return std::nullopt;
+  const auto [first, last] = req.equal_range(http::field::transfer_encoding);
+  if (first == last) return std::nullopt;
   std::vector<std::string> codings;
-  for (const auto& coding : http::token_list{field}) {
-    std::string name(coding);
-    std::transform(name.begin(), name.end(), name.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    codings.push_back(std::move(name));
+  for (auto it = first; it != last; ++it) {
+    for (const auto& coding : http::token_list{it->value()}) {
+      std::string name(coding);
+      std::transform(name.begin(), name.end(), name.begin(),
+                     [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+      codings.push_back(std::move(name));
+    }
   }
-  if (codings.empty() || codings.back() != "chunked") {
-    return std::pair{http::status::bad_request,
-                     std::string("the Transfer-Encoding of a request must end with chunked")};
-  }
+  if (codings.size() == 1 && codings.front() == "chunked") return std::nullopt;
   for (const std::string& c : codings) {
     if (c != "chunked") {
       return std::pair{
@@ -83,7 +84,8 @@ std::optional<std::pair<http::status, std::string>> transfer_coding_problem(cons
           fmt::format("the transfer coding \"{}\" is not understood", c.substr(0, 40))};
     }
   }
-  return std::nullopt;
+  return std::pair{http::status::bad_request,
+                   std::string("the Transfer-Encoding of a request must be chunked, once")};
 }
 
 class Server {
@@ -218,7 +220,7 @@ class Server {
       boost::system::error_code peer_error;
       const auto peer = socket.remote_endpoint(peer_error);
       if (peer_error) continue;  // gone already
-      const std::string address = peer.address().to_string();
+      const std::string address = Connections::canonical(peer.address().to_string());
       const auto admission = connections_.admit(address);
       if (admission != Connections::Admission::admit) {
         ++metrics_.connections_refused;
@@ -286,11 +288,13 @@ class Server {
                 buffer.prepare(4096), asio::redirect_error(use_awaitable, ec));
             buffer.commit(n);
           }
-          if (!ec) {
+          if (!ec && !idle.evicted()) {
             stream.expires_after(std::chrono::seconds(limits.request_head_seconds));
             co_await http::async_read_header(stream, buffer, parser,
                                              asio::redirect_error(use_awaitable, ec));
           }
+          // Taken to make room after its read completed: it ends all the same.
+          if (idle.evicted()) break;
         }
         first = false;
         if (ec == http::error::end_of_stream || ec == asio::error::eof ||
@@ -321,8 +325,13 @@ class Server {
         }
         // Behind a trusted proxy, the request counts against its client.
         bool over = false;
+        // (The last X-Forwarded-For line: a proxy may add a line of its own.)
+        std::string_view forwarded_for;
+        for (const auto& field : req) {
+          if (beast::iequals(field.name_string(), "X-Forwarded-For")) forwarded_for = field.value();
+        }
         const Connections::Lease forwarded =
-            connections_.lease_forwarded(peer, req["X-Forwarded-For"], over);
+            connections_.lease_forwarded(peer, forwarded_for, over);
         if (over) {
           ++metrics_.connections_refused;
           {
@@ -331,6 +340,7 @@ class Server {
                                                      {{"Retry-After", "1"}}});
             co_await answers_.send(stream, answer, Keep::alive);
           }
+          if (!req.keep_alive() || has_body) break;
           continue;
         }
         const Keep keep = co_await route(context_, stream, req);
@@ -357,11 +367,14 @@ class Server {
   Budget budget_;
   bool stopping_ = false;
   Context context_;
-  asio::io_context ioc_{1};
   Connections connections_;
-  tcp::acceptor acceptor_;
   // Refusals being written (each holds a descriptor): a few at a time.
   std::int64_t refusing_ = 0;
+  // Last but the acceptor: destroying it destroys the coroutine frames still
+  // suspended (a drain that timed out), whose destructors use the members
+  // above.
+  asio::io_context ioc_{1};
+  tcp::acceptor acceptor_;
 };
 
 }  // namespace

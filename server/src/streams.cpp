@@ -33,6 +33,17 @@ void Streams::finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t thro
   chunk.up_to_date = through >= head;
 }
 
+std::int64_t Streams::rows_for(const std::string& topic, std::int64_t limit) const {
+  const auto it = row_bytes_.find(topic);
+  if (it == row_bytes_.end() || it->second <= 0) return limit;
+  return std::clamp<std::int64_t>(2 * limits_.page_bytes / it->second + 1, 16, limit);
+}
+
+void Streams::note_rows(const std::string& topic, std::int64_t bytes, std::size_t rows) {
+  if (rows > 0)
+    row_bytes_[topic] = std::max<std::int64_t>(1, bytes / static_cast<std::int64_t>(rows));
+}
+
 awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
                                const std::string& offset) {
   hub_.follow(topic);
@@ -69,7 +80,7 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
                                    bool first) {
   const std::vector<std::string> parts = view.parts();
   const std::string scope = parts[static_cast<std::size_t>(from.part)];
-  const auto size = static_cast<int>(limits_.snapshot_page_docs);
+  const auto size = static_cast<int>(rows_for(topic, limits_.snapshot_page_docs));
   ++metrics_.request_queries;
   std::function<Reader::SnapshotPage(Reader&)> job = [topic, scope, after = from.after_key, size,
                                                       bytes = limits_.page_bytes](Reader& r) {
@@ -79,6 +90,11 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   if (page.position.epoch.empty()) {
     throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
   }
+  std::int64_t page_bytes = 0;
+  for (const Doc& d : page.docs) {
+    page_bytes += 64 + static_cast<std::int64_t>(d.payload.size() + d.doc_key.size());
+  }
+  note_rows(topic, page_bytes, page.docs.size());
   Chunk chunk;
   const std::int64_t epoch = first ? page.position.epoch_counter : from.epoch_counter;
   const std::int64_t head = first ? page.position.head : from.watermark;
@@ -157,7 +173,8 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
   const std::vector<std::string> parts = view.parts();
   metrics_.request_queries += static_cast<std::int64_t>(parts.size());
   std::function<std::vector<Page>(Reader&)> job =
-      [topic, parts, after = from.watermark, max = limits_.page_events, bytes = limits_.page_bytes,
+      [topic, parts, after = from.watermark, max = rows_for(topic, limits_.page_events),
+       bytes = limits_.page_bytes,
        // Another epoch's number: a text that is no UUID reads as epoch_changed.
        e = epoch.value_or("epoch " + std::to_string(from.epoch_counter))](Reader& r) {
         std::vector<Page> out;
@@ -185,6 +202,13 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
       co_return chunk;
     }
   }
+  std::int64_t read_bytes = 0;
+  std::size_t read_rows = 0;
+  for (const Page& p : pages) {
+    for (const Event& e : p.events) read_bytes += footprint(e);
+    read_rows += p.events.size();
+  }
+  note_rows(topic, read_bytes, read_rows);
   // Merge the parts up to where all of them are complete.
   std::int64_t through = pages.front().through;
   for (const Page& p : pages) through = std::min(through, p.through);

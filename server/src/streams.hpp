@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -58,11 +59,19 @@ class Streams {
   boost::asio::awaitable<Chunk> journal(const std::string& topic, const View& view,
                                         const Offset& from);
   void finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t through, std::int64_t head);
+  // How many rows a database read of `topic` asks for, at most `limit`: about
+  // twice a page at the bytes per row its last reads had, so that the
+  // database does not read thousands of large rows for a page of a few (the
+  // byte bound cuts the page; this bounds the work behind it).
+  std::int64_t rows_for(const std::string& topic, std::int64_t limit) const;
+  void note_rows(const std::string& topic, std::int64_t bytes, std::size_t rows);
 
   Hub& hub_;
   DbPool& pool_;
   Metrics& metrics_;
   LimitsConfig limits_;
+  // Bytes per row of each topic's latest database read (I/O thread only).
+  std::unordered_map<std::string, std::int64_t> row_bytes_;
 };
 
 }  // namespace oasync::serve

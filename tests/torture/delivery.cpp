@@ -43,10 +43,12 @@ const char* to_string(Sabotage s) {
 }
 
 std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics) {
-  constexpr std::int64_t kBase = 48LL << 20;    // the process and its sessions, idle
-  constexpr std::int64_t kMargin = 48LL << 20;  // allocator slack
+  constexpr std::int64_t kBase = 48LL << 20;     // the process and its sessions, idle
+  constexpr std::int64_t kMargin = 48LL << 20;   // allocator slack
+  constexpr std::int64_t kRequestBytes = 16384;  // max_request_bytes, the default
   return kBase + 2 * limits.response_bytes + 2 * limits.live_buffer_bytes * followed_topics +
-         3 * limits.db_pool * limits.page_bytes + kMargin;
+         3 * limits.db_pool * limits.page_bytes + 2 * kRequestBytes * limits.max_connections +
+         kMargin;
 }
 
 namespace {

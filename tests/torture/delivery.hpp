@@ -84,7 +84,10 @@ struct ServeLimits {
 // + 2 x live_buffer_bytes      the hub's buffer of each followed topic (a
 //   x followed topics          wake's events are read before it is trimmed)
 // + 3 x db_pool x page_bytes   a database result, its events and their
-//                              messages per pool session
+//                              messages per pool session (one part: no
+//                              unscoped docs)
+// + 2 x max_request_bytes      a request head being read per connection
+//   x max_connections
 // + margin                     allocator slack
 // whatever the clients do: they may open connections up to the limits and
 // never read.
