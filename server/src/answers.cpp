@@ -58,6 +58,11 @@ Answers::Answers(const ServeConfig& config)
       send_timeout_seconds_(config.limits.send_timeout_seconds) {}
 
 void Answers::decorate(const Request& req, http::fields& headers) const {
+  // PROTOCOL.md §12.7 (Browser Security Headers), as the reference server
+  // sends them: no MIME sniffing of a body, and a body that fetch() from
+  // another origin may read (CORS, below, still decides which origins).
+  headers.set("X-Content-Type-Options", "nosniff");
+  headers.set("Cross-Origin-Resource-Policy", "cross-origin");
   if (cors_origins_.empty()) return;
   const auto origin = req[http::field::origin];
   if (origin.empty()) return;

@@ -47,7 +47,10 @@ class Answers {
  public:
   explicit Answers(const ServeConfig& config);
 
-  // The headers every answer to `req` carries (CORS for a listed origin).
+  // The headers every answer to `req` carries: the browser security headers
+  // (X-Content-Type-Options: nosniff, Cross-Origin-Resource-Policy:
+  // cross-origin), and CORS for a listed origin. An answer written without a
+  // request passes a default-constructed one.
   void decorate(const Request& req, http::fields& headers) const;
 
   // A JSON error body {"error": code, "message": message}, decorated.

@@ -69,6 +69,7 @@ awaitable<Keep> health_or_metrics(Context& context, beast::tcp_stream& stream, c
     res.body() = context.metrics.text();
   }
   if (req.method() == http::verb::head) res.body().clear();
+  context.answers.decorate(req, res);
   res.prepare_payload();
   co_await context.answers.send(stream, res, Keep::alive);
   co_return Keep::alive;
@@ -97,7 +98,9 @@ awaitable<Keep> get_stream(Context& context, beast::tcp_stream& stream, const Re
     }
     co_return Keep::alive;
   }
-  Subscription subscription(context, caller, s.topic, s.offset, s.on_stale);
+  Caller reader = caller;  // with the headers the request asked for
+  reader.view.headers = s.headers;
+  Subscription subscription(context, reader, s.topic, s.offset, s.on_stale);
   if (s.wait_for) co_await subscription.wait_for(*s.wait_for);
   if (s.live == Live::sse) co_return co_await answer_sse(context, stream, req, s, subscription);
   co_return co_await answer_catch_up(context, stream, req, s, subscription);

@@ -253,6 +253,7 @@ class Server {
     res.set(http::field::content_type, "application/json");
     res.body() = fmt::format(R"({{"error":"{}"}})", code);
     res.keep_alive(false);
+    answers_.decorate(Request{}, res);
     res.prepare_payload();
     stream.expires_after(std::chrono::seconds(5));
     boost::system::error_code ec;

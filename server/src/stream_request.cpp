@@ -1,7 +1,7 @@
 #include "stream_request.hpp"
 
-#include <algorithm>
 #include <limits>
+#include <random>
 #include <stdexcept>
 
 #include <fmt/format.h>
@@ -33,6 +33,12 @@ std::optional<StreamRequest> parse_stream(const boost::urls::url_view& url,
         return std::nullopt;
       }
       s.on_stale = value == "reset" ? OnStale::reset : OnStale::report;
+    } else if (key == "versions") {
+      if (value != "true" && value != "false") {
+        error = fmt::format("versions must be true or false, not \"{}\"", value.substr(0, 40));
+        return std::nullopt;
+      }
+      s.headers = value == "true" ? Headers::with_version : Headers::operation_only;
     } else if (key == "wait_for") {
       try {
         std::size_t used = 0;
@@ -51,16 +57,27 @@ std::optional<StreamRequest> parse_stream(const boost::urls::url_view& url,
   return s;
 }
 
-std::string next_cursor(const std::string& client) {
-  const std::int64_t interval = unix_now() / 20;
+std::string next_cursor(const std::string& client, std::int64_t now, std::mt19937_64& random) {
+  const std::int64_t interval = now / kCursorIntervalSeconds;
   std::int64_t theirs = -1;
   try {
     theirs = client.empty() ? -1 : std::stoll(client);
   } catch (...) {
     theirs = -1;
   }
-  if (theirs == std::numeric_limits<std::int64_t>::max()) return std::to_string(theirs);
-  return std::to_string(std::max(interval, theirs + 1));
+  if (theirs < interval) return std::to_string(interval);
+  // At or ahead of the clock: 1 to 3600 seconds later, in whole intervals.
+  std::uniform_int_distribution<std::int64_t> seconds(1, kCursorMaxJitterSeconds);
+  const std::int64_t jitter =
+      (seconds(random) + kCursorIntervalSeconds - 1) / kCursorIntervalSeconds;
+  constexpr std::int64_t max = std::numeric_limits<std::int64_t>::max();
+  return std::to_string(theirs > max - jitter ? max : theirs + jitter);
+}
+
+std::string next_cursor(const std::string& client) {
+  // (One I/O thread; a generator per thread needs no lock.)
+  thread_local std::mt19937_64 random{std::random_device{}()};
+  return next_cursor(client, unix_now(), random);
 }
 
 }  // namespace oasync::serve

@@ -4,11 +4,13 @@
 
 #include <cstdint>
 #include <optional>
+#include <random>
 #include <string>
 
 #include <boost/url/url_view.hpp>
 
 #include "subscription.hpp"
+#include "view.hpp"
 
 namespace oasync::serve {
 
@@ -22,6 +24,8 @@ struct StreamRequest {
   std::string cursor;
   OnStale on_stale = OnStale::report;
   std::optional<std::int64_t> wait_for;
+  // versions=true: change messages carry the doc's version too.
+  Headers headers = Headers::operation_only;
 };
 
 // The request's parameters; nullopt with `error` set for a bad one (the
@@ -29,8 +33,20 @@ struct StreamRequest {
 std::optional<StreamRequest> parse_stream(const boost::urls::url_view& url,
                                           const std::string& topic, std::string& error);
 
-// The cursor to send after the client's `client` cursor: 20-second
-// intervals, always ahead of the client's.
+// Long-poll and SSE cursors (PROTOCOL.md §10.1, "Server-Generated Cursors"):
+// the number of kCursorIntervalSeconds intervals since the Unix epoch. A
+// client whose cursor is at or ahead of that gets its cursor plus a random
+// jitter of 1 to kCursorMaxJitterSeconds seconds, in whole intervals (1 to
+// 180, as the reference server rounds it), so that the cursor always moves
+// ahead, and clients woken together do not stay in step.
+inline constexpr std::int64_t kCursorIntervalSeconds = 20;
+inline constexpr std::int64_t kCursorMaxJitterSeconds = 3600;
+
+// The cursor to send after the client's `client` cursor ("" or not a number:
+// none), now.
 std::string next_cursor(const std::string& client);
+// The same at `now` (seconds since the Unix epoch), the jitter drawn from
+// `random`.
+std::string next_cursor(const std::string& client, std::int64_t now, std::mt19937_64& random);
 
 }  // namespace oasync::serve

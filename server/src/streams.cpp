@@ -112,7 +112,7 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   for (const Doc& d : page.docs) {
     // Later pages skip what changed after the head: the journal brings it.
     if (d.deleted || d.last_watermark > head) continue;
-    chunk.messages.push_back(snapshot_message(d));
+    chunk.messages.push_back(snapshot_message(d, view));
   }
   Offset next;
   next.kind = Offset::Kind::snapshot;

@@ -20,22 +20,26 @@ void append_quoted(std::string& out, std::string_view s) {
   out += '"';
 }
 
+// A change message; `payload` is null for a delete, whose value is null (the
+// schema requires a value for inserts and updates only, but a value on every
+// change keeps the messages one shape).
 std::string change(std::string_view topic, std::string_view key, std::string_view operation,
-                   std::int64_t version, const std::string* payload) {
+                   std::int64_t version, const std::string* payload, Headers headers) {
   std::string out;
   out.reserve(96 + topic.size() + key.size() + (payload ? payload->size() : 0));
   out += R"({"type":)";
   append_quoted(out, topic);
   out += R"(,"key":)";
   append_quoted(out, key);
-  if (payload != nullptr) {
-    out += R"(,"value":)";
-    out += *payload;
-  }
+  out += R"(,"value":)";
+  out += payload != nullptr ? std::string_view(*payload) : std::string_view("null");
   out += R"(,"headers":{"operation":")";
   out += operation;
-  out += R"(","version":)";
-  out += std::to_string(version);
+  out += '"';
+  if (headers == Headers::with_version) {
+    out += R"(,"version":)";
+    out += std::to_string(version);
+  }
   out += "}}";
   return out;
 }
@@ -56,19 +60,19 @@ std::optional<std::string> message_for(const Event& e, const View& view) {
       const bool entered = e.previous_scope && !view.contains(*e.previous_scope);
       const bool created = e.doc_version == 1;
       return change(e.topic, e.doc_key, created || entered ? "insert" : "update", e.doc_version,
-                    &e.payload);
+                    &e.payload, view.headers);
     }
     if (e.previous_scope && view.contains(*e.previous_scope)) {
-      return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr);
+      return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
     }
     return std::nullopt;
   }
   if (!in) return std::nullopt;
-  return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr);
+  return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
 }
 
-std::string snapshot_message(const Doc& doc) {
-  return change(doc.topic, doc.doc_key, "insert", doc.doc_version, &doc.payload);
+std::string snapshot_message(const Doc& doc, const View& view) {
+  return change(doc.topic, doc.doc_key, "insert", doc.doc_version, &doc.payload, view.headers);
 }
 
 std::string control_message(std::string_view control) {

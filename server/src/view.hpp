@@ -1,8 +1,15 @@
 // A reader's view of a topic, and the State Protocol messages it receives
-// (STATE-PROTOCOL.md of @durable-streams/state): change messages
-//   {"type": TOPIC, "key": DOC_KEY, "value": PAYLOAD,
-//    "headers": {"operation": "insert"|"update"|"delete", "version": V}}
-// and controls {"headers": {"control": "snapshot-start"|"snapshot-end"|"reset"}}.
+// (STATE-PROTOCOL.md of @durable-streams/state, and the JSON Schema it
+// publishes, state-protocol.schema.json): change messages
+//   {"type": TOPIC, "key": DOC_KEY, "value": PAYLOAD or null for a delete,
+//    "headers": {"operation": "insert"|"update"|"delete"}}
+// with "version": V added to the headers only for a reader that asked for it
+// (versions=true: the schema allows no other header, so a validating client
+// refuses those), and controls
+//   {"headers": {"control": "snapshot-start"|"snapshot-end"|"reset"}}.
+// An "update" may name a key the reader never saw inserted (a doc re-created
+// after a delete; a doc the snapshot hand-over delivers from the journal):
+// clients apply updates as upserts.
 #pragma once
 
 #include <optional>
@@ -14,11 +21,18 @@
 
 namespace oasync::serve {
 
+// Which headers a change message carries.
+enum class Headers {
+  operation_only,  // {"operation": ...}: all that the published schema allows
+  with_version,    // and "version": the doc's version (versions=true)
+};
+
 // The scopes a token reads: its tenant's, and the unscoped docs ("") when the
-// server is configured to show them.
+// server is configured to show them; and the headers its request asked for.
 struct View {
   std::string scope;
   bool unscoped = false;
+  Headers headers = Headers::operation_only;
 
   bool contains(std::string_view s) const { return s == scope || (unscoped && s.empty()); }
   // The scopes to read one by one: the tenant's, then "" if shown.
@@ -33,11 +47,11 @@ struct View {
 //     pointer doc that has left the scope since: the move, later in the
 //     stream, removes it);
 //   - a tombstone in the view, or an upsert that took the doc out of the
-//     view (or an exit row of a scoped read): "delete".
+//     view (or an exit row of a scoped read): "delete", with "value": null.
 std::optional<std::string> message_for(const Event& event, const View& view);
 
-// The message a snapshot's doc is: an "insert".
-std::string snapshot_message(const Doc& doc);
+// The message a snapshot's doc is for `view`: an "insert".
+std::string snapshot_message(const Doc& doc, const View& view);
 
 // A control message: "snapshot-start", "snapshot-end" or "reset".
 std::string control_message(std::string_view control);

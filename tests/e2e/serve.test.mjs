@@ -28,7 +28,8 @@ after(() => keys.remove());
 
 // A client that materializes a topic with MaterializedState, as an app does:
 // control messages are not state (a reset clears it), and it remembers every
-// version it saw of each key, and its last offset.
+// version it saw of each key (it asks for them: versions=true), and its last
+// offset.
 function follow(server, tok, { live = "long-poll", offset = "-1", params } = {}) {
   const state = new MaterializedState();
   const seen = new Map(); // key -> versions in order
@@ -44,7 +45,7 @@ function follow(server, tok, { live = "long-poll", offset = "-1", params } = {})
   client.session = stream({
     url: `${server.base}/v1/topics/${RUNS}`,
     headers: { Authorization: `Bearer ${tok}` },
-    params,
+    params: { versions: "true", ...params },
     offset,
     live,
     json: true,

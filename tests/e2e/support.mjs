@@ -1,18 +1,135 @@
 // Helpers for the end-to-end tests: a fresh database per test (on the server
 // that scripts/with-postgres started: OASYNC_DATABASE_URL), the oasync
-// command, a running `oasync serve` on loopback, and tokens.
+// command, a running `oasync serve` on loopback, and tokens. Importing it
+// also checks every State Protocol message a test receives (below).
 import { spawn, spawnSync } from "node:child_process";
 import { createHmac, createSign, generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { afterEach } from "node:test";
 import { fileURLToPath } from "node:url";
+
+import Ajv from "ajv";
+import addFormats from "ajv-formats";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const root = join(here, "..", "..");
 export const oasyncBinary = process.env.OASYNC_BINARY ?? join(root, "build", "bin", "oasync");
 export const RUNS = "runtime.run_summaries";
+
+// Every message that a stream answers, checked against the State Protocol's
+// published JSON Schema (state-protocol.schema.json of @durable-streams/state).
+// The check sits in fetch itself, which the tests and the official clients
+// all call, so that no test can read a message unchecked: a JSON answer of
+// GET /v1/topics/... is checked before fetch returns it (a bad one rejects),
+// an SSE answer as its events go by. Every violation is also kept, and fails
+// the test it happened in (afterEach), and any eventually() waiting for it.
+// With versions=true the request opted in to a "version" header, which the
+// published schema does not allow: those answers are checked against the
+// schema with that one header added.
+const require = createRequire(import.meta.url);
+const publishedSchema = JSON.parse(
+  readFileSync(join(dirname(require.resolve("@durable-streams/state/package.json")), "state-protocol.schema.json"), "utf8"),
+);
+
+// A validator of `schema`: a function of a message that returns what is wrong
+// with it, or undefined.
+function compile(schema) {
+  // (strictTypes off: the published schema leaves out "type" beside some "properties".)
+  const ajv = new Ajv({ allErrors: true, strictTypes: false });
+  addFormats(ajv);
+  const whole = ajv.compile(schema);
+  const part = (name) => ajv.getSchema(`${schema.$id}#/definitions/${name}`);
+  return (message) => {
+    if (whole(message)) return undefined;
+    // The errors of the kind of message it looks like, not of both.
+    const kind = part(message?.headers?.control !== undefined ? "ControlMessage" : "ChangeMessage");
+    return kind(message) ? ajv.errorsText(whole.errors) : ajv.errorsText(kind.errors);
+  };
+}
+
+const withVersion = structuredClone(publishedSchema);
+withVersion.definitions.ChangeHeaders.properties.version = { type: "integer", minimum: 1 };
+const validators = { plain: compile(publishedSchema), versions: compile(withVersion) };
+
+export const schemaViolations = [];
+
+// Throws (and keeps) the first of `messages` that the schema refuses.
+// `versions`: the request asked for versions=true.
+export function checkMessages(messages, { versions = false, where = "a stream" } = {}) {
+  const validate = versions ? validators.versions : validators.plain;
+  const problem = (text) => {
+    const error = new Error(`${where}: ${text}`);
+    schemaViolations.push(error);
+    throw error;
+  };
+  if (!Array.isArray(messages)) problem(`not a JSON array of messages: ${JSON.stringify(messages).slice(0, 200)}`);
+  for (const m of messages) {
+    const wrong = validate(m);
+    if (wrong) problem(`a message breaks state-protocol.schema.json (${wrong}): ${JSON.stringify(m).slice(0, 300)}`);
+  }
+}
+
+const fetchUnchecked = globalThis.fetch;
+
+// A stream's SSE body, passed on as it is; each `event: data` is checked.
+function checkedEvents(body, options) {
+  const decoder = new TextDecoder();
+  let text = "";
+  const check = (block) => {
+    let event = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (line.startsWith("event:")) event = line.slice(6).trim();
+      else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+    }
+    if (event !== "data") return;
+    try {
+      checkMessages(JSON.parse(data.join("\n")), options);
+    } catch {
+      // Kept in schemaViolations; the client reads on.
+    }
+  };
+  return body.pipeThrough(
+    new TransformStream({
+      transform(chunk, controller) {
+        controller.enqueue(chunk);
+        text += decoder.decode(chunk, { stream: true }).replace(/\r\n?/g, "\n");
+        for (let end = text.indexOf("\n\n"); end >= 0; end = text.indexOf("\n\n")) {
+          check(text.slice(0, end));
+          text = text.slice(end + 2);
+        }
+      },
+    }),
+  );
+}
+
+globalThis.fetch = async (input, init = {}) => {
+  const res = await fetchUnchecked(input, init);
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const method = (init.method ?? (input instanceof Request ? input.method : "GET")).toUpperCase();
+  if (method !== "GET" || res.status !== 200 || !url.pathname.startsWith("/v1/topics/")) return res;
+  const options = { versions: url.searchParams.get("versions") === "true", where: `GET ${url.pathname}${url.search}` };
+  const type = res.headers.get("content-type") ?? "";
+  const answer = { status: res.status, statusText: res.statusText, headers: res.headers };
+  if (type.startsWith("text/event-stream")) return new Response(checkedEvents(res.body, options), answer);
+  if (!type.startsWith("application/json")) return res;
+  const body = await res.text();
+  checkMessages(JSON.parse(body), options);
+  return new Response(body, answer);
+};
+
+afterEach(() => {
+  if (schemaViolations.length > 0) {
+    const first = schemaViolations[0];
+    const count = schemaViolations.length;
+    schemaViolations.length = 0;
+    throw new Error(`${count} State Protocol message(s) broke the schema; the first: ${first.message}`);
+  }
+});
 
 const adminUrl = process.env.OASYNC_DATABASE_URL;
 if (!adminUrl) {
@@ -212,6 +329,7 @@ export async function startServer(db, keys, { algorithm = "HS256", port = 0, arg
 export async function eventually(check, ms = 10000, what = "condition") {
   const until = Date.now() + ms;
   for (;;) {
+    if (schemaViolations.length > 0) throw schemaViolations[0];
     if (await check()) return;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));

@@ -37,11 +37,11 @@ TEST_CASE("a tenant's view: inserts, updates, deletes, moves in and out, and wha
   CHECK(operation(message_for(event(Op::upsert, 1, "org:1"), org1)) == "insert");
   CHECK(operation(message_for(event(Op::upsert, 4, "org:1"), org1)) == "update");
   CHECK(operation(message_for(event(Op::delete_, 5, "org:1"), org1)) == "delete");
-  // A move into the view is an insert; out of it, a delete without a value.
+  // A move into the view is an insert; out of it, a delete with a null value.
   CHECK(operation(message_for(event(Op::upsert, 6, "org:1", "org:2"), org1)) == "insert");
   const auto out = message_for(event(Op::upsert, 7, "org:2", "org:1"), org1);
   CHECK(operation(out) == "delete");
-  CHECK_FALSE(json::parse(*out).contains("value"));
+  CHECK(json::parse(*out).at("value").is_null());
   // Another tenant's events, and the unscoped docs unless configured.
   CHECK_FALSE(message_for(event(Op::upsert, 1, "org:2"), org1).has_value());
   CHECK_FALSE(message_for(event(Op::delete_, 2, "org:2"), org1).has_value());
@@ -64,7 +64,7 @@ TEST_CASE("a move out of the unscoped docs is a move like any other") {
   const View both{"org:1", true};
   const auto gone = message_for(event(Op::upsert, 4, "org:2", ""), both);
   CHECK(operation(gone) == "delete");
-  CHECK_FALSE(json::parse(*gone).contains("value"));
+  CHECK(json::parse(*gone).at("value").is_null());
   // Into this tenant, for a view without the unscoped docs: it arrives.
   CHECK(operation(message_for(event(Op::upsert, 4, "org:1", ""), View{"org:1", false})) ==
         "insert");
@@ -79,8 +79,51 @@ TEST_CASE("messages are State Protocol JSON, the payload verbatim") {
   CHECK(j["type"] == "t.a");
   CHECK(j["key"] == "k:1");
   CHECK(j["value"] == json::parse(R"({"a":"é \"q\""})"));
-  CHECK(j["headers"]["version"] == 1);
+  CHECK(j["headers"] == json::parse(R"({"operation":"insert"})"));
   CHECK(json::parse(control_message("reset")) == json::parse(R"({"headers":{"control":"reset"}})"));
   CHECK(json_array({"1", "{}"}) == "[1,{}]");
   CHECK(json_array({}) == "[]");
+}
+
+// The wire format, byte for byte: what the published schema
+// (state-protocol.schema.json) allows by default, and the version only for a
+// reader that asked for it (versions=true).
+TEST_CASE("golden messages: each operation, with and without versions") {
+  const View plain{"org:1"};
+  const View versioned{"org:1", false, Headers::with_version};
+  struct Case {
+    Event event;
+    const char* plain;
+    const char* versioned;
+  };
+  const Case cases[] = {
+      {event(Op::upsert, 1, "org:1"),
+       R"({"type":"t.a","key":"k:1","value":{"n":1},"headers":{"operation":"insert"}})",
+       R"({"type":"t.a","key":"k:1","value":{"n":1},"headers":{"operation":"insert","version":1}})"},
+      {event(Op::upsert, 4, "org:1"),
+       R"({"type":"t.a","key":"k:1","value":{"n":1},"headers":{"operation":"update"}})",
+       R"({"type":"t.a","key":"k:1","value":{"n":1},"headers":{"operation":"update","version":4}})"},
+      {event(Op::delete_, 5, "org:1"),
+       R"({"type":"t.a","key":"k:1","value":null,"headers":{"operation":"delete"}})",
+       R"({"type":"t.a","key":"k:1","value":null,"headers":{"operation":"delete","version":5}})"},
+      {event(Op::upsert, 7, "org:2", "org:1"),
+       R"({"type":"t.a","key":"k:1","value":null,"headers":{"operation":"delete"}})",
+       R"({"type":"t.a","key":"k:1","value":null,"headers":{"operation":"delete","version":7}})"},
+  };
+  for (const Case& c : cases) {
+    CAPTURE(c.plain);
+    CHECK(message_for(c.event, plain) == std::optional<std::string>(c.plain));
+    CHECK(message_for(c.event, versioned) == std::optional<std::string>(c.versioned));
+  }
+  Doc doc;
+  doc.topic = "t.a";
+  doc.doc_key = "k:\"2\"";
+  doc.doc_version = 3;
+  doc.payload = R"({"s":[1,2]})";
+  CHECK(snapshot_message(doc, plain) ==
+        R"({"type":"t.a","key":"k:\"2\"","value":{"s":[1,2]},"headers":{"operation":"insert"}})");
+  CHECK(
+      snapshot_message(doc, versioned) ==
+      R"({"type":"t.a","key":"k:\"2\"","value":{"s":[1,2]},"headers":{"operation":"insert","version":3}})");
+  CHECK(control_message("snapshot-start") == R"({"headers":{"control":"snapshot-start"}})");
 }
