@@ -50,7 +50,6 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
     co_return Keep::close;
   }
   const auto until = subscription.deadline(std::chrono::seconds(limits.sse_seconds));
-  std::string cursor = s.cursor;
   bool told_up_to_date = false;
   // From here on a failure can only end the stream: the status is sent.
   // The client reconnects from its offset, and then hears why.
@@ -65,7 +64,9 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
           text += "\n\n";
           std::vector<std::string>().swap(chunk.messages);
         }
-        cursor = next_cursor(cursor);
+        // From the request's cursor each time, as the reference server does:
+        // chained, the jitter would add up event after event.
+        const std::string cursor = next_cursor(s.cursor);
         // (Offsets and cursors are digits, '_' and letters: no escaping.)
         text += fmt::format(
             "event: control\ndata: {{\"streamNextOffset\":\"{}\",\"streamCursor\":\"{}\"{}}}\n\n",
