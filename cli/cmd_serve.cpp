@@ -22,7 +22,8 @@ void add_serve_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "serve", "Serve every topic as a Durable Stream of State Protocol messages (HTTP)");
   sub->footer(
       "\nGET /v1/topics/TOPIC?offset=-1|now|OFFSET[&live=long-poll|sse][&on_stale=reset]\n"
-      "    [&wait_for=W]        a topic's stream: a snapshot (offset -1), then its journal\n"
+      "    [&wait_for=W][&versions=true]   a topic's stream: a snapshot (offset -1), then its\n"
+      "                         journal; a catch-up has an ETag (If-None-Match: 304)\n"
       "HEAD /v1/topics/TOPIC   its Stream-Next-Offset\n"
       "GET /sync/v1/doc/KEY[?topic=T]   one doc, and the offset to follow it from\n"
       "GET /healthz, /metrics  (Prometheus text)\n\n"
@@ -30,7 +31,11 @@ void add_serve_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "access_token query parameter), signed with the configured algorithm: its scopes claim\n"
       "lists the topics it may read, its org_id names the tenant whose scope it sees. A\n"
       "stale offset answers 410 (or, with on_stale=reset, a reset and a fresh snapshot).\n"
-      "Other settings live under serve: in oasync.yaml (see README, \"oasync serve\").\n"
+      "Until it has read the revoked sessions once, every token gets 503 (Retry-After).\n"
+      "Other settings live under serve: in oasync.yaml (see README, \"oasync serve\"):\n"
+      "trusted_proxies, cors_origins, and under limits: connections (max_connections,\n"
+      "max_connections_per_client, request_head_seconds, idle_timeout_seconds), memory\n"
+      "(page_events, page_bytes, response_bytes, budget_wait_ms, live_buffer_bytes), ...\n"
       "Stops on SIGINT or SIGTERM, after the open responses drain.");
   sub->add_option("--listen", f->listen, "Address to listen on (default 127.0.0.1)");
   sub->add_option("--port", f->port, "Port (default 4437; 0: any free port)")
