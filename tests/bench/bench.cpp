@@ -892,7 +892,10 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
   };
   Fanout fanout(int subscribers, int tenants, int rate, int seconds) {
     auto db = fresh();
-    Served server(db->url(), dir_, "serve:\n  limits: {max_connections: 20000}\n");
+    // (The load generator is one address: the cap per client must not apply.)
+    Served server(db->url(), dir_,
+                  "serve:\n  limits: {max_connections: 20000, max_connections_per_client: "
+                  "20000}\n");
     const std::int64_t writes = static_cast<std::int64_t>(rate) * seconds;
     Commits commits(static_cast<std::size_t>(writes + 1));
     std::vector<std::string> targets;
