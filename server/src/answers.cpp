@@ -103,6 +103,10 @@ Response Answers::refusal(const Request& req, const Refusal& r) const {
   return res;
 }
 
+Response Answers::ended(const Request& req) const {
+  return refusal(req, {http::status::unauthorized, "the token expired or its session was revoked"});
+}
+
 Response Answers::stale(const Request& req, const ResumeCheck& stale) const {
   const std::string reason = to_string(stale.reason);
   Response res{http::status::gone, req.version()};

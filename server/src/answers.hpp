@@ -58,6 +58,8 @@ class Answers {
                  const std::string& message) const;
   // A refusal, its code named by its status.
   Response refusal(const Request& req, const Refusal& r) const;
+  // The 401 for a caller revoked or expired while its request was served.
+  Response ended(const Request& req) const;
   // The 410 for a stale offset (PROTOCOL.md: Gone), naming why, where the
   // floor and head are, and the epoch.
   Response stale(const Request& req, const ResumeCheck& stale) const;

@@ -63,8 +63,7 @@ asio::awaitable<Keep> answer_doc(Context& context, boost::beast::tcp_stream& str
   // Revoked or expired while the read ran: what it read does not go out.
   if (context.auth.standing(caller) != Standing::valid) {
     {
-      Response answer = context.answers.refusal(
-          req, {http::status::unauthorized, "the token expired or its session was revoked"});
+      Response answer = context.answers.ended(req);
       co_await context.answers.send(stream, answer, Keep::close);
     }
     co_return Keep::close;

@@ -17,8 +17,7 @@ boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp
     if (!read) {
       // Revoked or expired: nothing read goes out, after a wait or not.
       {
-        Response answer = context.answers.refusal(
-            req, {http::status::unauthorized, "the token expired or its session was revoked"});
+        Response answer = context.answers.ended(req);
         co_await context.answers.send(stream, answer, Keep::close);
       }
       co_return Keep::close;

@@ -20,8 +20,7 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
   auto first = co_await subscription.read();
   if (!first) {
     {
-      Response answer = context.answers.refusal(
-          req, {http::status::unauthorized, "the token expired or its session was revoked"});
+      Response answer = context.answers.ended(req);
       co_await context.answers.send(stream, answer, Keep::close);
     }
     co_return Keep::close;

@@ -42,7 +42,27 @@ const char* to_string(Sabotage s) {
   return "none";
 }
 
-std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics) {
+serve::LimitsConfig torture_limits() {
+  serve::LimitsConfig l;
+  l.max_connections = 400;
+  l.idle_timeout_seconds = 10;
+  l.send_timeout_seconds = 4;
+  l.long_poll_seconds = 3;
+  l.sse_seconds = 7;
+  l.page_events = 200;
+  l.snapshot_page_docs = 10;
+  l.live_buffer_events = 1000;
+  l.db_pool = 3;
+  l.revocation_poll_ms = 500;
+  l.poll_ms = 250;
+  l.drain_seconds = 3;
+  l.page_bytes = 256 << 10;
+  l.response_bytes = 8 << 20;
+  l.live_buffer_bytes = 8 << 20;
+  return l;
+}
+
+std::int64_t expected_peak_rss_bytes(const serve::LimitsConfig& limits, int followed_topics) {
   constexpr std::int64_t kBase = 48LL << 20;     // the process and its sessions, idle
   constexpr std::int64_t kMargin = 48LL << 20;   // allocator slack
   constexpr std::int64_t kRequestBytes = 16384;  // max_request_bytes, the default
@@ -259,7 +279,7 @@ struct Delivery::Impl {
   Options options;
   Report report;
   Counts& counts;
-  ServeLimits limits;
+  serve::LimitsConfig limits = torture_limits();
   std::string dir, secret, secret_file, config_file;
   int port = 0, proxy_port = 0;
   std::mutex server_mutex;

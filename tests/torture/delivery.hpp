@@ -36,6 +36,8 @@
 //   - the server's peak RSS (VmHWM) stays within expected_peak_rss_bytes().
 #pragma once
 
+#include "oasync/serve/serve.hpp"
+
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -57,24 +59,9 @@ using Report = std::function<void(std::string, Finding)>;
 // The serve.limits the driver writes into the server's config: small, so
 // that long-polls time out, SSE streams end, buffers roll over and slow
 // clients are dropped within a short run.
-struct ServeLimits {
-  std::int64_t max_connections = 400;
-  std::int64_t idle_timeout_seconds = 10;
-  std::int64_t send_timeout_seconds = 4;
-  std::int64_t long_poll_seconds = 3;
-  std::int64_t sse_seconds = 7;
-  std::int64_t page_events = 200;
-  std::int64_t snapshot_page_docs = 10;
-  std::int64_t live_buffer_events = 1000;
-  std::int64_t db_pool = 3;
-  std::int64_t revocation_poll_ms = 500;
-  std::int64_t poll_ms = 250;
-  std::int64_t drain_seconds = 3;
-  // The byte budgets that bound the server's memory (README, "Memory").
-  std::int64_t page_bytes = 256 << 10;
-  std::int64_t response_bytes = 8 << 20;
-  std::int64_t live_buffer_bytes = 8 << 20;
-};
+// The limits the run's server gets: small, so that long-polls time out, SSE
+// streams end and slow clients are dropped within a short run.
+serve::LimitsConfig torture_limits();
 
 // The most resident memory `oasync serve` may reach under these limits, as
 // the README's "Memory" states it:
@@ -91,7 +78,7 @@ struct ServeLimits {
 // + margin                     allocator slack
 // whatever the clients do: they may open connections up to the limits and
 // never read.
-std::int64_t expected_peak_rss_bytes(const ServeLimits& limits, int followed_topics);
+std::int64_t expected_peak_rss_bytes(const serve::LimitsConfig& limits, int followed_topics);
 
 // A data topic's journal at the end of the run, for the checks.
 struct JournalEvent {
