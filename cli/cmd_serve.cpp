@@ -19,13 +19,19 @@ void add_serve_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
   };
   auto f = std::make_shared<Flags>();
   CLI::App* sub = app.add_subcommand(
-      "serve", "Serve every topic as a Durable Stream of State Protocol messages (HTTP)");
+      "serve",
+      "Serve every topic as a Durable Stream of State Protocol messages (HTTP), and over the "
+      "sync:v1 WebSocket channel (Phoenix Channels)");
   sub->footer(
       "\nGET /v1/topics/TOPIC?offset=-1|now|OFFSET[&live=long-poll|sse][&on_stale=reset]\n"
       "    [&wait_for=W][&versions=true]   a topic's stream: a snapshot (offset -1), then its\n"
       "                         journal; a catch-up has an ETag (If-None-Match: 304)\n"
       "HEAD /v1/topics/TOPIC   its Stream-Next-Offset\n"
       "GET /sync/v1/doc/KEY[?topic=T]   one doc, and the offset to follow it from\n"
+      "GET /sync/v1/socket/websocket?vsn=2.0.0[&encoding=json]   the sync:v1 channel: a\n"
+      "                         WebSocket speaking Phoenix Channels V2 (the phoenix npm\n"
+      "                         package), one channel sync:v1:TOPIC per topic, protobuf\n"
+      "                         pushes (sync.proto); the token in phoenix's authToken\n"
       "GET /healthz, /metrics  (Prometheus text)\n\n"
       "Every stream and doc request needs a JWT (Authorization: Bearer, or the\n"
       "access_token query parameter), signed with the configured algorithm: its scopes claim\n"
@@ -35,7 +41,9 @@ void add_serve_command(CLI::App& app, Context& ctx, std::vector<Command>& out) {
       "Other settings live under serve: in oasync.yaml (see README, \"oasync serve\"):\n"
       "trusted_proxies, cors_origins, and under limits: connections (max_connections,\n"
       "max_connections_per_client, request_head_seconds, idle_timeout_seconds), memory\n"
-      "(page_events, page_bytes, response_bytes, budget_wait_ms, live_buffer_bytes), ...\n"
+      "(page_events, page_bytes, response_bytes, budget_wait_ms, live_buffer_bytes), the\n"
+      "channel (channel_idle_seconds, channel_heartbeat_seconds, socket_queue_bytes,\n"
+      "max_channels_per_socket, channel_payload_bytes), ...\n"
       "Stops on SIGINT or SIGTERM, after the open responses drain.");
   sub->add_option("--listen", f->listen, "Address to listen on (default 127.0.0.1)");
   sub->add_option("--port", f->port, "Port (default 4437; 0: any free port)")

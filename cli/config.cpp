@@ -104,7 +104,12 @@ void read_serve(const YamlContext& ctx, const YAML::Node& node, serve::ServeConf
           {"db_queue", &l.db_queue},
           {"revocation_poll_ms", &l.revocation_poll_ms},
           {"poll_ms", &l.poll_ms},
-          {"drain_seconds", &l.drain_seconds}};
+          {"drain_seconds", &l.drain_seconds},
+          {"channel_idle_seconds", &l.channel_idle_seconds},
+          {"channel_heartbeat_seconds", &l.channel_heartbeat_seconds},
+          {"socket_queue_bytes", &l.socket_queue_bytes},
+          {"max_channels_per_socket", &l.max_channels_per_socket},
+          {"channel_payload_bytes", &l.channel_payload_bytes}};
       for (const auto& f : v) {
         const std::string sub = ctx.key(f);
         const auto field = std::find_if(std::begin(fields), std::end(fields),

@@ -9,12 +9,14 @@
 #include "io.hpp"
 #include "oasync/canonical_json.hpp"
 #include "oasync/error.hpp"
+#include "oasync/serve/messages.hpp"
 #include "openagents/sync/v1/sync.pb.h"
 
 namespace oasync::cli {
 namespace {
 
 namespace pb = openagents::sync::v1;
+using messages::to_proto;
 using ojson = nlohmann::ordered_json;
 
 std::string quoted(const std::string& s) {
@@ -41,31 +43,11 @@ void append_quoted(std::string& out, const std::string& s) {
   out += '"';
 }
 
-pb::StaleReason to_proto(StaleReason r) {
-  switch (r) {
-    case StaleReason::retention_floor_breach:
-      return pb::STALE_REASON_RETENTION_FLOOR_BREACH;
-    case StaleReason::cursor_ahead:
-      return pb::STALE_REASON_CURSOR_AHEAD;
-    case StaleReason::epoch_changed:
-      return pb::STALE_REASON_EPOCH_CHANGED;
-    default:
-      return pb::STALE_REASON_UNSPECIFIED;
-  }
-}
-
 ojson position_json(const TopicPosition& p) {
   return {{"topic", p.topic},
           {"epoch", p.epoch},
           {"head", p.head},
           {"purged_through", p.purged_through}};
-}
-
-void set_position(pb::TopicPosition* out, const TopicPosition& p) {
-  out->set_topic(p.topic);
-  out->set_epoch(p.epoch);
-  out->set_head(static_cast<std::uint64_t>(p.head));
-  out->set_purged_through(static_cast<std::uint64_t>(p.purged_through));
 }
 
 }  // namespace
@@ -100,17 +82,7 @@ void Output::message(const std::string& serialized) {
 void Output::event(const Event& e) {
   if (format_ == Format::proto) {
     pb::ServerMessage m;
-    pb::Update* u = m.mutable_update();
-    u->set_topic(e.topic);
-    u->set_doc_key(e.doc_key);
-    u->set_doc_version(static_cast<std::uint64_t>(e.doc_version));
-    u->set_payload(e.payload);
-    u->set_watermark(static_cast<std::uint64_t>(e.watermark));
-    u->set_epoch(e.epoch);
-    u->set_scope(e.scope);
-    u->set_op(e.op == Op::delete_ ? pb::OP_DELETE : pb::OP_UPSERT);
-    u->set_payload_hash(e.payload_hash);
-    u->set_fetch_required(e.payload_fetched);
+    to_proto(e, m.mutable_update());
     message(m.SerializeAsString());
     return;
   }
@@ -152,7 +124,7 @@ void Output::event(const Event& e) {
 void Output::heartbeat(const std::vector<TopicPosition>& positions) {
   if (format_ == Format::proto) {
     pb::ServerMessage m;
-    for (const auto& p : positions) set_position(m.mutable_heartbeat()->add_watermarks(), p);
+    for (const auto& p : positions) to_proto(p, m.mutable_heartbeat()->add_watermarks());
     message(m.SerializeAsString());
     return;
   }
@@ -171,23 +143,10 @@ void Output::heartbeat(const std::vector<TopicPosition>& positions) {
 void Output::stale(const ResumeCheck& check, const std::string& cursor_epoch,
                    std::int64_t cursor_watermark) {
   const TopicPosition& p = check.position;
-  const std::string message_text = fmt::format(
-      "cursor {} of topic \"{}\" cannot resume: {} (floor {}, head {}); resync with "
-      "oasync snapshot",
-      cursor_watermark, p.topic, to_string(check.reason), p.purged_through, p.head);
+  const std::string message_text = messages::stale_text(check, cursor_watermark);
   if (format_ == Format::proto) {
     pb::ServerMessage m;
-    pb::Error* e = m.mutable_error();
-    e->set_code(pb::ERROR_CODE_STALE_CURSOR);
-    e->set_message(message_text);
-    pb::StaleCursor* s = e->mutable_stale();
-    s->set_topic(p.topic);
-    s->set_reason(to_proto(check.reason));
-    s->set_floor(static_cast<std::uint64_t>(p.purged_through));
-    s->set_head(static_cast<std::uint64_t>(p.head));
-    s->set_epoch(p.epoch);
-    s->set_cursor_watermark(static_cast<std::uint64_t>(cursor_watermark));
-    s->set_cursor_epoch(cursor_epoch);
+    to_proto(check, cursor_epoch, cursor_watermark, m.mutable_error());
     this->message(m.SerializeAsString());
     return;
   }
@@ -213,7 +172,7 @@ void Output::stale(const ResumeCheck& check, const std::string& cursor_epoch,
 void Output::snapshot_header(const Reader::SnapshotHeader& h) {
   if (format_ == Format::proto) {
     pb::ServerMessage m;
-    set_position(m.mutable_snapshot_header()->mutable_position(), h.position);
+    to_proto(h.position, m.mutable_snapshot_header()->mutable_position());
     if (h.since) m.mutable_snapshot_header()->set_since(static_cast<std::uint64_t>(*h.since));
     message(m.SerializeAsString());
     return;
@@ -226,15 +185,7 @@ void Output::snapshot_header(const Reader::SnapshotHeader& h) {
 void Output::doc(const Doc& d) {
   if (format_ == Format::proto) {
     pb::ServerMessage m;
-    pb::Doc* out = m.mutable_doc();
-    out->set_topic(d.topic);
-    out->set_doc_key(d.doc_key);
-    out->set_scope(d.scope);
-    out->set_doc_version(static_cast<std::uint64_t>(d.doc_version));
-    out->set_deleted(d.deleted);
-    out->set_payload(d.payload);
-    out->set_payload_hash(d.payload_hash);
-    out->set_last_watermark(static_cast<std::uint64_t>(d.last_watermark));
+    to_proto(d, m.mutable_doc());
     message(m.SerializeAsString());
     return;
   }

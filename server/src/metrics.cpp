@@ -40,6 +40,11 @@ void Metrics::count_auth_refused(const std::string& reason) {
   ++auth_refused_[reason];
 }
 
+void Metrics::count_socket_closed(const std::string& reason) {
+  std::lock_guard lock(mutex_);
+  ++socket_closes_[reason];
+}
+
 void Metrics::add_subscriber(const std::string& topic, int delta) {
   std::lock_guard lock(mutex_);
   subscribers_[topic] += delta;
@@ -79,6 +84,13 @@ std::string Metrics::text() const {
   family(out, "oasync_serve_response_bytes", "gauge",
          "Bytes of responses being built or written (the response budget in use).");
   out += fmt::format("oasync_serve_response_bytes {}\n", response_bytes.load());
+  family(out, "oasync_serve_sockets", "gauge", "Open sync:v1 WebSockets.");
+  out += fmt::format("oasync_serve_sockets {}\n", sockets.load());
+  family(out, "oasync_serve_channels", "gauge", "Joined sync:v1 channels.");
+  out += fmt::format("oasync_serve_channels {}\n", channels.load());
+  family(out, "oasync_serve_socket_queued_bytes", "gauge",
+         "Bytes queued for sync:v1 sockets and not yet written.");
+  out += fmt::format("oasync_serve_socket_queued_bytes {}\n", socket_queued_bytes.load());
   std::lock_guard lock(mutex_);
   family(out, "oasync_serve_subscribers", "gauge", "Live subscribers, by topic.");
   for (const auto& [topic, n] : subscribers_) {
@@ -95,6 +107,11 @@ std::string Metrics::text() const {
   family(out, "oasync_serve_auth_refused_total", "counter", "Refused tokens, by reason.");
   for (const auto& [reason, n] : auth_refused_) {
     out += fmt::format("oasync_serve_auth_refused_total{{reason=\"{}\"}} {}\n", label(reason), n);
+  }
+  family(out, "oasync_serve_sockets_closed_total", "counter",
+         "sync:v1 sockets the server closed, by reason.");
+  for (const auto& [reason, n] : socket_closes_) {
+    out += fmt::format("oasync_serve_sockets_closed_total{{reason=\"{}\"}} {}\n", label(reason), n);
   }
   return out;
 }

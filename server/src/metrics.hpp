@@ -33,11 +33,19 @@ class Metrics {
   std::atomic<std::int64_t> budget_refused{0};
   // Response bytes in flight (the budget's use), set by the I/O thread.
   std::atomic<std::int64_t> response_bytes{0};
+  // The sync:v1 channel: open sockets, joined channels, and bytes queued
+  // for sockets (part of response_bytes).
+  std::atomic<std::int64_t> sockets{0};
+  std::atomic<std::int64_t> channels{0};
+  std::atomic<std::int64_t> socket_queued_bytes{0};
 
   // Labelled counters: 410s and resets by reason, refused auth by reason.
   void count_stale(const std::string& reason);
   void count_reset(const std::string& reason);
   void count_auth_refused(const std::string& reason);
+  // Sockets the server closed, by reason (unauthorized, draining,
+  // slow_consumer, idle, bad_frame).
+  void count_socket_closed(const std::string& reason);
   // Subscribers waiting per topic.
   void add_subscriber(const std::string& topic, int delta);
 
@@ -45,7 +53,7 @@ class Metrics {
 
  private:
   mutable std::mutex mutex_;
-  std::map<std::string, std::int64_t> stale_, resets_, auth_refused_, subscribers_;
+  std::map<std::string, std::int64_t> stale_, resets_, auth_refused_, subscribers_, socket_closes_;
 };
 
 // Counts a response in progress while it lives.

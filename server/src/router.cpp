@@ -34,17 +34,6 @@ std::string token_of(const Context& context, const Request& req, const boost::ur
   return {};
 }
 
-Refusal unauthorized(const AuthRefusal& why) {
-  if (why.judged == Judged::not_yet) {
-    return Refusal{http::status::service_unavailable, why.message, {{"Retry-After", "1"}}};
-  }
-  return Refusal{http::status::unauthorized,
-                 why.message,
-                 {{"WWW-Authenticate", fmt::format("Bearer error=\"invalid_token\", "
-                                                   "error_description=\"{}\"",
-                                                   why.message)}}};
-}
-
 awaitable<Keep> options(Context& context, beast::tcp_stream& stream, const Request& req) {
   Response res{http::status::no_content, req.version()};
   context.answers.decorate(req, res);
@@ -133,6 +122,17 @@ Response failure_response(Context& context, const Request& req, const Error& e) 
 
 }  // namespace
 
+Refusal unauthorized(const AuthRefusal& why) {
+  if (why.judged == Judged::not_yet) {
+    return Refusal{http::status::service_unavailable, why.message, {{"Retry-After", "1"}}};
+  }
+  return Refusal{http::status::unauthorized,
+                 why.message,
+                 {{"WWW-Authenticate", fmt::format("Bearer error=\"invalid_token\", "
+                                                   "error_description=\"{}\"",
+                                                   why.message)}}};
+}
+
 awaitable<Keep> route(Context& context, beast::tcp_stream& stream, const Request& req) {
   const auto parsed = boost::urls::parse_origin_form(req.target());
   if (!parsed) {
@@ -149,10 +149,15 @@ awaitable<Keep> route(Context& context, beast::tcp_stream& stream, const Request
   const bool stream_path = path.size() == 3 && path[0] == "v1" && path[1] == "topics";
   const bool doc_path =
       path.size() == 4 && path[0] == "sync" && path[1] == "v1" && path[2] == "doc";
+  const bool socket_path = path.size() == 4 && path[0] == "sync" && path[1] == "v1" &&
+                           path[2] == "socket" && path[3] == "websocket";
   if (req.method() == http::verb::options) co_return co_await options(context, stream, req);
   if (path.size() == 1 && (path[0] == "healthz" || path[0] == "metrics") &&
       (req.method() == http::verb::get || req.method() == http::verb::head)) {
     co_return co_await health_or_metrics(context, stream, req, path[0]);
+  }
+  if (socket_path && req.method() == http::verb::get) {
+    co_return co_await answer_socket(context, stream, req, url);
   }
   if (!stream_path && !doc_path) {
     {

@@ -7,9 +7,14 @@
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include "answers.hpp"
+#include "auth.hpp"
 #include "context.hpp"
 
 namespace oasync::serve {
+
+// The answer to a refused token: 401 with WWW-Authenticate, or 503 with
+// Retry-After while the server cannot judge tokens yet.
+Refusal unauthorized(const AuthRefusal& why);
 
 // Answers `req`; says whether the connection may serve another request.
 boost::asio::awaitable<Keep> route(Context& context, boost::beast::tcp_stream& stream,

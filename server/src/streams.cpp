@@ -23,14 +23,16 @@ awaitable<std::optional<TopicPosition>> Streams::position(const std::string& top
   co_return check.position;
 }
 
-void Streams::finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t through,
-                     std::int64_t head) {
+// `position`: the topic's, as of the read, in epoch `epoch_counter`.
+void Streams::finish(Chunk& chunk, const TopicPosition& position, std::int64_t epoch_counter,
+                     std::int64_t through) {
   Offset next;
   next.epoch_counter = epoch_counter;
   next.watermark = through;
   chunk.next = encode(next);
   chunk.journal = next;
-  chunk.up_to_date = through >= head;
+  chunk.epoch = position.epoch;
+  chunk.up_to_date = through >= position.head;
 }
 
 std::int64_t Streams::rows_for(const std::string& topic, std::int64_t limit) const {
@@ -55,7 +57,7 @@ awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
     const auto p = co_await position(topic);
     if (!p) throw Error(Code::not_found, fmt::format("topic \"{}\" is not registered", topic));
     Chunk chunk;
-    finish(chunk, p->epoch_counter, p->head, p->head);
+    finish(chunk, *p, p->epoch_counter, p->head);
     co_return chunk;
   }
   const auto o = decode(offset);
@@ -69,10 +71,16 @@ awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
   co_return co_await journal(topic, view, *o);
 }
 
-awaitable<Chunk> Streams::reset(const std::string& topic, const View& view) {
+awaitable<Chunk> Streams::reset(const std::string& topic, const View& view,
+                                const std::string& offset, const ResumeCheck& stale) {
   const Offset start;
   Chunk chunk = co_await snapshot(topic, view, start, true);
-  chunk.messages.insert(chunk.messages.begin(), control_message("reset"));
+  const auto o = decode(offset);
+  const bool same_epoch = o && o->epoch_counter == stale.position.epoch_counter;
+  chunk.messages.insert(
+      chunk.messages.begin(),
+      reset_message(view, stale, same_epoch ? stale.position.epoch : std::string(),
+                    o ? o->watermark : 0));
   co_return chunk;
 }
 
@@ -108,7 +116,10 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
     chunk.stale = stale;
     co_return chunk;
   }
-  if (first) chunk.messages.push_back(control_message("snapshot-start"));
+  // The snapshot's position: its epoch, and the head it hands over at.
+  TopicPosition at = page.position;
+  at.head = head;
+  if (first) chunk.messages.push_back(control_message(Control::snapshot_start, view, at));
   for (const Doc& d : page.docs) {
     // Later pages skip what changed after the head: the journal brings it.
     if (d.deleted || d.last_watermark > head) continue;
@@ -125,8 +136,8 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   } else if (static_cast<std::size_t>(from.part) + 1 < parts.size()) {
     next.part = from.part + 1;
   } else {
-    chunk.messages.push_back(control_message("snapshot-end"));
-    finish(chunk, epoch, head, page.position.head);
+    chunk.messages.push_back(control_message(Control::snapshot_end, view, at));
+    finish(chunk, page.position, epoch, head);
     co_return chunk;
   }
   chunk.next = encode(next);
@@ -156,7 +167,7 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
           chunk.messages.push_back(std::move(*m));
         }
       }
-      finish(chunk, from.epoch_counter, through, b->position.head);
+      finish(chunk, b->position, from.epoch_counter, through);
       co_return chunk;
     }
   }
@@ -232,7 +243,7 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
     if (auto m = message_for(*events[i], view)) chunk.messages.push_back(std::move(*m));
   }
   const TopicPosition& now = pages.front().position;
-  finish(chunk, now.epoch_counter, through, now.head);
+  finish(chunk, now, now.epoch_counter, through);
   co_return chunk;
 }
 

@@ -30,8 +30,10 @@ struct Chunk {
   bool up_to_date = false;
   // Set when the offset cannot resume (then there are no messages).
   std::optional<ResumeCheck> stale;
-  // The journal offset `next` is, when it is one (for waiting on the hub).
+  // The journal offset `next` is, when it is one (for waiting on the hub),
+  // and the epoch it belongs to (its UUID).
   std::optional<Offset> journal;
+  std::string epoch;
 };
 
 class Streams {
@@ -45,9 +47,10 @@ class Streams {
   boost::asio::awaitable<Chunk> read(const std::string& topic, const View& view,
                                      const std::string& offset);
 
-  // The answer to a stale offset in reset mode: a reset control, then the
-  // first page of a fresh snapshot.
-  boost::asio::awaitable<Chunk> reset(const std::string& topic, const View& view);
+  // The answer to `stale`, the check of `offset`, in reset mode: the view's
+  // reset message (reset_message), then the first page of a fresh snapshot.
+  boost::asio::awaitable<Chunk> reset(const std::string& topic, const View& view,
+                                      const std::string& offset, const ResumeCheck& stale);
 
   // The topic's position (the hub's, else the database's); nullopt when the
   // topic is not registered.
@@ -58,7 +61,8 @@ class Streams {
                                          const Offset& from, bool first);
   boost::asio::awaitable<Chunk> journal(const std::string& topic, const View& view,
                                         const Offset& from);
-  void finish(Chunk& chunk, std::int64_t epoch_counter, std::int64_t through, std::int64_t head);
+  void finish(Chunk& chunk, const TopicPosition& position, std::int64_t epoch_counter,
+              std::int64_t through);
   // How many rows a database read of `topic` asks for, at most `limit`: about
   // twice a page at the bytes per row its last reads had, so that the
   // database does not read thousands of large rows for a page of a few (the

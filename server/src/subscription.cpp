@@ -35,7 +35,8 @@ asio::awaitable<std::optional<Chunk>> Subscription::read() {
   Chunk chunk = co_await context_.streams.read(topic_, caller_.view, offset_);
   if (chunk.stale && on_stale_ == OnStale::reset) {
     context_.metrics.count_reset(to_string(chunk.stale->reason));
-    chunk = co_await context_.streams.reset(topic_, caller_.view);
+    const ResumeCheck stale = *chunk.stale;
+    chunk = co_await context_.streams.reset(topic_, caller_.view, offset_, stale);
   }
   if (ended(status())) co_return std::nullopt;
   std::int64_t bytes = 0;
@@ -70,9 +71,14 @@ asio::awaitable<bool> Subscription::wait_change(std::uint64_t seen, Clock::time_
   if (view != nullptr) waiter->scopes = view->parts();
   if (!context_.hub.wait(topic_, seen, waiter)) co_return true;
   waiter->timer.expires_at(until);
+  waiting_ = waiter;
   boost::system::error_code ec;
   co_await waiter->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
   co_return ec == asio::error::operation_aborted;
+}
+
+void Subscription::interrupt() {
+  if (const auto waiter = waiting_.lock()) waiter->timer.cancel();
 }
 
 Status Subscription::status() const {

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -57,6 +58,12 @@ class Subscription {
   // What read() built has been written (or dropped): its bytes go back to
   // the budget. (Also when the subscription ends, or at the next read.)
   void sent() { held_.release(); }
+  // Hands what read() built over to whoever writes it later (a socket's
+  // queue): the bytes go back to the budget when the lease goes.
+  Budget::Lease take_held() { return std::move(held_); }
+  // Ends a wait() or wait_for() in progress now (it returns true, as for a
+  // change): the subscriber is to look at its state again.
+  void interrupt();
 
   // Waits for a change that concerns the view since the last read(), or
   // until `until`. False at `until`.
@@ -88,6 +95,7 @@ class Subscription {
   OnStale on_stale_;
   std::uint64_t seen_ = 0;
   Budget::Lease held_;
+  std::weak_ptr<Waiter> waiting_;
 };
 
 }  // namespace oasync::serve

@@ -39,4 +39,11 @@ boost::asio::awaitable<Keep> answer_doc(Context& context, boost::beast::tcp_stre
                                         const Request& req, const boost::urls::url_view& url,
                                         const Caller& caller, const std::string& key);
 
+// channel_socket.cpp: GET /sync/v1/socket/websocket, the sync:v1 channel
+// (Phoenix Channels V2 over a WebSocket). Checks the upgrade (vsn=2.0.0,
+// encoding, the token in phoenix's authToken), then takes the connection
+// over until the socket closes.
+boost::asio::awaitable<Keep> answer_socket(Context& context, boost::beast::tcp_stream& stream,
+                                           const Request& req, const boost::urls::url_view& url);
+
 }  // namespace oasync::serve

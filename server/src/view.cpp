@@ -2,8 +2,39 @@
 
 #include <nlohmann/json.hpp>
 
+#include "oasync/serve/messages.hpp"
+
 namespace oasync::serve {
 namespace {
+
+namespace pb = openagents::sync::v1;
+
+std::string serialized(const pb::ServerMessage& m) {
+  std::string out;
+  m.SerializeToString(&out);
+  return out;
+}
+
+// The Update of a change `event` makes to `view`: `exit_from` set for the
+// view's scope a doc left (an OP_DELETE of it there).
+std::string update(const Event& event, const View& view, const std::string* exit_from) {
+  pb::ServerMessage m;
+  pb::Update* u = m.mutable_update();
+  messages::to_proto(event, u);
+  // The channel fills pointer payloads in: nothing to fetch, unless withheld.
+  u->set_fetch_required(false);
+  if (exit_from != nullptr) {
+    u->set_op(pb::OP_DELETE);
+    u->set_scope(*exit_from);
+    u->clear_payload();
+    u->clear_payload_hash();
+  } else if (view.max_push_payload > 0 &&
+             static_cast<std::int64_t>(event.payload.size()) > view.max_push_payload) {
+    u->clear_payload();
+    u->set_fetch_required(true);
+  }
+  return serialized(m);
+}
 
 // Appends `s` as a JSON string: plain text as is, anything else through the
 // JSON library.
@@ -53,33 +84,65 @@ std::vector<std::string> View::parts() const {
 }
 
 std::optional<std::string> message_for(const Event& e, const View& view) {
+  const bool proto = view.format == Format::sync_proto;
   const bool in = view.contains(e.scope);
   if (e.op == Op::upsert) {
     if (in) {
       if (e.payload.empty()) return std::nullopt;
+      if (proto) return update(e, view, nullptr);
       const bool entered = e.previous_scope && !view.contains(*e.previous_scope);
       const bool created = e.doc_version == 1;
       return change(e.topic, e.doc_key, created || entered ? "insert" : "update", e.doc_version,
                     &e.payload, view.headers);
     }
     if (e.previous_scope && view.contains(*e.previous_scope)) {
+      if (proto) return update(e, view, &*e.previous_scope);
       return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
     }
     return std::nullopt;
   }
   if (!in) return std::nullopt;
+  if (proto) return update(e, view, nullptr);
   return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
 }
 
 std::string snapshot_message(const Doc& doc, const View& view) {
+  if (view.format == Format::sync_proto) {
+    pb::ServerMessage m;
+    messages::to_proto(doc, m.mutable_doc());
+    return serialized(m);
+  }
   return change(doc.topic, doc.doc_key, "insert", doc.doc_version, &doc.payload, view.headers);
 }
 
-std::string control_message(std::string_view control) {
+namespace {
+std::string json_control(std::string_view control) {
   std::string out = R"({"headers":{"control":")";
   out += control;
   out += R"("}})";
   return out;
+}
+}  // namespace
+
+std::string control_message(Control control, const View& view, const TopicPosition& snapshot) {
+  if (view.format == Format::sync_proto) {
+    pb::ServerMessage m;
+    messages::to_proto(snapshot, control == Control::snapshot_start
+                                     ? m.mutable_snapshot_header()->mutable_position()
+                                     : m.mutable_snapshot_end()->mutable_position());
+    return serialized(m);
+  }
+  return json_control(control == Control::snapshot_start ? "snapshot-start" : "snapshot-end");
+}
+
+std::string reset_message(const View& view, const ResumeCheck& stale,
+                          const std::string& cursor_epoch, std::int64_t cursor_watermark) {
+  if (view.format == Format::sync_proto) {
+    pb::ServerMessage m;
+    messages::to_proto(stale, cursor_epoch, cursor_watermark, m.mutable_error());
+    return serialized(m);
+  }
+  return json_control("reset");
 }
 
 std::string json_array(const std::vector<std::string>& messages) {

@@ -21,6 +21,12 @@
 
 namespace oasync::serve {
 
+// How a view's messages are encoded.
+enum class Format {
+  state_json,  // State Protocol JSON messages (the Durable Streams)
+  sync_proto,  // serialized ServerMessages of sync.proto (the sync:v1 channel)
+};
+
 // Which headers a change message carries.
 enum class Headers {
   operation_only,  // {"operation": ...}: all that the published schema allows
@@ -33,6 +39,10 @@ struct View {
   std::string scope;
   bool unscoped = false;
   Headers headers = Headers::operation_only;
+  Format format = Format::state_json;
+  // sync_proto: an upsert whose payload is larger is sent without it, with
+  // fetch_required set (the client fetches the doc). 0: no limit.
+  std::int64_t max_push_payload = 0;
 
   bool contains(std::string_view s) const { return s == scope || (unscoped && s.empty()); }
   // The scopes to read one by one: the tenant's, then "" if shown.
@@ -48,13 +58,25 @@ struct View {
 //     stream, removes it);
 //   - a tombstone in the view, or an upsert that took the doc out of the
 //     view (or an exit row of a scoped read): "delete", with "value": null.
+// In Format::sync_proto, an Update with the same rules: OP_UPSERT (the
+// payload filled in, also for a pointer topic), or OP_DELETE, whose scope is
+// the view's scope the doc left.
 std::optional<std::string> message_for(const Event& event, const View& view);
 
-// The message a snapshot's doc is for `view`: an "insert".
+// The message a snapshot's doc is for `view`: an "insert" (a Doc).
 std::string snapshot_message(const Doc& doc, const View& view);
 
-// A control message: "snapshot-start", "snapshot-end" or "reset".
-std::string control_message(std::string_view control);
+// The controls around a snapshot taken at `snapshot` (its epoch and head):
+// "snapshot-start" and "snapshot-end" (a SnapshotHeader and a SnapshotEnd).
+enum class Control { snapshot_start, snapshot_end };
+std::string control_message(Control control, const View& view, const TopicPosition& snapshot);
+
+// What a reader whose offset went stale (`stale`; its cursor at
+// `cursor_watermark` of `cursor_epoch`, "" when not known) is told before its
+// fresh snapshot: the "reset" control, or an Error with code
+// ERROR_CODE_STALE_CURSOR naming the reason, floor, head and epoch.
+std::string reset_message(const View& view, const ResumeCheck& stale,
+                          const std::string& cursor_epoch, std::int64_t cursor_watermark);
 
 // A JSON array of `messages` (each already JSON text).
 std::string json_array(const std::vector<std::string>& messages);

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "openagents/sync/v1/sync.pb.h"
 #include "view.hpp"
 
 using namespace oasync;
@@ -80,7 +81,10 @@ TEST_CASE("messages are State Protocol JSON, the payload verbatim") {
   CHECK(j["key"] == "k:1");
   CHECK(j["value"] == json::parse(R"({"a":"é \"q\""})"));
   CHECK(j["headers"] == json::parse(R"({"operation":"insert"})"));
-  CHECK(json::parse(control_message("reset")) == json::parse(R"({"headers":{"control":"reset"}})"));
+  ResumeCheck stale;
+  stale.reason = StaleReason::retention_floor_breach;
+  CHECK(json::parse(reset_message(View{"org:1"}, stale, "", 3)) ==
+        json::parse(R"({"headers":{"control":"reset"}})"));
   CHECK(json_array({"1", "{}"}) == "[1,{}]");
   CHECK(json_array({}) == "[]");
 }
@@ -125,5 +129,104 @@ TEST_CASE("golden messages: each operation, with and without versions") {
   CHECK(
       snapshot_message(doc, versioned) ==
       R"({"type":"t.a","key":"k:\"2\"","value":{"s":[1,2]},"headers":{"operation":"insert","version":3}})");
-  CHECK(control_message("snapshot-start") == R"({"headers":{"control":"snapshot-start"}})");
+  CHECK(control_message(Control::snapshot_start, plain, TopicPosition{}) ==
+        R"({"headers":{"control":"snapshot-start"}})");
+  CHECK(control_message(Control::snapshot_end, plain, TopicPosition{}) ==
+        R"({"headers":{"control":"snapshot-end"}})");
+}
+
+namespace pb = openagents::sync::v1;
+
+pb::ServerMessage decoded(const std::optional<std::string>& bytes) {
+  REQUIRE(bytes.has_value());
+  pb::ServerMessage m;
+  REQUIRE(m.ParseFromString(*bytes));
+  return m;
+}
+
+// The sync:v1 channel's encoding: the same rules, as sync.proto messages.
+TEST_CASE("sync_proto: updates, deletes, moves out, withheld and oversized payloads") {
+  View org1{"org:1"};
+  org1.format = Format::sync_proto;
+  Event e = event(Op::upsert, 4, "org:1");
+  e.epoch = "e-1";
+  e.watermark = 9;
+  e.payload_hash = std::string(32, 'h');
+  e.payload_fetched = true;  // a pointer topic's payload, filled in
+  auto m = decoded(message_for(e, org1));
+  REQUIRE(m.has_update());
+  CHECK(m.update().topic() == "t.a");
+  CHECK(m.update().doc_key() == "k:1");
+  CHECK(m.update().doc_version() == 4);
+  CHECK(m.update().watermark() == 9);
+  CHECK(m.update().epoch() == "e-1");
+  CHECK(m.update().scope() == "org:1");
+  CHECK(m.update().op() == pb::OP_UPSERT);
+  CHECK(m.update().payload() == R"({"n":1})");
+  CHECK(m.update().payload_hash() == std::string(32, 'h'));
+  CHECK_FALSE(m.update().fetch_required());
+
+  // Out of the view: a delete in the scope it left, without payload.
+  m = decoded(message_for(event(Op::upsert, 7, "org:2", "org:1"), org1));
+  CHECK(m.update().op() == pb::OP_DELETE);
+  CHECK(m.update().scope() == "org:1");
+  CHECK(m.update().payload().empty());
+  CHECK(m.update().payload_hash().empty());
+  m = decoded(message_for(event(Op::delete_, 5, "org:1"), org1));
+  CHECK(m.update().op() == pb::OP_DELETE);
+  // Another tenant's event, and a withheld pointer payload: nothing.
+  CHECK_FALSE(message_for(event(Op::upsert, 1, "org:2"), org1).has_value());
+  CHECK_FALSE(message_for(event(Op::upsert, 2, "org:1", std::nullopt, ""), org1).has_value());
+
+  // Larger than max_push_payload: sent without it, to be fetched.
+  org1.max_push_payload = 6;
+  m = decoded(message_for(event(Op::upsert, 3, "org:1", std::nullopt, R"({"n":12})"), org1));
+  CHECK(m.update().payload().empty());
+  CHECK(m.update().fetch_required());
+  m = decoded(message_for(event(Op::upsert, 3, "org:1", std::nullopt, R"({"n")"), org1));
+  CHECK(m.update().payload() == R"({"n")");
+  CHECK_FALSE(m.update().fetch_required());
+}
+
+TEST_CASE("sync_proto: snapshot docs, its header and end, and the stale notice") {
+  View v{"org:1"};
+  v.format = Format::sync_proto;
+  Doc doc;
+  doc.topic = "t.a";
+  doc.doc_key = "k:2";
+  doc.scope = "org:1";
+  doc.doc_version = 3;
+  doc.payload = R"({"s":1})";
+  doc.last_watermark = 11;
+  auto m = decoded(snapshot_message(doc, v));
+  REQUIRE(m.has_doc());
+  CHECK(m.doc().doc_key() == "k:2");
+  CHECK(m.doc().doc_version() == 3);
+  CHECK(m.doc().last_watermark() == 11);
+  CHECK(m.doc().payload() == R"({"s":1})");
+  TopicPosition at;
+  at.topic = "t.a";
+  at.epoch = "e-2";
+  at.head = 40;
+  at.purged_through = 10;
+  m = decoded(control_message(Control::snapshot_start, v, at));
+  REQUIRE(m.has_snapshot_header());
+  CHECK(m.snapshot_header().position().head() == 40);
+  CHECK(m.snapshot_header().position().epoch() == "e-2");
+  m = decoded(control_message(Control::snapshot_end, v, at));
+  REQUIRE(m.has_snapshot_end());
+  CHECK(m.snapshot_end().position().head() == 40);
+  CHECK(m.snapshot_end().position().purged_through() == 10);
+  ResumeCheck stale;
+  stale.reason = StaleReason::retention_floor_breach;
+  stale.position = at;
+  m = decoded(reset_message(v, stale, "e-2", 7));
+  REQUIRE(m.has_error());
+  CHECK(m.error().code() == pb::ERROR_CODE_STALE_CURSOR);
+  CHECK(m.error().stale().reason() == pb::STALE_REASON_RETENTION_FLOOR_BREACH);
+  CHECK(m.error().stale().floor() == 10);
+  CHECK(m.error().stale().head() == 40);
+  CHECK(m.error().stale().epoch() == "e-2");
+  CHECK(m.error().stale().cursor_watermark() == 7);
+  CHECK(m.error().stale().cursor_epoch() == "e-2");
 }

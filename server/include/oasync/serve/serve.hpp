@@ -106,6 +106,25 @@ struct LimitsConfig {
   std::int64_t poll_ms = 1000;
   // How long shutdown waits for open responses to end.
   std::int64_t drain_seconds = 10;
+
+  // The sync:v1 channel (a WebSocket at /sync/v1/socket/websocket).
+  // A socket that has sent nothing for this long is closed (phoenix.js
+  // sends a heartbeat every 30 s).
+  std::int64_t channel_idle_seconds = 60;
+  // A channel with nothing to push gets a heartbeat this often: the
+  // position its view has been delivered through, to persist.
+  std::int64_t channel_heartbeat_seconds = 30;
+  // Bytes queued for one socket, beyond which its channels read no more
+  // until it takes them (a page may go over it once). A channel that is
+  // live (has reached the head) and waits longer than send_timeout_seconds
+  // for room, or a write that takes that long, closes the socket as a slow
+  // consumer. Queued bytes hold the response budget until written.
+  std::int64_t socket_queue_bytes = 4 << 20;
+  // Channels one socket may join.
+  std::int64_t max_channels_per_socket = 64;
+  // An update whose payload is larger goes out without it, with
+  // fetch_required set: the client fetches the doc.
+  std::int64_t channel_payload_bytes = 1 << 20;
 };
 
 struct ServeConfig {
