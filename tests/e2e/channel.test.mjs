@@ -1,0 +1,608 @@
+// oasync serve's Phoenix Channels endpoint (sync:v1), read by the official
+// phoenix client (npm phoenix, over ws) through channel-client.mjs, and by a
+// raw ws client for what phoenix would never send. Each test has its own
+// database and server, on loopback. What the client ends with is compared
+// with what oasync itself says: `oasync snapshot --scope org:1` for the docs,
+// `oasync tail --scope org:1` for the updates, in order.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { isDeepStrictEqual } from "node:util";
+import { after, describe, test } from "node:test";
+
+import WebSocket from "ws";
+
+import { connectSync } from "./channel-client.mjs";
+import { StaleReason } from "./sync-proto.mjs";
+import {
+  RUNS,
+  createDatabase,
+  eventually,
+  freePort,
+  makeKeys,
+  oasync,
+  oasyncBinary,
+  snapshotOf,
+  startServer,
+  token,
+} from "./support.mjs";
+
+const keys = makeKeys();
+after(() => keys.remove());
+
+const WORKERS = "runtime.codex_worker_summaries";
+const NOTES = "runtime.notifications";
+const TOPICS = [RUNS, WORKERS, NOTES];
+// The doc key prefix of each inline topic (schema/topics.yaml).
+const PREFIX = { [RUNS]: "run_summary:", [WORKERS]: "codex_worker_summary:", [NOTES]: "notification:" };
+const TENANT = "org:1";  // the scope of support.mjs's tokens (org_id "1")
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const allTopics = (extra = {}) => token(keys, { scopes: TOPICS, ...extra });
+
+// serve: limits: {...} as YAML.
+const limits = (values) =>
+  `serve:\n  limits: {${Object.entries(values).map(([k, v]) => `${k}: ${v}`).join(", ")}}\n`;
+
+// `oasync sink` input lines for writes {topic, key, scope, payload} or
+// {topic, key, delete: true} (topic defaults to RUNS).
+function sinkInput(writes) {
+  const lines = writes.map((w) => {
+    const topic = w.topic ?? RUNS;
+    return JSON.stringify({
+      topic,
+      doc_key: PREFIX[topic] + w.key,
+      scope: w.scope ?? "",
+      op: w.delete ? "delete" : "upsert",
+      ...(w.delete ? {} : { payload: w.payload ?? { n: 1 } }),
+    });
+  });
+  return lines.join("\n") + "\n";
+}
+
+// Applies `writes` through `oasync sink --input -`.
+function sink(db, writes) {
+  const r = oasync(["sink", "--input", "-"], { url: db.url, input: sinkInput(writes) });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+// The same, in the background (the test goes on while the sink commits):
+// resolves once it exited 0.
+function sinkInBackground(db, writes) {
+  const child = spawn(oasyncBinary, ["--database-url", db.url, "sink", "--input", "-"], {
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  child.stdin.end(sinkInput(writes));
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`sink exited ${code}: ${stderr}`))));
+  });
+}
+
+// Creates, updates, deletes, and (the scope turns with i) moves between
+// org:1, org:2 and org:3, of 25 keys.
+function mixedWrites(topic, n, start = 0) {
+  const out = [];
+  for (let i = start; i < start + n; i++) {
+    out.push({ topic, key: `k${i % 25}`, scope: `org:${(i % 3) + 1}`, payload: { i, topic, note: "é ✓ \"q\"" } });
+    if (i % 5 === 0) out.push({ topic, key: `k${(i + 7) % 25}`, delete: true });
+  }
+  return out;
+}
+
+// `n` updates of 500 docs of the tenant, from number `start` on.
+function burstWrites(topic, n, start = 0) {
+  const writes = [];
+  for (let i = start; i < start + n; i++) writes.push({ topic, key: `b${i % 500}`, scope: TENANT, payload: { i } });
+  return writes;
+}
+
+// The same, applied in sink calls of `per` writes.
+function burst(db, topic, n, { start = 0, per = 2500 } = {}) {
+  for (let from = start; from < start + n; from += per) {
+    sink(db, burstWrites(topic, Math.min(per, start + n - from), from));
+  }
+}
+
+// The tenant's view of a topic's journal after `after`, as
+// {docKey, version, op, watermark} (oasync tail --scope).
+function journalOf(db, topic, { after = 0n, epoch, scope = TENANT } = {}) {
+  const args = ["tail", topic, "--after", String(after), "--format", "ndjson", "--scope", scope];
+  if (epoch !== undefined) args.push("--epoch", epoch);
+  const r = oasync(args, { url: db.url });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.split("\n").filter(Boolean).map((line) => {
+    const e = JSON.parse(line);
+    return { docKey: e.doc_key, version: BigInt(e.doc_version), op: e.op, watermark: BigInt(e.watermark) };
+  });
+}
+
+// Where a topic stands: {topic, epoch, head, purged_through} (the header of
+// oasync snapshot).
+function positionOf(db, topic) {
+  const r = oasync(["snapshot", topic, "--scope", TENANT], { url: db.url });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.split("\n")[0]).snapshot;
+}
+
+// The tenant's journal after the head of the client's latest snapshot of
+// the topic `t`.
+function journalSinceSnapshot(db, t) {
+  const at = t.lastSnapshot();
+  return journalOf(db, t.topic, { after: at.head, epoch: at.epoch });
+}
+
+// Waits until `actual()` deep-equals `expected()`; at the time-out, fails
+// with the difference.
+async function eventuallyEqual(actual, expected, ms, what) {
+  try {
+    await eventually(() => isDeepStrictEqual(actual(), expected()), ms, what);
+  } catch (e) {
+    assert.deepEqual(actual(), expected(), `${what}: ${e.message}`);
+    throw e;
+  }
+}
+
+const converged = (client, db, topic) =>
+  eventuallyEqual(() => client.topic(topic).payloads(), () => snapshotOf(db, TENANT, topic), 20000,
+    `${topic}: the client's docs to equal oasync snapshot`);
+
+const sameAsJournal = (client, db, topic) =>
+  eventuallyEqual(() => client.topic(topic).updatesSinceSnapshot(), () => journalSinceSnapshot(db, client.topic(topic)),
+    20000, `${topic}: the updates since the snapshot to equal oasync tail --scope ${TENANT}`);
+
+const snapshotTaken = (client, topics) =>
+  eventually(() => topics.every((t) => client.topic(t).snapshotEnds.length >= 1), 20000, "the snapshots");
+
+// Each test's world: a fresh database, and the servers and clients it
+// started, stopped at the end (clients first).
+async function scenario(fn) {
+  const db = createDatabase();
+  const cleanup = [];
+  const world = {
+    db,
+    server: async (options) => {
+      const s = await startServer(db, keys, options);
+      cleanup.push(() => s.stop("SIGKILL"));
+      return s;
+    },
+    client: (port, tok, topics, options) => {
+      const c = connectSync(port, tok, topics, options);
+      cleanup.push(() => c.disconnect());
+      return c;
+    },
+  };
+  try {
+    await fn(world);
+  } finally {
+    for (const stop of cleanup.reverse()) await stop();
+    db.drop();
+  }
+}
+
+// Asserts what no test may see: a violation the client noticed, a stale
+// notice, or a second snapshot.
+function assertClean(client, topics, { snapshots = 1, stale = 0 } = {}) {
+  assert.deepEqual(client.violations, []);
+  for (const topic of topics) {
+    const t = client.topic(topic);
+    assert.equal(t.snapshots, snapshots, `${topic}: snapshots`);
+    assert.equal(t.staleNotices.length, stale, `${topic}: stale notices`);
+  }
+}
+
+describe("sync:v1 channels with the official phoenix client", () => {
+  test("three topics, one tenant: snapshot, then updates equal to oasync tail, and the docs to oasync snapshot", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      for (const topic of TOPICS) sink(db, mixedWrites(topic, 40));
+      const server = await start({ config: limits({ snapshot_page_docs: 4, page_events: 5 }) });
+      const client = connect(server.port, allTopics(), TOPICS);
+      await snapshotTaken(client, TOPICS);
+      for (const topic of TOPICS) {
+        const t = client.topic(topic);
+        const at = positionOf(db, topic);
+        // The join reply: the topic's position at join (nothing was written since).
+        assert.equal(t.joinReplies.length, 1);
+        assert.deepEqual(t.joinReplies[0].params, {});
+        assert.deepEqual(t.joinReplies[0].response, {
+          topic,
+          epoch: at.epoch,
+          head: String(at.head),
+          purged_through: String(at.purged_through),
+        });
+        const end = t.lastSnapshot();
+        assert.equal(end.epoch, at.epoch);
+        assert.equal(end.head, BigInt(at.head));
+        assert.deepEqual(t.position, { epoch: at.epoch, watermark: BigInt(at.head) });
+        assert.deepEqual(t.payloads(), snapshotOf(db, TENANT, topic));
+      }
+      // Live: creates, updates, deletes, moves out of and into org:1.
+      for (let round = 0; round < 3; round++) {
+        for (const topic of TOPICS) sink(db, mixedWrites(topic, 30, 100 + 30 * round));
+      }
+      for (const topic of TOPICS) {
+        sink(db, [
+          { topic, key: "mover", scope: TENANT, payload: { step: 1 } },
+          { topic, key: "mover", scope: TENANT, payload: { step: 2 } },
+          { topic, key: "mover", scope: "org:2", payload: { step: 3 } },  // leaves: a delete
+          { topic, key: "mover", scope: "org:2", payload: { step: 4 } },  // not seen
+          { topic, key: "mover", scope: TENANT, payload: { step: 5 } },   // comes back
+          { topic, key: "visitor", scope: "org:2", payload: { step: 1 } },
+          { topic, key: "visitor", scope: TENANT, payload: { step: 2 } }, // moves in
+          { topic, key: "gone", scope: TENANT, payload: { step: 1 } },
+          { topic, key: "gone", delete: true },
+        ]);
+      }
+      for (const topic of TOPICS) {
+        await converged(client, db, topic);
+        await sameAsJournal(client, db, topic);
+        const t = client.topic(topic);
+        // Every update belongs to the tenant, deletes of docs that left it too.
+        assert.deepEqual([...new Set(t.applied.map((u) => u.scope))], [TENANT]);
+        assert.ok(t.applied.some((u) => u.op === "delete"), `${topic}: no delete arrived`);
+        const mover = t.updatesSinceSnapshot().filter((u) => u.docKey === `${PREFIX[topic]}mover`);
+        assert.deepEqual(mover.map((u) => [u.version, u.op]), [[1n, "upsert"], [2n, "upsert"], [3n, "delete"], [5n, "upsert"]]);
+      }
+      assert.deepEqual([...client.seenScopes], [TENANT]);
+      assertClean(client, TOPICS);
+    });
+  });
+
+  test("a burst of 10,000 updates to one topic arrives in order, and converges", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      const server = await start();
+      const client = connect(server.port, token(keys), [RUNS]);
+      await snapshotTaken(client, [RUNS]);
+      burst(db, RUNS, 10000, { per: 2500 });
+      const t = client.topic(RUNS);
+      await eventually(() => t.applied.length >= 10000, 120000, "the burst");
+      await sameAsJournal(client, db, RUNS);
+      await converged(client, db, RUNS);
+      assert.equal(t.updatesSinceSnapshot().length, 10000);
+      assertClean(client, [RUNS]);
+    });
+  });
+
+  for (const [how, signal, closed] of [
+    ["killed (SIGKILL)", "SIGKILL", undefined],
+    ["drained (SIGTERM)", "SIGTERM", { code: 1012, reason: "draining" }],
+  ]) {
+    test(`a server ${how} mid-stream and started again: the client resumes from its position, no gap, no repeat, no snapshot`, async (ctx) => {
+      await scenario(async ({ db, server: start, client: connect }) => {
+        const port = await freePort();
+        const config = limits({ drain_seconds: 5 });
+        sink(db, mixedWrites(RUNS, 40));
+        let server = await start({ port, config });
+        const client = connect(port, allTopics(), [RUNS, NOTES]);
+        await snapshotTaken(client, [RUNS, NOTES]);
+        const runs = client.topic(RUNS);
+        // The server stops while the sink still commits the burst, and the
+        // client still receives it.
+        const writing = Promise.all([
+          sinkInBackground(db, burstWrites(RUNS, 5000)),
+          sinkInBackground(db, burstWrites(NOTES, 500)),
+        ]);
+        await eventually(() => runs.applied.length > 0, 20000, "the first updates");
+        const before = runs.applied.length;
+        await server.stop(signal);
+        ctx.diagnostic(`${before} of the 5000 updates had arrived at ${signal}, ${runs.applied.length} at the exit`);
+        await writing;
+        if (closed !== undefined) {
+          // Drained: the server said why before it closed.
+          await eventually(() => client.disconnects.length > 0, 20000, "the disconnect notice");
+          assert.equal(client.disconnects[0].reason, closed.reason);
+          assert.equal(typeof client.disconnects[0].message, "string");
+          await eventually(() => client.closes.length > 0, 20000, "the close");
+          assert.deepEqual(client.closes[0], closed);
+        }
+        burst(db, RUNS, 300, { start: 5000 });
+        sink(db, mixedWrites(RUNS, 30, 200));
+        server = await start({ port, config });
+        burst(db, RUNS, 300, { start: 6000 });
+        burst(db, NOTES, 100, { start: 500 });
+        for (const topic of [RUNS, NOTES]) {
+          await converged(client, db, topic);
+          await sameAsJournal(client, db, topic);
+          const t = client.topic(topic);
+          // It rejoined with the position it had persisted when the socket went.
+          const rejoins = t.joinReplies.slice(1);
+          assert.ok(rejoins.length >= 1, `${topic}: no rejoin`);
+          const lost = t.channelErrors[0];
+          assert.ok(lost !== undefined, `${topic}: the channel never errored`);
+          assert.deepEqual(rejoins[0].params, { epoch: lost.epoch, watermark: String(lost.watermark) });
+        }
+        assertClean(client, [RUNS, NOTES]);
+      });
+    });
+  }
+
+  test("a purge below the joined position: one stale notice, one fresh snapshot, convergence, no loop", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start();
+      const client = connect(server.port, token(keys), [RUNS]);
+      const t = client.topic(RUNS);
+      await snapshotTaken(client, [RUNS]);
+      sink(db, mixedWrites(RUNS, 30, 100));
+      await converged(client, db, RUNS);
+      await client.disconnect();
+      const held = t.position;
+      sink(db, mixedWrites(RUNS, 30, 200));
+      const purge = oasync(["purge", "--topic", RUNS, "--older-than", "0s", "--keep-last", "0"], { url: db.url });
+      assert.equal(purge.status, 0, purge.stderr);
+      const purged = positionOf(db, RUNS);
+      assert.ok(BigInt(purged.purged_through) > held.watermark, `purged through ${purged.purged_through}, held ${held.watermark}`);
+      sink(db, mixedWrites(RUNS, 20, 300));
+      client.connect();
+      await eventually(() => t.staleNotices.length >= 1 && t.snapshotEnds.length >= 2, 20000, "the stale notice and the snapshot");
+      // The rejoin presented the held position, and was told why it is stale.
+      assert.deepEqual(t.joinReplies[1].params, { epoch: held.epoch, watermark: String(held.watermark) });
+      const stale = t.staleNotices[0];
+      assert.equal(stale.topic, RUNS);
+      assert.equal(stale.reason, StaleReason.RETENTION_FLOOR_BREACH);
+      assert.equal(stale.floor, BigInt(purged.purged_through));
+      assert.ok(stale.head >= stale.floor);
+      assert.equal(stale.epoch, held.epoch);
+      assert.equal(stale.cursorWatermark, held.watermark);
+      assert.equal(stale.cursorEpoch, held.epoch);
+      // The notice, then at once (same batch) the fresh snapshot.
+      const withNotice = t.batches.find((kinds) => kinds.includes("error"));
+      assert.equal(withNotice[withNotice.indexOf("error") + 1], "snapshotHeader");
+      await converged(client, db, RUNS);
+      // No loop: nothing more for a while, and then updates, not snapshots.
+      await sleep(3000);
+      sink(db, mixedWrites(RUNS, 20, 400));
+      await converged(client, db, RUNS);
+      await sameAsJournal(client, db, RUNS);
+      assertClean(client, [RUNS], { snapshots: 2, stale: 1 });
+    });
+  });
+
+  test("heartbeats on an idle channel carry the delivered position: a purge behind another tenant's writes is no stale", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start({ config: limits({ channel_heartbeat_seconds: 1 }) });
+      const client = connect(server.port, token(keys), [RUNS]);
+      const t = client.topic(RUNS);
+      await snapshotTaken(client, [RUNS]);
+      // Only the other tenant writes: nothing to deliver, yet the position moves.
+      const others = [];
+      for (let i = 0; i < 50; i++) others.push({ key: `o2-${i}`, scope: "org:2", payload: { i } });
+      sink(db, others);
+      const head = BigInt(positionOf(db, RUNS).head);
+      await eventually(() => t.position?.watermark === head, 20000, "a heartbeat delivering the head");
+      assert.equal(t.applied.length, 0);
+      assert.ok(t.positions.some((p) => p.source === "heartbeat"));
+      const last = t.heartbeats.at(-1);
+      const here = last.watermarks.find((w) => w.topic === RUNS);
+      assert.equal(here.head, head);
+      assert.equal(here.epoch, t.position.epoch);
+      // Purged through what it holds: it resumes without a snapshot.
+      await client.disconnect();
+      const purge = oasync(["purge", "--topic", RUNS, "--older-than", "0s", "--keep-last", "0"], { url: db.url });
+      assert.equal(purge.status, 0, purge.stderr);
+      assert.equal(BigInt(positionOf(db, RUNS).purged_through), head);
+      sink(db, mixedWrites(RUNS, 20, 100));
+      client.connect();
+      await converged(client, db, RUNS);
+      // (The journal from the snapshot's head is purged: from the held head on.)
+      await eventuallyEqual(() => t.updatesSinceSnapshot(), () => journalOf(db, RUNS, { after: head, epoch: t.position.epoch }),
+        20000, "the updates after the purge to equal oasync tail");
+      assert.deepEqual(t.joinReplies[1].params, { epoch: t.lastSnapshot().epoch, watermark: String(head) });
+      assert.ok(![...client.seenKeys].some((k) => k.includes("o2-")));
+      assertClean(client, [RUNS]);
+    });
+  });
+
+  test("encoding=json: the same messages as JSON frames", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start();
+      const client = connect(server.port, token(keys), [RUNS], { encoding: "json" });
+      await snapshotTaken(client, [RUNS]);
+      sink(db, mixedWrites(RUNS, 40, 100));
+      await converged(client, db, RUNS);
+      await sameAsJournal(client, db, RUNS);
+      assertClean(client, [RUNS]);
+    });
+  });
+});
+
+describe("sync:v1 channels: tenants, topics and tokens", () => {
+  test("a forbidden topic's join fails while the other channels go on; another tenant's docs never arrive", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      const server = await start();
+      const client = connect(server.port, token(keys, { scopes: [RUNS, NOTES] }), [RUNS, NOTES, WORKERS]);
+      await snapshotTaken(client, [RUNS, NOTES]);
+      const workers = client.topic(WORKERS);
+      await eventually(() => workers.left, 20000, "the forbidden channel to be left");
+      assert.equal(workers.joinErrors.length, 1);
+      assert.equal(workers.joinErrors[0].response.reason, "forbidden_topic");
+      assert.equal(typeof workers.joinErrors[0].response.message, "string");
+      assert.equal(workers.joinReplies.length, 0);
+      for (const topic of TOPICS) {
+        const writes = [];
+        for (let i = 0; i < 30; i++) {
+          writes.push({ topic, key: `mine-${i % 10}`, scope: TENANT, payload: { i } });
+          writes.push({ topic, key: `o2-${i % 10}`, scope: "org:2", payload: { i } });
+        }
+        writes.push({ topic, key: "o2-0", delete: true });
+        sink(db, writes);
+      }
+      for (const topic of [RUNS, NOTES]) {
+        await converged(client, db, topic);
+        await sameAsJournal(client, db, topic);
+      }
+      await sleep(1000);
+      assert.deepEqual([...client.seenScopes], [TENANT]);
+      assert.deepEqual([...client.seenKeys].filter((k) => k.includes("o2-")), []);
+      assert.equal(workers.joinErrors.length, 1);
+      assert.equal(workers.batches.length, 0);
+      assertClean(client, [RUNS, NOTES]);
+    });
+  });
+
+  test("join errors name their reason: unknown_topic, unmatched_topic, bad_params, too_many_channels", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      const server = await start();
+      const tok = token(keys, { scopes: [...TOPICS, "runtime.nope"] });
+      const client = connect(server.port, tok, []);
+      const epoch = positionOf(db, RUNS).epoch;
+      const cases = [
+        [client.join("runtime.nope"), "unknown_topic"],
+        [client.join("rooms:lobby", { channelTopic: "rooms:lobby" }), "unmatched_topic"],
+        [client.join(RUNS, { params: { epoch, watermark: "abc" } }), "bad_params"],
+        [client.join(WORKERS, { params: { epoch, watermark: "-1" } }), "bad_params"],
+        [client.join(NOTES, { params: { watermark: "5" } }), "bad_params"],
+      ];
+      await eventually(() => cases.every(([t]) => t.left), 20000, "the failed channels to be left");
+      for (const [t, reason] of cases) {
+        assert.deepEqual(t.joinErrors.map((e) => e.response.reason), [reason], t.topic);
+        assert.equal(typeof t.joinErrors[0].response.message, "string");
+        assert.equal(t.joinReplies.length, 0);
+      }
+      // Two channels per socket: the third join is refused.
+      const small = await start({ config: limits({ max_channels_per_socket: 2 }) });
+      const other = connect(small.port, tok, [RUNS, NOTES]);
+      await snapshotTaken(other, [RUNS, NOTES]);
+      const third = other.join(WORKERS);
+      await eventually(() => third.joinErrors.length >= 1, 20000, "the third join's error");
+      assert.equal(third.joinErrors[0].response.reason, "too_many_channels");
+      third.channel.leave();
+      assert.equal(third.joinReplies.length, 0);
+      assert.deepEqual(client.violations, []);
+      assert.deepEqual(other.violations, []);
+    });
+  });
+
+  test("a revoked session: disconnect unauthorized, close 1008, and its token refused with 401", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      const server = await start({ config: limits({ revocation_poll_ms: 200 }) });
+      const tok = token(keys, { session_id: "to-revoke" });
+      const client = connect(server.port, tok, [RUNS]);
+      await snapshotTaken(client, [RUNS]);
+      const revoke = oasync(["sessions", "revoke", "to-revoke", "--reason", "test"], { url: db.url });
+      assert.equal(revoke.status, 0, revoke.stderr);
+      await eventually(() => client.disconnects.length > 0 && client.closes.length > 0, 20000, "the disconnect");
+      assert.equal(client.disconnects[0].reason, "unauthorized");
+      assert.deepEqual(client.closes[0], { code: 1008, reason: "unauthorized" });
+      // phoenix tries again: refused before the upgrade.
+      await eventually(() => client.errors.some((e) => /401/.test(e)), 20000, "the 401 on reconnect");
+      assert.equal(client.opens, 1);
+      assert.equal(client.topic(RUNS).joinReplies.length, 1);
+      // A new socket with the same token: never opens, never joins.
+      const again = connect(server.port, tok, [RUNS]);
+      await eventually(() => again.errors.some((e) => /401/.test(e)), 20000, "the 401");
+      await sleep(1000);
+      assert.equal(again.opens, 0);
+      assert.equal(again.topic(RUNS).joinReplies.length, 0);
+    });
+  });
+
+  test("a token's socket ends at its expiry: disconnect unauthorized, close 1008", async () => {
+    await scenario(async ({ server: start, client: connect }) => {
+      const server = await start();
+      // Valid for 5 more seconds: exp is past, but within the 30-second leeway.
+      const tok = token(keys, { exp: Math.floor(Date.now() / 1000) - 25, session_id: "short" });
+      const client = connect(server.port, tok, [RUNS]);
+      await snapshotTaken(client, [RUNS]);
+      await eventually(() => client.disconnects.length > 0 && client.closes.length > 0, 20000, "the disconnect");
+      assert.equal(client.disconnects[0].reason, "unauthorized");
+      assert.deepEqual(client.closes[0], { code: 1008, reason: "unauthorized" });
+      await eventually(() => client.errors.some((e) => /401/.test(e)), 20000, "the 401 on reconnect");
+    });
+  });
+});
+
+// A raw WebSocket handshake: resolves to {ws, protocol, headers} once open,
+// {status} for an HTTP answer instead of the upgrade, or {error}.
+function handshake(port, { query = "vsn=2.0.0", tok, protocols } = {}) {
+  const offered = protocols ?? (tok === undefined
+    ? ["phoenix"]
+    : ["phoenix", `base64url.bearer.phx.${Buffer.from(tok).toString("base64").replace(/=/g, "")}`]);
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/sync/v1/socket/websocket?${query}`, offered);
+    let headers;
+    ws.on("upgrade", (res) => {
+      headers = res.headers;
+    });
+    ws.on("open", () => resolve({ ws, protocol: ws.protocol, headers }));
+    ws.on("unexpected-response", (req, res) => {
+      res.resume();
+      resolve({ status: res.statusCode });
+      req.destroy();
+    });
+    ws.on("error", (error) => resolve({ error }));
+  });
+}
+
+// The frames a raw socket receives, and its close {code, reason}.
+function record(ws) {
+  const frames = [];
+  ws.on("message", (data, binary) => {
+    if (binary) return frames.push(data);
+    try {
+      frames.push(JSON.parse(data.toString("utf8")));
+    } catch {
+      frames.push(`not JSON: ${data.toString("utf8")}`);
+    }
+  });
+  const closed = new Promise((resolve) => ws.on("close", (code, reason) => resolve({ code, reason: reason.toString("utf8") })));
+  return { frames, closed };
+}
+
+describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
+  test("handshake: subprotocol echo, vsn, token place and validity", async () => {
+    await scenario(async ({ server: start }) => {
+      const server = await start();
+      const ok = await handshake(server.port, { tok: token(keys) });
+      assert.equal(ok.protocol, "phoenix");
+      assert.equal(ok.headers["sec-websocket-protocol"], "phoenix");
+      ok.ws.close();
+      assert.deepEqual(await handshake(server.port, { tok: token(keys), query: "" }), { status: 400 });
+      // A token in the query string (which proxies log) is refused, under
+      // phoenix's usual name and under the HTTP side's (auth.query_parameter).
+      for (const name of ["token", "access_token"]) {
+        assert.deepEqual(await handshake(server.port, { query: `vsn=2.0.0&${name}=${token(keys)}` }), { status: 400 }, name);
+      }
+      assert.deepEqual(await handshake(server.port, {}), { status: 401 });
+      const expired = token(keys, { exp: Math.floor(Date.now() / 1000) - 3600 });
+      assert.deepEqual(await handshake(server.port, { tok: expired }), { status: 401 });
+      const forged = token(keys, {}, { secretOverride: "a different secret of at least 32 bytes!" });
+      assert.deepEqual(await handshake(server.port, { tok: forged }), { status: 401 });
+    });
+  });
+
+  test("a heartbeat gets its reply; a frame that is not JSON closes with bad_frame (1002)", async () => {
+    await scenario(async ({ server: start }) => {
+      const server = await start();
+      const { ws } = await handshake(server.port, { tok: token(keys) });
+      const { frames, closed } = record(ws);
+      ws.send(JSON.stringify([null, "1", "phoenix", "heartbeat", {}]));
+      await eventually(() => frames.length >= 1, 20000, "the heartbeat's reply");
+      assert.deepEqual(frames[0], [null, "1", "phoenix", "phx_reply", { status: "ok", response: {} }]);
+      ws.send("this is not JSON");
+      const { code, reason } = await closed;
+      assert.equal(code, 1002);
+      assert.ok(reason.startsWith("bad_frame"), reason);
+      const notice = frames.find((f) => Array.isArray(f) && f[3] === "disconnect");
+      assert.deepEqual(notice.slice(0, 4), [null, null, "phoenix", "disconnect"]);
+      assert.equal(notice[4].reason, "bad_frame");
+    });
+  });
+
+  test("a socket that sends nothing for channel_idle_seconds is closed: idle (1001)", async () => {
+    await scenario(async ({ server: start }) => {
+      const server = await start({ config: limits({ channel_idle_seconds: 1 }) });
+      const { ws } = await handshake(server.port, { tok: token(keys) });
+      const { frames, closed } = record(ws);
+      assert.deepEqual(await closed, { code: 1001, reason: "idle" });
+      const notice = frames.find((f) => Array.isArray(f) && f[3] === "disconnect");
+      assert.deepEqual(notice.slice(0, 4), [null, null, "phoenix", "disconnect"]);
+      assert.equal(notice[4].reason, "idle");
+    });
+  });
+});
