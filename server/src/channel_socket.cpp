@@ -786,7 +786,9 @@ awaitable<Keep> answer_socket(Context& context, beast::tcp_stream& stream, const
     answer = refuse(http::status::bad_request,
                     fmt::format("encoding must be protobuf or json, not \"{}\"",
                                 std::string((*encoding).value).substr(0, 40)));
-  } else if (params.find(context.config.auth.query_parameter) != params.end()) {
+  } else if (params.find(context.config.auth.query_parameter) != params.end() ||
+             params.find("token") != params.end()) {
+    // (Under the HTTP side's name, and phoenix's usual socket param.)
     answer = refuse(http::status::bad_request,
                     "send the token as phoenix's authToken (Sec-WebSocket-Protocol), not in the "
                     "query string, which proxies log");

@@ -594,6 +594,83 @@ describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
     });
   });
 
+  test("a binary frame closes with bad_frame (1003); a frame above max_request_bytes with 1009", async () => {
+    await scenario(async ({ server: start }) => {
+      const server = await start({ config: limits({ max_request_bytes: 4096 }) });
+      const first = await handshake(server.port, { tok: token(keys) });
+      const one = record(first.ws);
+      first.ws.send(Buffer.from([0, 1, 1, 1, 49, 116, 101]), { binary: true });
+      const closed = await one.closed;
+      assert.equal(closed.code, 1003);
+      assert.equal(closed.reason, "bad_frame");
+      const notice = one.frames.find((f) => Array.isArray(f) && f[3] === "disconnect");
+      assert.match(notice[4].message, /^frame 1: binary frames are not read here/);
+      const second = await handshake(server.port, { tok: token(keys) });
+      const two = record(second.ws);
+      second.ws.send(JSON.stringify([null, "1", "phoenix", "heartbeat", { pad: "x".repeat(5000) }]));
+      assert.equal((await two.closed).code, 1009);
+      // The server goes on: a third socket is served.
+      const third = await handshake(server.port, { tok: token(keys) });
+      const three = record(third.ws);
+      third.ws.send(JSON.stringify([null, "7", "phoenix", "heartbeat", {}]));
+      await eventually(() => three.frames.length >= 1, 20000, "the heartbeat's reply");
+      assert.deepEqual(three.frames[0], [null, "7", "phoenix", "phx_reply", { status: "ok", response: {} }]);
+      third.ws.close();
+    });
+  });
+
+  test("a client that joins and then never reads is closed as a slow consumer, and counted", async () => {
+    await scenario(async ({ db, server: start }) => {
+      const server = await start({
+        config: limits({ send_timeout_seconds: 2, socket_queue_bytes: 65536, page_bytes: 16384 }),
+      });
+      // A raw TCP client: the upgrade and one join by hand, then no reading
+      // at all (its receive buffer, and then the server's send buffer, fill).
+      const { connect } = await import("node:net");
+      const sock = connect(server.port, "127.0.0.1");
+      await new Promise((resolve) => sock.once("connect", resolve));
+      const protocol = `base64url.bearer.phx.${Buffer.from(token(keys)).toString("base64").replace(/=/g, "")}`;
+      sock.write(
+        "GET /sync/v1/socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
+          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+          `Sec-WebSocket-Protocol: phoenix, ${protocol}\r\n\r\n`,
+      );
+      const head = await new Promise((resolve) => sock.once("data", (d) => resolve(d.toString("latin1"))));
+      assert.match(head, /^HTTP\/1\.1 101/);
+      const join = Buffer.from(JSON.stringify(["1", "1", `sync:v1:${RUNS}`, "phx_join", {}]));
+      const mask = Buffer.from([1, 2, 3, 4]);
+      const frame = Buffer.concat([Buffer.from([0x81, 0x80 | join.length]), mask,
+        Buffer.from(join.map((b, i) => b ^ mask[i % 4]))]);
+      assert.ok(join.length < 126);
+      sock.write(frame);
+      sock.pause();
+      let ended = false;
+      sock.on("close", () => { ended = true; });
+      // 24 MiB of updates for the tenant, far beyond what the socket buffers hold.
+      const pad = "p".repeat(3000);
+      for (let round = 0; round < 8; round++) {
+        const lines = [];
+        for (let i = 0; i < 1000; i++) {
+          lines.push(JSON.stringify({ topic: RUNS, doc_key: `run_summary:s${i}`, scope: TENANT,
+            payload: { round, pad } }));
+        }
+        const r = oasync(["sink", "--input", "-"], { url: db.url, input: lines.join("\n") + "\n" });
+        assert.equal(r.status, 0, r.stderr);
+      }
+      await eventually(async () => {
+        const metrics = await (await fetch(`${server.base}/metrics`)).text();
+        return /oasync_serve_sockets_closed_total\{reason="slow_consumer"\} 1\b/.test(metrics) &&
+          /oasync_serve_sockets 0\b/.test(metrics) && /oasync_serve_socket_queued_bytes 0\b/.test(metrics);
+      }, 30000, "the slow consumer closed and counted, its queue released");
+      // Reading again, the client gets what the kernel held, then the end.
+      sock.on("error", () => {});
+      sock.resume();
+      await eventually(() => ended, 20000, "the connection to end");
+      const metrics = await (await fetch(`${server.base}/metrics`)).text();
+      assert.match(metrics, /oasync_serve_response_bytes 0\b/);
+    });
+  });
+
   test("a socket that sends nothing for channel_idle_seconds is closed: idle (1001)", async () => {
     await scenario(async ({ server: start }) => {
       const server = await start({ config: limits({ channel_idle_seconds: 1 }) });

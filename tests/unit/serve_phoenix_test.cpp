@@ -12,8 +12,8 @@ using json = nlohmann::json;
 
 TEST_CASE("phoenix frames: a join, a heartbeat, and null refs") {
   std::string error;
-  auto f = phoenix::parse(R"(["3","3","sync:v1:t.a","phx_join",{"epoch":"e","watermark":"7"}])",
-                          error);
+  auto f =
+      phoenix::parse(R"(["3","3","sync:v1:t.a","phx_join",{"epoch":"e","watermark":"7"}])", error);
   REQUIRE(f.has_value());
   CHECK(f->join_ref == "3");
   CHECK(f->ref == "3");
