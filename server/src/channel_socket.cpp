@@ -6,6 +6,7 @@
 // in bytes, its bytes held in the response budget until written), turns for
 // the channels, heartbeats, and closes, each with a reason the client reads
 // before the close frame.
+#include <charconv>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -147,9 +148,11 @@ std::optional<std::optional<Cursor>> cursor_of(const json& params, std::string& 
     c.watermark = static_cast<std::int64_t>(w);
   } else if (watermark->is_string()) {
     const auto& text = watermark->get_ref<const std::string&>();
-    ok = !text.empty() && text.size() <= 19 &&
-         text.find_first_not_of("0123456789") == std::string::npos;
-    if (ok) c.watermark = std::stoll(text);
+    // Digits only, within int64 (from_chars refuses a sign, spaces, and
+    // overflow).
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), c.watermark);
+    ok = !text.empty() && text.front() != '-' && ec == std::errc() &&
+         end == text.data() + text.size();
   }
   if (!ok) {
     error = fmt::format(
@@ -169,6 +172,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
         caller_(std::move(caller)),
         encoding_(encoding),
         writer_wake_(ws_.get_executor()),
+        reader_wake_(ws_.get_executor()),
         tick_(ws_.get_executor()),
         children_done_(ws_.get_executor()) {
     caller_.view.format = Format::sync_proto;
@@ -199,7 +203,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
     last_received_ = Clock::now();
     spawn(write_loop());
     spawn(watch());
-    co_await read_loop();
+    try {
+      co_await read_loop();
+    } catch (const std::exception& e) {
+      // A fault of ours in handling a frame: logged; the socket ends below.
+      context_.log(fmt::format("sync:v1 socket failed: {}", e.what()));
+    }
     // Gone (or closed): everything it started ends, then the connection.
     closed_ = true;
     stop_all();
@@ -241,6 +250,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
     beast::flat_buffer buffer;
     for (;;) {
       boost::system::error_code ec;
+      // A client that sends faster than it takes its answers is read no
+      // further until they are written: replies are bounded by the queue.
+      while (queued_bytes_ > limits_.socket_queue_bytes && !ending()) {
+        reader_wake_.expires_at(Clock::time_point::max());
+        co_await reader_wake_.async_wait(asio::redirect_error(use_awaitable, ec));
+      }
       co_await ws_.async_read(buffer, asio::redirect_error(use_awaitable, ec));
       if (ec) co_return;  // closed, cut, or too large (Beast closes with 1009)
       last_received_ = Clock::now();
@@ -308,6 +323,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
       refuse("bad_params", "a join needs a ref and a join_ref");
       co_return;
     }
+    if (const Status s = standing(); s != Status::valid) {
+      close_unauthorized(s);
+      co_return;
+    }
     if (f.topic.substr(0, kTopicPrefix.size()) != kTopicPrefix) {
       refuse("unmatched_topic",
              fmt::format("no channel \"{}\" here: join sync:v1:TOPIC", f.topic.substr(0, 80)));
@@ -333,6 +352,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
         static_cast<std::int64_t>(channels_.size()) >= limits_.max_channels_per_socket) {
       refuse("too_many_channels",
              fmt::format("a socket joins at most {} channels", limits_.max_channels_per_socket));
+      co_return;
+    }
+    if (!context_.pool.has_room()) {
+      refuse("unavailable", "too many reads waiting for the database; the join is retried");
       co_return;
     }
     std::optional<TopicPosition> position;
@@ -393,9 +416,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
     bool heartbeat_due = false;
     asio::steady_timer pause(ws_.get_executor());
     while (!channel->stopped && !ending()) {
-      if (!co_await turn(*channel)) break;
+      if (!co_await turn(channel)) break;
       std::optional<Chunk> chunk;
       bool retry = false;
+      std::optional<std::string> failed;  // the reason the channel ends with
       try {
         chunk = co_await subscription.read();
       } catch (const Busy&) {
@@ -403,10 +427,27 @@ class Socket : public std::enable_shared_from_this<Socket> {
         retry = true;
       } catch (const Error& e) {
         context_.log(fmt::format("sync:v1 read of \"{}\" failed: {}", channel->topic, e.what()));
-        retry = true;
+        if (e.code() == Code::database) {
+          retry = true;
+        } else {
+          failed = e.code() == Code::not_found ? "unknown_topic" : "internal";
+        }
+      } catch (const std::exception& e) {
+        context_.log(fmt::format("sync:v1 read of \"{}\" failed: {}", channel->topic, e.what()));
+        failed = "internal";
       }
       end_turn();
       if (channel->stopped || ending()) break;
+      if (failed) {
+        // Not to be cured by reading again (the topic was removed): the
+        // channel errors, phoenix rejoins it, and the join says why.
+        const auto it = channels_.find(channel->name);
+        if (it != channels_.end() && it->second == channel) channels_.erase(it);
+        stop(*channel);
+        send_text(phoenix::frame(channel->join_ref, channel->join_ref, channel->name, "phx_error",
+                                 {{"reason", *failed}}));
+        break;
+      }
       if (retry) {
         // The budget is full, or the database failed: again in a second.
         pause.expires_after(std::chrono::seconds(1));
@@ -444,7 +485,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // Waits for the channel's turn to read: the queue has room, and the
   // channels that asked first have had theirs. False when the channel or the
   // socket ended meanwhile.
-  awaitable<bool> turn(Channel& channel) {
+  awaitable<bool> turn(std::shared_ptr<Channel> waiting) {
+    Channel& channel = *waiting;
     if (turns_.empty() && has_room()) {
       ++reading_;
       co_return true;
@@ -453,7 +495,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
         std::make_shared<asio::steady_timer>(ws_.get_executor(), Clock::time_point::max());
     channel.waiting_since = Clock::now();
     const auto timer = channel.turn;
-    turns_.push_back(&channel);
+    turns_.push_back(std::move(waiting));
     boost::system::error_code ec;
     co_await timer->async_wait(asio::redirect_error(use_awaitable, ec));
     channel.turn.reset();
@@ -483,7 +525,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
   // is room (counting each granted read at once).
   void grant_turns() {
     while (!turns_.empty() && (has_room() || turns_.front()->stopped)) {
-      Channel* next = turns_.front();
+      const std::shared_ptr<Channel> next = turns_.front();
       turns_.pop_front();
       if (!next->stopped) {
         next->granted = true;
@@ -593,6 +635,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
     item.parts.push_back(phoenix::frame(channel.join_ref, std::nullopt, channel.name, event,
                                         json::parse(text, nullptr, false)));
     item.bytes = static_cast<std::int64_t>(item.parts.back().size());
+    // The JSON is larger than the protobuf the read reserved (base64 bytes).
+    lease.resize(item.bytes);
     item.lease = std::move(lease);
     enqueue(std::move(item));
   }
@@ -614,6 +658,11 @@ class Socket : public std::enable_shared_from_this<Socket> {
         co_await writer_wake_.async_wait(asio::redirect_error(use_awaitable, ec));
         continue;
       }
+      // Nothing read for a caller that is no longer valid goes out.
+      if (const Status s = standing(); s != Status::valid && !closing_) {
+        close_unauthorized(s);
+        continue;
+      }
       Outgoing item = std::move(queue_.front());
       queue_.pop_front();
       buffers.clear();
@@ -625,9 +674,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
       queued_bytes_ -= item.bytes;
       context_.metrics.socket_queued_bytes -= item.bytes;
       if (ec) break;
+      reader_wake_.cancel();
       grant_turns();
     }
-    // The queue is dropped with the socket.
+    // The queue is dropped with the socket, and a read loop waiting for it
+    // to drain goes on (to its end).
+    reader_wake_.cancel();
     for (const Outgoing& o : queue_) {
       queued_bytes_ -= o.bytes;
       context_.metrics.socket_queued_bytes -= o.bytes;
@@ -649,6 +701,19 @@ class Socket : public std::enable_shared_from_this<Socket> {
       co_await tick_.async_wait(asio::redirect_error(use_awaitable, ec));
       if (closed_) break;
       const auto now = Clock::now();
+      if (writing_since_ && now - *writing_since_ > send_timeout) {
+        // Takes nothing at all: no close frame would get through either.
+        ++context_.metrics.slow_subscribers;
+        if (!closing_) {
+          context_.metrics.count_socket_closed("slow_consumer");
+          closing_ = Close{websocket::close_code::try_again_later, "slow_consumer", ""};
+          closing_at_ = now;
+          stop_all();
+        }
+        beast::get_lowest_layer(ws_).socket().close(ec);
+        reader_wake_.cancel();
+        continue;
+      }
       if (closing_) {
         // The client has had its close handshake's time (Beast ends it at
         // handshake_timeout), or a write is stuck: cut it.
@@ -666,14 +731,6 @@ class Socket : public std::enable_shared_from_this<Socket> {
       } else if (now - last_received_ > std::chrono::seconds(limits_.channel_idle_seconds)) {
         close({websocket::close_code::going_away, "idle",
                fmt::format("nothing received for {} s", limits_.channel_idle_seconds)});
-      } else if (writing_since_ && now - *writing_since_ > send_timeout) {
-        // Takes nothing at all: no close frame would get through either.
-        ++context_.metrics.slow_subscribers;
-        context_.metrics.count_socket_closed("slow_consumer");
-        closing_ = Close{websocket::close_code::try_again_later, "slow_consumer", ""};
-        closing_at_ = now;
-        stop_all();
-        beast::get_lowest_layer(ws_).socket().close(ec);
       } else if (behind(now, send_timeout)) {
         ++context_.metrics.slow_subscribers;
         close({websocket::close_code::try_again_later, "slow_consumer",
@@ -684,7 +741,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
 
   // Whether a live channel has waited longer than `limit` for room.
   bool behind(Clock::time_point now, Clock::duration limit) const {
-    for (const Channel* c : turns_) {
+    for (const auto& c : turns_) {
       if (c->live && !c->stopped && now - c->waiting_since > limit) return true;
     }
     return false;
@@ -723,12 +780,14 @@ class Socket : public std::enable_shared_from_this<Socket> {
     closing_ = std::move(why);
     closing_at_ = Clock::now();
     writer_wake_.cancel();
+    reader_wake_.cancel();
   }
 
   void stop(Channel& channel) {
     channel.stopped = true;
     if (channel.subscription) channel.subscription->interrupt();
     if (channel.turn) channel.turn->cancel();
+    std::erase_if(turns_, [&](const std::shared_ptr<Channel>& c) { return c.get() == &channel; });
   }
 
   void stop_all() {
@@ -749,10 +808,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
   std::deque<Outgoing> queue_;
   std::int64_t queued_bytes_ = 0;
   asio::steady_timer writer_wake_;
-  asio::steady_timer tick_;  // the watch's
+  asio::steady_timer reader_wake_;  // the read loop's, while the queue is full
+  asio::steady_timer tick_;         // the watch's
   std::optional<Clock::time_point> writing_since_;
-  std::deque<Channel*> turns_;  // waiting for a turn, first come first
-  std::int64_t reading_ = 0;    // reads in their turn
+  // Waiting for a turn, first come first (a stopped channel leaves it).
+  std::deque<std::shared_ptr<Channel>> turns_;
+  std::int64_t reading_ = 0;  // reads in their turn
   std::optional<Close> closing_;
   Clock::time_point closing_at_{};
   bool closed_ = false;

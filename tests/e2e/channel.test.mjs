@@ -6,6 +6,7 @@
 // `oasync tail --scope org:1` for the updates, in order.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { connect } from "node:net";
 import { isDeepStrictEqual } from "node:util";
 import { after, describe, test } from "node:test";
 
@@ -554,6 +555,30 @@ function record(ws) {
   return { frames, closed };
 }
 
+// A raw TCP connection upgraded by hand (with a valid token), for a client
+// that stops reading: resolves once the 101 has arrived.
+async function rawUpgrade(port) {
+  const sock = connect(port, "127.0.0.1");
+  await new Promise((resolve) => sock.once("connect", resolve));
+  const protocol = `base64url.bearer.phx.${Buffer.from(token(keys)).toString("base64").replace(/=/g, "")}`;
+  sock.write(
+    "GET /sync/v1/socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
+      "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+      `Sec-WebSocket-Protocol: phoenix, ${protocol}\r\n\r\n`,
+  );
+  const head = await new Promise((resolve) => sock.once("data", (d) => resolve(d.toString("latin1"))));
+  assert.match(head, /^HTTP\/1\.1 101/);
+  return sock;
+}
+
+// `message` as a client's masked text frame (under 126 bytes).
+function maskedText(message) {
+  const text = Buffer.from(JSON.stringify(message));
+  assert.ok(text.length < 126);
+  const mask = Buffer.from([9, 8, 7, 6]);
+  return Buffer.concat([Buffer.from([0x81, 0x80 | text.length]), mask, Buffer.from(text.map((b, i) => b ^ mask[i % 4]))]);
+}
+
 describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
   test("handshake: subprotocol echo, vsn, token place and validity", async () => {
     await scenario(async ({ server: start }) => {
@@ -626,23 +651,8 @@ describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
       });
       // A raw TCP client: the upgrade and one join by hand, then no reading
       // at all (its receive buffer, and then the server's send buffer, fill).
-      const { connect } = await import("node:net");
-      const sock = connect(server.port, "127.0.0.1");
-      await new Promise((resolve) => sock.once("connect", resolve));
-      const protocol = `base64url.bearer.phx.${Buffer.from(token(keys)).toString("base64").replace(/=/g, "")}`;
-      sock.write(
-        "GET /sync/v1/socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n" +
-          "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-          `Sec-WebSocket-Protocol: phoenix, ${protocol}\r\n\r\n`,
-      );
-      const head = await new Promise((resolve) => sock.once("data", (d) => resolve(d.toString("latin1"))));
-      assert.match(head, /^HTTP\/1\.1 101/);
-      const join = Buffer.from(JSON.stringify(["1", "1", `sync:v1:${RUNS}`, "phx_join", {}]));
-      const mask = Buffer.from([1, 2, 3, 4]);
-      const frame = Buffer.concat([Buffer.from([0x81, 0x80 | join.length]), mask,
-        Buffer.from(join.map((b, i) => b ^ mask[i % 4]))]);
-      assert.ok(join.length < 126);
-      sock.write(frame);
+      const sock = await rawUpgrade(server.port);
+      sock.write(maskedText(["1", "1", `sync:v1:${RUNS}`, "phx_join", {}]));
       sock.pause();
       let ended = false;
       sock.on("close", () => { ended = true; });
@@ -668,6 +678,56 @@ describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
       await eventually(() => ended, 20000, "the connection to end");
       const metrics = await (await fetch(`${server.base}/metrics`)).text();
       assert.match(metrics, /oasync_serve_response_bytes 0\b/);
+    });
+  });
+
+  test("a watermark beyond 2^63-1 is bad_params, and the socket goes on", async () => {
+    await scenario(async ({ db, server: start }) => {
+      const server = await start();
+      const { ws } = await handshake(server.port, { tok: token(keys) });
+      const { frames } = record(ws);
+      const epoch = positionOf(db, RUNS).epoch;
+      for (const watermark of ["9999999999999999999", "9223372036854775808", "+5", " 5", "5 "]) {
+        frames.length = 0;
+        ws.send(JSON.stringify(["1", "1", `sync:v1:${RUNS}`, "phx_join", { epoch, watermark }]));
+        await eventually(() => frames.length >= 1, 20000, "the join's reply");
+        assert.equal(frames[0][3], "phx_reply", watermark);
+        assert.equal(frames[0][4].status, "error", watermark);
+        assert.equal(frames[0][4].response.reason, "bad_params", watermark);
+      }
+      frames.length = 0;
+      ws.send(JSON.stringify([null, "2", "phoenix", "heartbeat", {}]));
+      await eventually(() => frames.length >= 1, 20000, "the heartbeat's reply");
+      assert.deepEqual(frames[0], [null, "2", "phoenix", "phx_reply", { status: "ok", response: {} }]);
+      ws.close();
+    });
+  });
+
+  test("a client that sends frames and never reads their replies is read no further, then closed", async () => {
+    await scenario(async ({ server: start }) => {
+      const server = await start({ config: limits({ send_timeout_seconds: 2, socket_queue_bytes: 65536 }) });
+      const sock = await rawUpgrade(server.port);
+      sock.pause();
+      // Each of these small frames asks for a larger reply (unmatched_topic).
+      const burst = Buffer.concat(Array(20000).fill(maskedText([null, "1", "x", "y", {}])));
+      let written = 0;
+      sock.on("error", () => {});
+      for (let i = 0; i < 20 && !sock.destroyed; i++) {
+        if (sock.write(burst)) written += burst.length;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      let peak = 0;
+      await eventually(async () => {
+        const metrics = await (await fetch(`${server.base}/metrics`)).text();
+        const queued = Number(/oasync_serve_socket_queued_bytes (\d+)/.exec(metrics)[1]);
+        peak = Math.max(peak, queued);
+        return /oasync_serve_sockets_closed_total\{reason="slow_consumer"\} 1\b/.test(metrics) &&
+          /oasync_serve_sockets 0\b/.test(metrics);
+      }, 30000, "the socket closed as a slow consumer");
+      // The queue held at most its bound and one reply more.
+      assert.ok(peak <= 65536 + 200, `queued ${peak} bytes`);
+      assert.ok(written > 0);
+      sock.destroy();
     });
   });
 
