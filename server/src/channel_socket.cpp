@@ -6,7 +6,6 @@
 // in bytes, its bytes held in the response budget until written), turns for
 // the channels, heartbeats, and closes, each with a reason the client reads
 // before the close frame.
-#include <charconv>
 #include <chrono>
 #include <deque>
 #include <map>
@@ -17,8 +16,6 @@
 #include <vector>
 
 #include <fmt/format.h>
-#include <google/protobuf/io/coded_stream.h>
-#include <google/protobuf/util/json_util.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/redirect_error.hpp>
@@ -29,9 +26,9 @@
 #include <boost/beast/websocket.hpp>
 #include <nlohmann/json.hpp>
 
+#include "channel_frames.hpp"
 #include "oasync/batch.hpp"
 #include "oasync/error.hpp"
-#include "oasync/serve/messages.hpp"
 #include "offset.hpp"
 #include "phoenix.hpp"
 #include "router.hpp"
@@ -41,20 +38,18 @@
 namespace oasync::serve {
 namespace {
 
+using namespace channel;
+
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace websocket = beast::websocket;
-namespace pb = openagents::sync::v1;
+
 using asio::awaitable;
 using asio::use_awaitable;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr std::string_view kTopicPrefix = "sync:v1:";
-
-// How the socket's pushes are encoded: protobuf in binary frames, or the
-// messages' canonical JSON in text frames (encoding=json, for debugging).
-enum class Encoding { protobuf, json };
 
 // Why the server closes a socket: the reason the client reads (first in a
 // "disconnect" message on the "phoenix" topic, then in the close frame), and
@@ -65,12 +60,9 @@ struct Close {
   std::string message;
 };
 
-// A frame waiting to be written: its parts, written as one message without
-// copying them together, and the budget its bytes hold until then.
+// A push waiting to be written, and the budget its bytes hold until then.
 struct Outgoing {
-  std::vector<std::string> parts;
-  bool binary = true;
-  std::int64_t bytes = 0;
+  Push push;
   Budget::Lease lease;
 };
 
@@ -84,84 +76,13 @@ struct Channel {
   // Reached the head once: from then on, a wait for room that outlasts
   // send_timeout_seconds means the socket cannot keep up.
   bool live = false;
-  // Where the view has been delivered through: epoch and watermark.
-  std::optional<std::pair<std::string, std::int64_t>> delivered;
+  // Where the view has been delivered through.
+  std::optional<Cursor> delivered;
   // While it waits for a turn: the timer its turn cancels, and since when.
   std::shared_ptr<asio::steady_timer> turn;
   bool granted = false;
   Clock::time_point waiting_since{};
 };
-
-void append_varint(std::string& out, std::uint64_t value) {
-  while (value >= 0x80) {
-    out += static_cast<char>(static_cast<unsigned char>(value | 0x80));
-    value >>= 7;
-  }
-  out += static_cast<char>(static_cast<unsigned char>(value));
-}
-
-std::size_t varint_size(std::uint64_t value) {
-  return google::protobuf::io::CodedOutputStream::VarintSize64(value);
-}
-
-// A decimal string: JSON numbers lose precision above 2^53 in JavaScript.
-std::string decimal(std::int64_t value) {
-  return std::to_string(value);
-}
-
-json position_json(const TopicPosition& p) {
-  return {{"topic", p.topic},
-          {"epoch", p.epoch},
-          {"head", decimal(p.head)},
-          {"purged_through", decimal(p.purged_through)}};
-}
-
-// A join's resume position: {"epoch": UUID, "watermark": "N" or N}, both or
-// neither. nullopt with `error` for anything else.
-struct Cursor {
-  std::string epoch;
-  std::int64_t watermark = 0;
-};
-std::optional<std::optional<Cursor>> cursor_of(const json& params, std::string& error) {
-  const auto epoch = params.find("epoch");
-  const auto watermark = params.find("watermark");
-  const bool has_epoch = epoch != params.end() && !epoch->is_null();
-  const bool has_watermark = watermark != params.end() && !watermark->is_null();
-  if (!has_epoch && !has_watermark) return std::optional<Cursor>();
-  if (!has_epoch || !has_watermark) {
-    error = "a position needs both \"epoch\" and \"watermark\"";
-    return std::nullopt;
-  }
-  if (!epoch->is_string() || epoch->get_ref<const std::string&>().empty() ||
-      epoch->get_ref<const std::string&>().size() > 64 ||
-      !storable_text(epoch->get_ref<const std::string&>())) {
-    error = fmt::format("\"epoch\" must be the topic's epoch (a UUID), not {}",
-                        epoch->dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 80));
-    return std::nullopt;
-  }
-  Cursor c;
-  c.epoch = epoch->get<std::string>();
-  bool ok = false;
-  if (watermark->is_number_unsigned()) {
-    const auto w = watermark->get<std::uint64_t>();
-    ok = w <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max());
-    c.watermark = static_cast<std::int64_t>(w);
-  } else if (watermark->is_string()) {
-    const auto& text = watermark->get_ref<const std::string&>();
-    // Digits only, within int64 (from_chars refuses a sign, spaces, and
-    // overflow).
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), c.watermark);
-    ok = !text.empty() && text.front() != '-' && ec == std::errc() &&
-         end == text.data() + text.size();
-  }
-  if (!ok) {
-    error = fmt::format(
-        "\"watermark\" must be a whole number from 0 to 2^63-1 (a decimal string), not {}",
-        watermark->dump(-1, ' ', false, json::error_handler_t::replace).substr(0, 80));
-    return std::nullopt;
-  }
-  return std::optional<Cursor>(c);
-}
 
 class Socket : public std::enable_shared_from_this<Socket> {
  public:
@@ -323,7 +244,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
       refuse("bad_params", "a join needs a ref and a join_ref");
       co_return;
     }
-    if (const Status s = standing(); s != Status::valid) {
+    if (const Status s = status_of(context_, caller_); ended(s)) {
       close_unauthorized(s);
       co_return;
     }
@@ -466,7 +387,7 @@ class Socket : public std::enable_shared_from_this<Socket> {
         subscription.sent();
       }
       subscription.advance(*chunk);
-      if (chunk->journal) channel->delivered = std::pair{chunk->epoch, chunk->journal->watermark};
+      if (chunk->journal) channel->delivered = Cursor{chunk->epoch, chunk->journal->watermark};
       if (heartbeat_due) {
         push_heartbeat(*channel);
         heartbeat_due = false;
@@ -539,106 +460,35 @@ class Socket : public std::enable_shared_from_this<Socket> {
 
   void enqueue(Outgoing item) {
     if (ending()) return;
-    queued_bytes_ += item.bytes;
-    context_.metrics.socket_queued_bytes += item.bytes;
+    queued_bytes_ += item.push.bytes;
+    context_.metrics.socket_queued_bytes += item.push.bytes;
     queue_.push_back(std::move(item));
     writer_wake_.cancel();
   }
 
   void send_text(std::string text) {
-    Outgoing item;
-    item.binary = false;
-    item.bytes = static_cast<std::int64_t>(text.size());
-    item.parts.push_back(std::move(text));
-    enqueue(std::move(item));
+    enqueue(Outgoing{text_push(std::move(text)), Budget::Lease()});
   }
 
-  // A batch: ServerMessage{batch: Batch{messages, position}}, written around
-  // the messages' bytes without copying them.
+  // What one read gave, as a "batch" push (its lease held until written).
   void push_batch(Channel& channel, Chunk& chunk, Budget::Lease lease) {
-    std::string position;
-    if (chunk.journal) {
-      pb::Cursor c;
-      c.set_topic(channel.topic);
-      c.set_epoch(chunk.epoch);
-      c.set_watermark(static_cast<std::uint64_t>(chunk.journal->watermark));
-      c.SerializeToString(&position);
-    }
-    std::uint64_t batch = 0;
-    for (const std::string& m : chunk.messages) batch += 1 + varint_size(m.size()) + m.size();
-    if (chunk.journal) batch += 1 + varint_size(position.size()) + position.size();
-    if (encoding_ == Encoding::json) {
-      pb::ServerMessage whole;
-      for (const std::string& m : chunk.messages) {
-        whole.mutable_batch()->add_messages()->ParseFromString(m);
-      }
-      if (chunk.journal) whole.mutable_batch()->mutable_position()->ParseFromString(position);
-      push_json(channel, "batch", whole, std::move(lease));
-      return;
-    }
-    Outgoing item;
-    item.parts.reserve(2 + 2 * chunk.messages.size() + 1);
-    std::string head = phoenix::binary_push_head(channel.join_ref, channel.name, "batch");
-    head += '\x42';  // field 8 (batch), length-delimited
-    append_varint(head, batch);
-    item.parts.push_back(std::move(head));
-    for (std::string& m : chunk.messages) {
-      std::string prefix(1, '\x0a');  // Batch field 1 (messages)
-      append_varint(prefix, m.size());
-      item.parts.push_back(std::move(prefix));
-      item.parts.push_back(std::move(m));
-    }
-    if (chunk.journal) {
-      std::string tail(1, '\x12');  // Batch field 2 (position)
-      append_varint(tail, position.size());
-      tail += position;
-      item.parts.push_back(std::move(tail));
-    }
-    for (const std::string& p : item.parts) item.bytes += static_cast<std::int64_t>(p.size());
-    item.lease = std::move(lease);
+    std::optional<Cursor> position;
+    if (chunk.journal) position = Cursor{chunk.epoch, chunk.journal->watermark};
+    Outgoing item{batch_push(address(channel), chunk.messages, position, encoding_),
+                  std::move(lease)};
+    // (The JSON encoding is larger than the protobuf the read reserved.)
+    item.lease.resize(item.push.bytes);
     enqueue(std::move(item));
   }
 
-  // A heartbeat: where the topic stands, and where the view was delivered
-  // through.
   void push_heartbeat(Channel& channel) {
-    pb::ServerMessage m;
-    if (const auto p = context_.hub.position(channel.topic)) {
-      messages::to_proto(*p, m.mutable_heartbeat()->add_watermarks());
-    }
-    if (channel.delivered) {
-      pb::Cursor* c = m.mutable_heartbeat()->add_delivered();
-      c->set_topic(channel.topic);
-      c->set_epoch(channel.delivered->first);
-      c->set_watermark(static_cast<std::uint64_t>(channel.delivered->second));
-    }
-    if (!m.has_heartbeat()) m.mutable_heartbeat();
-    if (encoding_ == Encoding::json) {
-      push_json(channel, "heartbeat", m, Budget::Lease());
-      return;
-    }
-    Outgoing item;
-    item.parts.push_back(phoenix::binary_push_head(channel.join_ref, channel.name, "heartbeat"));
-    item.parts.push_back(m.SerializeAsString());
-    for (const std::string& p : item.parts) item.bytes += static_cast<std::int64_t>(p.size());
-    enqueue(std::move(item));
+    enqueue(Outgoing{heartbeat_push(address(channel), context_.hub.position(channel.topic),
+                                    channel.delivered, encoding_),
+                     Budget::Lease()});
   }
 
-  void push_json(Channel& channel, std::string_view event, const pb::ServerMessage& m,
-                 Budget::Lease lease) {
-    std::string text;
-    google::protobuf::util::JsonPrintOptions options;
-    options.preserve_proto_field_names = false;
-    (void)google::protobuf::util::MessageToJsonString(m, &text, options);
-    Outgoing item;
-    item.binary = false;
-    item.parts.push_back(phoenix::frame(channel.join_ref, std::nullopt, channel.name, event,
-                                        json::parse(text, nullptr, false)));
-    item.bytes = static_cast<std::int64_t>(item.parts.back().size());
-    // The JSON is larger than the protobuf the read reserved (base64 bytes).
-    lease.resize(item.bytes);
-    item.lease = std::move(lease);
-    enqueue(std::move(item));
+  static Address address(const Channel& channel) {
+    return Address{channel.join_ref, channel.name, channel.topic};
   }
 
   awaitable<void> write_loop() {
@@ -659,20 +509,20 @@ class Socket : public std::enable_shared_from_this<Socket> {
         continue;
       }
       // Nothing read for a caller that is no longer valid goes out.
-      if (const Status s = standing(); s != Status::valid && !closing_) {
+      if (const Status s = status_of(context_, caller_); ended(s) && !closing_) {
         close_unauthorized(s);
         continue;
       }
       Outgoing item = std::move(queue_.front());
       queue_.pop_front();
       buffers.clear();
-      for (const std::string& p : item.parts) buffers.emplace_back(p.data(), p.size());
-      ws_.binary(item.binary);
+      for (const std::string& p : item.push.parts) buffers.emplace_back(p.data(), p.size());
+      ws_.binary(item.push.binary);
       writing_since_ = Clock::now();
       co_await ws_.async_write(buffers, asio::redirect_error(use_awaitable, ec));
       writing_since_.reset();
-      queued_bytes_ -= item.bytes;
-      context_.metrics.socket_queued_bytes -= item.bytes;
+      queued_bytes_ -= item.push.bytes;
+      context_.metrics.socket_queued_bytes -= item.push.bytes;
       if (ec) break;
       reader_wake_.cancel();
       grant_turns();
@@ -681,8 +531,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
     // to drain goes on (to its end).
     reader_wake_.cancel();
     for (const Outgoing& o : queue_) {
-      queued_bytes_ -= o.bytes;
-      context_.metrics.socket_queued_bytes -= o.bytes;
+      queued_bytes_ -= o.push.bytes;
+      context_.metrics.socket_queued_bytes -= o.push.bytes;
     }
     queue_.clear();
   }
@@ -722,10 +572,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
         }
         continue;
       }
-      const Status status = standing();
-      if (status == Status::revoked || status == Status::expired) {
+      const Status status = status_of(context_, caller_);
+      if (ended(status)) {
         close_unauthorized(status);
-      } else if (context_.stopping) {
+      } else if (status == Status::stopping) {
         close({websocket::close_code::service_restart, "draining",
                "the server is restarting; reconnect and resume"});
       } else if (now - last_received_ > std::chrono::seconds(limits_.channel_idle_seconds)) {
@@ -747,18 +597,6 @@ class Socket : public std::enable_shared_from_this<Socket> {
     return false;
   }
 
-  Status standing() const {
-    switch (context_.auth.standing(caller_)) {
-      case Standing::revoked:
-        return Status::revoked;
-      case Standing::expired:
-        return Status::expired;
-      case Standing::valid:
-        break;
-    }
-    return Status::valid;
-  }
-
   void close_unauthorized(Status status) {
     close({websocket::close_code::policy_error, "unauthorized",
            status == Status::expired ? "the token expired" : "the session was revoked"});
@@ -770,8 +608,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
     if (ending()) return;
     context_.metrics.count_socket_closed(why.reason);
     for (const Outgoing& o : queue_) {
-      queued_bytes_ -= o.bytes;
-      context_.metrics.socket_queued_bytes -= o.bytes;
+      queued_bytes_ -= o.push.bytes;
+      context_.metrics.socket_queued_bytes -= o.push.bytes;
     }
     queue_.clear();
     stop_all();

@@ -157,8 +157,10 @@ void Hub::refresh(Reader& reader) {
       std::lock_guard lock(mutex_);
       Feed& f = feeds_[topic];
       if (found == now.end()) {
-        // Not registered (any more): nothing to buffer; wake whoever waits.
-        if (f.position) {
+        // Not registered (any more): nothing to buffer; wake whoever waits,
+        // also when this is the hub's first look (a topic removed between a
+        // subscriber's read and the look): they read again, and hear so.
+        if (f.position || !f.waiters.empty()) {
           f.position.reset();
           f.events.clear();
           f.bytes = 0;

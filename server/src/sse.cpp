@@ -45,7 +45,7 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
   http::response_serializer<http::empty_body> sr{res};
   co_await http::async_write_header(stream, sr, asio::use_awaitable);
   // (The header's write may have waited on a full send buffer.)
-  if (subscription.status() == Status::revoked || subscription.status() == Status::expired) {
+  if (ended(subscription.status())) {
     co_return Keep::close;
   }
   const auto until = subscription.deadline(std::chrono::seconds(limits.sse_seconds));

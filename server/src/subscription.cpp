@@ -19,12 +19,6 @@ Subscription::Subscription(Context& context, const Caller& caller, std::string t
       offset_(std::move(offset)),
       on_stale_(on_stale) {}
 
-namespace {
-bool ended(Status status) {
-  return status == Status::revoked || status == Status::expired;
-}
-}  // namespace
-
 asio::awaitable<std::optional<Chunk>> Subscription::read() {
   if (ended(status())) co_return std::nullopt;
   held_.release();
@@ -81,8 +75,8 @@ void Subscription::interrupt() {
   if (const auto waiter = waiting_.lock()) waiter->timer.cancel();
 }
 
-Status Subscription::status() const {
-  switch (context_.auth.standing(caller_)) {
+Status status_of(const Context& context, const Caller& caller) {
+  switch (context.auth.standing(caller)) {
     case Standing::revoked:
       return Status::revoked;
     case Standing::expired:
@@ -90,7 +84,11 @@ Status Subscription::status() const {
     case Standing::valid:
       break;
   }
-  return context_.stopping ? Status::stopping : Status::valid;
+  return context.stopping ? Status::stopping : Status::valid;
+}
+
+Status Subscription::status() const {
+  return status_of(context_, caller_);
 }
 
 Subscription::Clock::time_point Subscription::expiry() const {

@@ -28,6 +28,14 @@ enum class OnStale { report, reset };
 // Whether a subscriber may go on.
 enum class Status { valid, revoked, expired, stopping };
 
+// `caller`'s status now: revoked or expired (its session or token), else
+// stopping while the server shuts down, else valid.
+Status status_of(const Context& context, const Caller& caller);
+// Whether `status` ends the caller's service (revoked or expired).
+inline bool ended(Status status) {
+  return status == Status::revoked || status == Status::expired;
+}
+
 class Subscription {
  public:
   using Clock = std::chrono::steady_clock;

@@ -22,6 +22,7 @@ import {
   makeKeys,
   oasync,
   oasyncBinary,
+  root,
   snapshotOf,
   startServer,
   token,
@@ -479,6 +480,55 @@ describe("sync:v1 channels: tenants, topics and tokens", () => {
     });
   });
 
+  test("one busy topic does not starve another on the same socket", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      // A snapshot of about 10 MB in pages of 8 KiB on one topic...
+      const pad = "q".repeat(1000);
+      for (let from = 0; from < 10000; from += 2500) {
+        const writes = [];
+        for (let i = from; i < from + 2500; i++) writes.push({ topic: RUNS, key: `big${i}`, scope: TENANT, payload: { i, pad } });
+        sink(db, writes);
+      }
+      const server = await start({ config: limits({ page_bytes: 8192, socket_queue_bytes: 32768 }) });
+      const client = connect(server.port, allTopics(), [RUNS, NOTES]);
+      // ...while the other's snapshot ends, and a write to it arrives.
+      await snapshotTaken(client, [NOTES]);
+      sink(db, [{ topic: NOTES, key: "n1", scope: TENANT, payload: { quick: true } }]);
+      await eventually(() => client.topic(NOTES).docs.has("notification:n1"), 20000, "the other topic's write");
+      assert.equal(client.topic(RUNS).snapshotEnds.length, 0, "the busy topic's snapshot was still going");
+      await snapshotTaken(client, [RUNS]);
+      assert.equal(client.topic(RUNS).docs.size, 10000);
+      assert.deepEqual(client.violations, []);
+    });
+  });
+
+  test("a topic removed while joined: the channel errors, its rejoin is refused unknown_topic, the others go on", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      const { readFileSync, writeFileSync } = await import("node:fs");
+      const { join } = await import("node:path");
+      const catalog = readFileSync(join(root, "schema", "topics.yaml"), "utf8");
+      const withScratch = join(keys.dir, "topics-with-scratch.yaml");
+      writeFileSync(withScratch, catalog + `
+  - name: runtime.scratch
+    doc_key_prefix: "scratch:"
+    payload_mode: inline
+    max_payload_bytes: 1024
+`);
+      assert.equal(oasync(["topics", "apply", withScratch], { url: db.url }).status, 0);
+      const server = await start();
+      const client = connect(server.port, token(keys, { scopes: [...TOPICS, "runtime.scratch"] }), [RUNS, "runtime.scratch"]);
+      await snapshotTaken(client, [RUNS, "runtime.scratch"]);
+      const removed = oasync(["topics", "apply", join(root, "schema", "topics.yaml")], { url: db.url });
+      assert.equal(removed.status, 0, removed.stderr);
+      const scratch = client.topic("runtime.scratch");
+      await eventually(() => scratch.left, 20000, "the removed topic's channel to be left");
+      assert.deepEqual(scratch.joinErrors.map((e) => e.response.reason), ["unknown_topic"]);
+      sink(db, [{ key: "after", scope: TENANT, payload: { still: "served" } }]);
+      await eventually(() => client.topic(RUNS).docs.has("run_summary:after"), 20000, "the other channel's write");
+      assert.deepEqual(client.violations, []);
+    });
+  });
+
   test("a revoked session: disconnect unauthorized, close 1008, and its token refused with 401", async () => {
     await scenario(async ({ db, server: start, client: connect }) => {
       const server = await start({ config: limits({ revocation_poll_ms: 200 }) });
@@ -588,6 +638,9 @@ describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
       assert.equal(ok.headers["sec-websocket-protocol"], "phoenix");
       ok.ws.close();
       assert.deepEqual(await handshake(server.port, { tok: token(keys), query: "" }), { status: 400 });
+      const plain = await fetch(`${server.base}/sync/v1/socket/websocket?vsn=2.0.0`);
+      assert.equal(plain.status, 426);
+      assert.equal(plain.headers.get("upgrade"), "websocket");
       // A token in the query string (which proxies log) is refused, under
       // phoenix's usual name and under the HTTP side's (auth.query_parameter).
       for (const name of ["token", "access_token"]) {
@@ -678,6 +731,30 @@ describe("sync:v1 socket: hostile and odd input (raw ws)", () => {
       await eventually(() => ended, 20000, "the connection to end");
       const metrics = await (await fetch(`${server.base}/metrics`)).text();
       assert.match(metrics, /oasync_serve_response_bytes 0\b/);
+    });
+  });
+
+  test("joining a topic again replaces the earlier join: its phx_close, then pushes for the new join only", async () => {
+    await scenario(async ({ db, server: start }) => {
+      sink(db, [{ key: "r1", scope: TENANT }]);
+      const server = await start();
+      const { ws } = await handshake(server.port, { tok: token(keys) });
+      const { frames } = record(ws);
+      ws.send(JSON.stringify(["1", "1", `sync:v1:${RUNS}`, "phx_join", {}]));
+      ws.send(JSON.stringify(["2", "2", `sync:v1:${RUNS}`, "phx_join", {}]));
+      await eventually(() => frames.some((f) => Array.isArray(f) && f[1] === "2" && f[3] === "phx_reply"), 20000, "the second join's reply");
+      sink(db, [{ key: "r2", scope: TENANT }]);
+      // The second join's snapshot, then the new write: binary pushes.
+      await eventually(() => frames.filter((f) => Buffer.isBuffer(f)).length >= 2, 20000, "the pushes");
+      const text = frames.filter((f) => Array.isArray(f));
+      const closeAt = text.findIndex((f) => f[3] === "phx_close");
+      assert.deepEqual(text[closeAt], ["1", "1", `sync:v1:${RUNS}`, "phx_close", {}]);
+      assert.ok(closeAt < text.findIndex((f) => f[1] === "2"), "the old join closes before the new one is answered");
+      // A binary push's join_ref: its length is byte 1, the string follows the 4-byte head.
+      const refs = frames.filter((f) => Buffer.isBuffer(f)).map((b) => b.subarray(4, 4 + b[1]).toString());
+      const afterClose = refs.slice(refs.length - 2);
+      assert.deepEqual(afterClose, ["2", "2"]);
+      ws.close();
     });
   });
 
