@@ -22,6 +22,7 @@ import {
   makeKeys,
   oasync,
   oasyncBinary,
+  relay,
   root,
   snapshotOf,
   startServer,
@@ -159,8 +160,9 @@ const sameAsJournal = (client, db, topic) =>
 const snapshotTaken = (client, topics) =>
   eventually(() => topics.every((t) => client.topic(t).snapshotEnds.length >= 1), 20000, "the snapshots");
 
-// Each test's world: a fresh database, and the servers and clients it
-// started, stopped at the end (clients first).
+// Each test's world: a fresh database, and the servers, relays and clients
+// it started, stopped at the end (clients first). proxy(port): a relay (up)
+// to the server on `port`, for a client to connect through.
 async function scenario(fn) {
   const db = createDatabase();
   const cleanup = [];
@@ -170,6 +172,12 @@ async function scenario(fn) {
       const s = await startServer(db, keys, options);
       cleanup.push(() => s.stop("SIGKILL"));
       return s;
+    },
+    proxy: async (port) => {
+      const r = await relay({ host: "127.0.0.1", port });
+      cleanup.push(() => r.close());
+      r.up();
+      return r;
     },
     client: (port, tok, topics, options) => {
       const c = connectSync(port, tok, topics, options);
@@ -317,6 +325,68 @@ describe("sync:v1 channels with the official phoenix client", () => {
           assert.deepEqual(rejoins[0].params, { epoch: lost.epoch, watermark: String(lost.watermark) });
         }
         assertClean(client, [RUNS, NOTES]);
+      });
+    });
+  }
+
+  for (const [how, refuseMs] of [
+    ["lets it through again at once", 0],
+    ["refuses connections for 1.5 s", 1500],
+  ]) {
+    test(`a TCP proxy cuts the socket mid-stream and ${how}: the client resumes from its position, no gap, no repeat, no snapshot`, async (ctx) => {
+      await scenario(async ({ db, server: start, client: connect, proxy }) => {
+        sink(db, mixedWrites(RUNS, 40));
+        const server = await start();
+        const link = await proxy(server.port);
+        const client = connect(link.port, allTopics(), [RUNS, NOTES]);
+        await snapshotTaken(client, [RUNS, NOTES]);
+        const runs = client.topic(RUNS);
+        // The relay cuts both sides of the socket while the sink still commits
+        // the burst, and the client still receives it.
+        const writing = Promise.all([
+          sinkInBackground(db, burstWrites(RUNS, 5000)),
+          sinkInBackground(db, burstWrites(NOTES, 500)),
+        ]);
+        await eventually(() => runs.applied.length > 0, 20000, "the first updates");
+        const before = runs.applied.length;
+        if (refuseMs === 0) {
+          link.cut();
+        } else {
+          link.down();
+          await sleep(refuseMs);
+          link.up();
+        }
+        ctx.diagnostic(`${before} of the 5000 updates had arrived at the cut`);
+        await writing;
+        const burstHead = BigInt(positionOf(db, RUNS).head);
+        burst(db, RUNS, 300, { start: 5000 });
+        burst(db, NOTES, 100, { start: 500 });
+        for (const topic of [RUNS, NOTES]) {
+          await converged(client, db, topic);
+          await sameAsJournal(client, db, topic);
+          const t = client.topic(topic);
+          // It rejoined with the position it had persisted when the socket went.
+          const rejoins = t.joinReplies.slice(1);
+          assert.ok(rejoins.length >= 1, `${topic}: no rejoin`);
+          const lost = t.channelErrors[0];
+          assert.ok(lost !== undefined, `${topic}: the channel never errored`);
+          assert.deepEqual(rejoins[0].params, { epoch: lost.epoch, watermark: String(lost.watermark) });
+        }
+        assertClean(client, [RUNS, NOTES]);
+        // The cut came mid-stream: the client had not received the whole burst.
+        const cutAt = runs.channelErrors[0].watermark;
+        assert.ok(cutAt < burstHead, `cut at ${cutAt}, after the burst (its head: ${burstHead})`);
+        // The relay did cut the socket, and the client came back through it
+        // (after failed attempts, when it refused them).
+        const { accepted, refused, cut } = link.counts;
+        ctx.diagnostic(`the relay accepted ${accepted} connections, refused ${refused}, cut ${cut}`);
+        assert.ok(cut > 0, "the relay cut no connection");
+        assert.ok(accepted >= 2, `the relay accepted ${accepted} connections`);
+        if (refuseMs > 0) assert.ok(refused >= 2, `the relay refused ${refused} connections`);
+        // The server let the cut socket go: only the client's new one is open.
+        const metrics = async () => (await fetch(`${server.base}/metrics`)).text();
+        await eventually(async () => /oasync_serve_sockets 1\b/.test(await metrics()), 20000,
+          "the server to release the cut socket");
       });
     });
   }

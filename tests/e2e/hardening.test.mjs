@@ -2,10 +2,20 @@
 // test reproduces one defect and asserts the fixed behaviour.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { RUNS, createDatabase, eventually, makeKeys, oasync, startServer, token, write } from "./support.mjs";
+import {
+  RUNS,
+  createDatabase,
+  eventually,
+  makeKeys,
+  oasync,
+  relay,
+  startServer,
+  token,
+  write,
+} from "./support.mjs";
 
 const keys = makeKeys();
 after(() => keys.remove());
@@ -22,51 +32,12 @@ function socketOf(url) {
   return host.startsWith("/") ? { path: `${host}/.s.PGSQL.${port}` } : { host, port: Number(port) };
 }
 
-// `url` reaching its database through `relay` instead.
-function through(url, relay) {
+// `url` reaching its database through the relay `proxy` instead.
+function through(url, proxy) {
   const u = new URL(url);
   u.searchParams.set("host", "127.0.0.1");
-  u.searchParams.set("port", String(relay.port));
+  u.searchParams.set("port", String(proxy.port));
   return u.toString();
-}
-
-// A TCP relay on loopback to `target` (net.connect options) that refuses
-// every connection while `down` is set: the database as the server sees it,
-// taken away and given back.
-async function relay(target) {
-  const sockets = new Set();
-  const state = { down: true };
-  const server = createServer((client) => {
-    if (state.down) {
-      client.destroy();
-      return;
-    }
-    const upstream = connect(target);
-    sockets.add(client).add(upstream);
-    const end = () => {
-      client.destroy();
-      upstream.destroy();
-    };
-    client.on("error", end).on("close", end).pipe(upstream);
-    upstream.on("error", end).on("close", end).pipe(client);
-  });
-  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: server.address().port,
-    up: () => {
-      state.down = false;
-    },
-    // Refuses new connections and cuts the open ones.
-    down: () => {
-      state.down = true;
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-    },
-    close: () => {
-      for (const s of sockets) s.destroy();
-      server.close();
-    },
-  };
 }
 
 describe("oasync serve: revocation and expiry are checked before anything is served", () => {

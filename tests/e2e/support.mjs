@@ -1,12 +1,13 @@
 // Helpers for the end-to-end tests: a fresh database per test (on the server
 // that scripts/with-postgres started: OASYNC_DATABASE_URL), the oasync
-// command, a running `oasync serve` on loopback, and tokens. Importing it
-// also checks every State Protocol message a test receives (below).
+// command, a running `oasync serve` on loopback, a TCP relay that a test
+// cuts, and tokens. Importing it also checks every State Protocol message a
+// test receives (below).
 import { spawn, spawnSync } from "node:child_process";
 import { createHmac, createSign, generateKeyPairSync, randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterEach } from "node:test";
@@ -215,6 +216,61 @@ export async function freePort() {
     });
     s.on("error", reject);
   });
+}
+
+// A TCP relay on loopback to `target` (net.connect options): the network
+// between a client and a server, for a test to cut and to take away. It
+// starts down: until up(), it refuses every connection (accepts it and
+// closes it at once). `counts` holds, live, the connections it relayed
+// (accepted), refused, and cut while open (by cut(), down() or close()).
+export async function relay(target) {
+  const open = new Set();  // [client, upstream] of each relayed connection still open
+  const counts = { accepted: 0, refused: 0, cut: 0 };
+  let refusing = true;
+  const cutOpen = () => {
+    counts.cut += open.size;
+    for (const pair of open) for (const socket of pair) socket.destroy();
+    open.clear();
+  };
+  const server = createServer((client) => {
+    if (refusing) {
+      counts.refused += 1;
+      client.destroy();
+      return;
+    }
+    counts.accepted += 1;
+    const upstream = connect(target);
+    const pair = [client, upstream];
+    open.add(pair);
+    const end = () => {
+      open.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end).pipe(upstream);
+    upstream.on("error", end).on("close", end).pipe(client);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: server.address().port,
+    counts,
+    up: () => {
+      refusing = false;
+    },
+    // Destroys both sides of every open connection at once (what is in
+    // flight is lost; each peer sees its connection end, as after a broken
+    // link), and goes on relaying new ones.
+    cut: cutOpen,
+    // Refuses new connections and cuts the open ones.
+    down: () => {
+      refusing = true;
+      cutOpen();
+    },
+    close: () => {
+      cutOpen();
+      server.close();
+    },
+  };
 }
 
 // Keys for each algorithm the server can be configured with.
