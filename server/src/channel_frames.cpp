@@ -41,7 +41,7 @@ void set_cursor(pb::Cursor* out, std::string_view topic, const Cursor& c) {
 }
 
 Push sized(Push push) {
-  for (const std::string& p : push.parts) push.bytes += static_cast<std::int64_t>(p.size());
+  for (const Part& p : push.parts) push.bytes += static_cast<std::int64_t>(bytes_of(p).size());
   return push;
 }
 
@@ -57,6 +57,11 @@ Push json_push(const Address& to, std::string_view event, const pb::ServerMessag
 }
 
 }  // namespace
+
+std::string_view bytes_of(const Part& part) {
+  if (const auto* own = std::get_if<std::string>(&part)) return *own;
+  return *std::get<Message>(part);
+}
 
 Push text_push(std::string text) {
   Push push;
@@ -116,12 +121,12 @@ std::optional<std::optional<Cursor>> cursor_of(const json& params, std::string& 
   return std::optional<Cursor>(c);
 }
 
-Push batch_push(const Address& to, std::vector<std::string>& messages,
+Push batch_push(const Address& to, const std::vector<Message>& messages,
                 const std::optional<Cursor>& position, Encoding encoding) {
   if (encoding == Encoding::json) {
     pb::ServerMessage whole;
     pb::Batch* batch = whole.mutable_batch();
-    for (const std::string& m : messages) batch->add_messages()->ParseFromString(m);
+    for (const Message& m : messages) batch->add_messages()->ParseFromString(*m);
     if (position) set_cursor(batch->mutable_position(), to.topic, *position);
     return json_push(to, "batch", whole);
   }
@@ -132,7 +137,7 @@ Push batch_push(const Address& to, std::vector<std::string>& messages,
     c.SerializeToString(&cursor);
   }
   std::uint64_t size = 0;
-  for (const std::string& m : messages) size += 1 + varint_size(m.size()) + m.size();
+  for (const Message& m : messages) size += 1 + varint_size(m->size()) + m->size();
   if (position) size += 1 + varint_size(cursor.size()) + cursor.size();
   Push push;
   push.parts.reserve(2 + 2 * messages.size());
@@ -140,11 +145,11 @@ Push batch_push(const Address& to, std::vector<std::string>& messages,
   head += '\x42';  // ServerMessage field 8 (batch), length-delimited
   append_varint(head, size);
   push.parts.push_back(std::move(head));
-  for (std::string& m : messages) {
+  for (const Message& m : messages) {
     std::string prefix(1, '\x0a');  // Batch field 1 (messages)
-    append_varint(prefix, m.size());
+    append_varint(prefix, m->size());
     push.parts.push_back(std::move(prefix));
-    push.parts.push_back(std::move(m));
+    push.parts.push_back(m);
   }
   if (position) {
     std::string tail(1, '\x12');  // Batch field 2 (position)

@@ -8,11 +8,13 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "oasync/reader.hpp"
+#include "view.hpp"
 
 namespace oasync::serve::channel {
 
@@ -21,9 +23,12 @@ namespace oasync::serve::channel {
 enum class Encoding { protobuf, json };
 
 // A frame ready to write: its parts, written as one message without being
-// copied together, and their size.
+// copied together (its own bytes, and messages' bytes it shares with the
+// other readers that send them), and their size.
+using Part = std::variant<std::string, Message>;
+std::string_view bytes_of(const Part& part);
 struct Push {
-  std::vector<std::string> parts;
+  std::vector<Part> parts;
   bool binary = true;
   std::int64_t bytes = 0;
 };
@@ -55,9 +60,9 @@ struct Address {
 };
 
 // The "batch" push: ServerMessage{batch: Batch{messages, position}}.
-// `messages` are serialized ServerMessages; with Encoding::protobuf they are
-// moved into the push and written as they are, the Batch built around them.
-Push batch_push(const Address& to, std::vector<std::string>& messages,
+// `messages` are serialized ServerMessages; with Encoding::protobuf the push
+// shares their bytes and writes them as they are, the Batch built around them.
+Push batch_push(const Address& to, const std::vector<Message>& messages,
                 const std::optional<Cursor>& position, Encoding encoding);
 
 // The "heartbeat" push: where the topic stands (`now`, when known), and

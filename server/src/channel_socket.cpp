@@ -516,7 +516,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
       Outgoing item = std::move(queue_.front());
       queue_.pop_front();
       buffers.clear();
-      for (const std::string& p : item.push.parts) buffers.emplace_back(p.data(), p.size());
+      for (const Part& p : item.push.parts) {
+        const std::string_view bytes = bytes_of(p);
+        buffers.emplace_back(bytes.data(), bytes.size());
+      }
       ws_.binary(item.push.binary);
       writing_since_ = Clock::now();
       co_await ws_.async_write(buffers, asio::redirect_error(use_awaitable, ec));

@@ -207,14 +207,14 @@ void Hub::refresh(Reader& reader) {
     request.max_events = std::min<std::int64_t>(limits_.live_buffer_events, 5000);
     request.max_bytes = limits_.live_buffer_bytes;
     request.detail = Detail::routing;
-    std::vector<std::shared_ptr<const Event>> fresh;
+    std::vector<std::shared_ptr<const SharedEvent>> fresh;
     std::int64_t fresh_bytes = 0;
     ++metrics_.wake_queries;
     // At most live_buffer_bytes per wake: the rest comes at the next one.
     const Page end = reader.read_pages(request, [&](Page& page) {
       for (Event& e : page.events) {
         fresh_bytes += footprint(e);
-        fresh.push_back(std::make_shared<const Event>(std::move(e)));
+        fresh.push_back(std::make_shared<const SharedEvent>(std::move(e)));
       }
       return fresh_bytes < limits_.live_buffer_bytes;
     });

@@ -35,6 +35,7 @@
 #include "metrics.hpp"
 #include "oasync/reader.hpp"
 #include "oasync/serve/serve.hpp"
+#include "view.hpp"
 
 namespace oasync::serve {
 
@@ -76,8 +77,10 @@ class Hub {
   // the buffer holds every event of epoch `epoch_counter` after `after`.
   // `through` is where a reader that took them all stands: the last
   // watermark taken, or the buffer's end when every buffered one was taken.
+  // The events are shared with the buffer, and with them the messages their
+  // readers made of them (SharedEvent).
   struct Buffered {
-    std::vector<std::shared_ptr<const Event>> events;
+    std::vector<std::shared_ptr<const SharedEvent>> events;
     std::int64_t through = 0;
     TopicPosition position;
   };
@@ -109,7 +112,7 @@ class Hub {
     std::int64_t epoch_counter = 0;
     std::int64_t start_after = 0;  // the buffer holds (start_after, end]
     std::int64_t end = 0;
-    std::deque<std::shared_ptr<const Event>> events;
+    std::deque<std::shared_ptr<const SharedEvent>> events;
     std::int64_t bytes = 0;  // footprint() of `events`
     std::uint64_t generation = 0;
     // The generation of the last change that concerned everyone, and of the

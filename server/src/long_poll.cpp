@@ -54,7 +54,7 @@ boost::asio::awaitable<Keep> answer_catch_up(Context& context, boost::beast::tcp
     res.set(http::field::content_type, "application/json");
     res.body() = json_array(chunk.messages);
     // Only the body is held while it is written (within the budget).
-    std::vector<std::string>().swap(chunk.messages);
+    std::vector<Message>().swap(chunk.messages);
     const std::string tag =
         entity_tag(s.topic,
                    subscription.view().unscoped ? subscription.view().scope + "\n+unscoped"

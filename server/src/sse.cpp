@@ -61,7 +61,7 @@ boost::asio::awaitable<Keep> answer_sse(Context& context, boost::beast::tcp_stre
           text += "event: data\ndata: ";
           text += json_array(chunk.messages);
           text += "\n\n";
-          std::vector<std::string>().swap(chunk.messages);
+          std::vector<Message>().swap(chunk.messages);
         }
         // From the request's cursor each time, as the reference server does:
         // chained, the jitter would add up event after event.

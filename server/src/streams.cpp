@@ -79,8 +79,8 @@ awaitable<Chunk> Streams::reset(const std::string& topic, const View& view,
   const bool same_epoch = o && o->epoch_counter == stale.position.epoch_counter;
   chunk.messages.insert(
       chunk.messages.begin(),
-      reset_message(view, stale, same_epoch ? stale.position.epoch : std::string(),
-                    o ? o->watermark : 0));
+      shared(reset_message(view, stale, same_epoch ? stale.position.epoch : std::string(),
+                           o ? o->watermark : 0)));
   co_return chunk;
 }
 
@@ -119,11 +119,11 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   // The snapshot's position: its epoch, and the head it hands over at.
   TopicPosition at = page.position;
   at.head = head;
-  if (first) chunk.messages.push_back(control_message(Control::snapshot_start, view, at));
+  if (first) chunk.messages.push_back(shared(control_message(Control::snapshot_start, view, at)));
   for (const Doc& d : page.docs) {
     // Later pages skip what changed after the head: the journal brings it.
     if (d.deleted || d.last_watermark > head) continue;
-    chunk.messages.push_back(snapshot_message(d, view));
+    chunk.messages.push_back(shared(snapshot_message(d, view)));
   }
   Offset next;
   next.kind = Offset::Kind::snapshot;
@@ -136,7 +136,7 @@ awaitable<Chunk> Streams::snapshot(const std::string& topic, const View& view, c
   } else if (static_cast<std::size_t>(from.part) + 1 < parts.size()) {
     next.part = from.part + 1;
   } else {
-    chunk.messages.push_back(control_message(Control::snapshot_end, view, at));
+    chunk.messages.push_back(shared(control_message(Control::snapshot_end, view, at)));
     finish(chunk, page.position, epoch, head);
     co_return chunk;
   }
@@ -162,8 +162,8 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
           through = e->watermark - 1;
           break;
         }
-        if (auto m = message_for(*e, view)) {
-          bytes += static_cast<std::int64_t>(m->size());
+        if (auto m = e->message(view)) {
+          bytes += static_cast<std::int64_t>((*m)->size());
           chunk.messages.push_back(std::move(*m));
         }
       }
@@ -236,11 +236,11 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
     // and the upsert into the other. Only the upsert counts.
     if (i + 1 < events.size() && events[i]->watermark == events[i + 1]->watermark) {
       const Event* keep = events[i]->op == Op::upsert ? events[i] : events[i + 1];
-      if (auto m = message_for(*keep, view)) chunk.messages.push_back(std::move(*m));
+      if (auto m = message_for(*keep, view)) chunk.messages.push_back(shared(std::move(*m)));
       ++i;
       continue;
     }
-    if (auto m = message_for(*events[i], view)) chunk.messages.push_back(std::move(*m));
+    if (auto m = message_for(*events[i], view)) chunk.messages.push_back(shared(std::move(*m)));
   }
   const TopicPosition& now = pages.front().position;
   finish(chunk, now, now.epoch_counter, through);

@@ -23,7 +23,9 @@ namespace oasync::serve {
 
 // What one response (or one SSE data event) carries.
 struct Chunk {
-  std::vector<std::string> messages;
+  // A buffered event's message is shared with the other readers of its form
+  // (SharedEvent); the rest are the reader's own.
+  std::vector<Message> messages;
   // Stream-Next-Offset: where the reader stands after these messages.
   std::string next;
   // Whether `next` is the head (Stream-Up-To-Date).

@@ -34,7 +34,7 @@ asio::awaitable<std::optional<Chunk>> Subscription::read() {
   }
   if (ended(status())) co_return std::nullopt;
   std::int64_t bytes = 0;
-  for (const std::string& m : chunk.messages) bytes += static_cast<std::int64_t>(m.size());
+  for (const Message& m : chunk.messages) bytes += static_cast<std::int64_t>(m->size());
   lease.resize(bytes);
   held_ = std::move(lease);
   context_.metrics.messages += static_cast<std::int64_t>(chunk.messages.size());

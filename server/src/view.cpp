@@ -83,27 +83,69 @@ std::vector<std::string> View::parts() const {
   return out;
 }
 
-std::optional<std::string> message_for(const Event& e, const View& view) {
-  const bool proto = view.format == Format::sync_proto;
+namespace {
+
+// How an event changes a view: all that its message depends on beside the
+// view's encoding (Form). nullopt: the view does not see it.
+enum class Relation { inserted, updated, left, deleted };
+std::optional<Relation> relation(const Event& e, const View& view) {
   const bool in = view.contains(e.scope);
   if (e.op == Op::upsert) {
     if (in) {
       if (e.payload.empty()) return std::nullopt;
-      if (proto) return update(e, view, nullptr);
       const bool entered = e.previous_scope && !view.contains(*e.previous_scope);
-      const bool created = e.doc_version == 1;
-      return change(e.topic, e.doc_key, created || entered ? "insert" : "update", e.doc_version,
-                    &e.payload, view.headers);
+      return e.doc_version == 1 || entered ? Relation::inserted : Relation::updated;
     }
-    if (e.previous_scope && view.contains(*e.previous_scope)) {
-      if (proto) return update(e, view, &*e.previous_scope);
-      return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
-    }
+    if (e.previous_scope && view.contains(*e.previous_scope)) return Relation::left;
     return std::nullopt;
   }
-  if (!in) return std::nullopt;
-  if (proto) return update(e, view, nullptr);
+  return in ? std::optional<Relation>(Relation::deleted) : std::nullopt;
+}
+
+std::string encode(const Event& e, const View& view, Relation r) {
+  if (view.format == Format::sync_proto) {
+    return update(e, view, r == Relation::left ? &*e.previous_scope : nullptr);
+  }
+  switch (r) {
+    case Relation::inserted:
+      return change(e.topic, e.doc_key, "insert", e.doc_version, &e.payload, view.headers);
+    case Relation::updated:
+      return change(e.topic, e.doc_key, "update", e.doc_version, &e.payload, view.headers);
+    case Relation::left:
+    case Relation::deleted:
+      break;
+  }
   return change(e.topic, e.doc_key, "delete", e.doc_version, nullptr, view.headers);
+}
+
+}  // namespace
+
+std::optional<std::string> message_for(const Event& e, const View& view) {
+  const auto r = relation(e, view);
+  if (!r) return std::nullopt;
+  return encode(e, view, *r);
+}
+
+Message shared(std::string bytes) {
+  return std::make_shared<const std::string>(std::move(bytes));
+}
+
+SharedEvent::SharedEvent(Event event) : Event(std::move(event)) {}
+
+std::optional<Message> SharedEvent::message(const View& view) const {
+  const auto r = relation(*this, view);
+  if (!r) return std::nullopt;
+  const Form form{view.format, view.headers, view.max_push_payload, static_cast<int>(*r)};
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [f, m] : forms_) {
+      if (f == form) return m;
+    }
+  }
+  Message m = shared(encode(*this, view, *r));
+  std::lock_guard lock(mutex_);
+  if (forms_.size() < kMaxForms) forms_.emplace_back(form, m);
+  return m;
 }
 
 std::string snapshot_message(const Doc& doc, const View& view) {
@@ -145,15 +187,15 @@ std::string reset_message(const View& view, const ResumeCheck& stale,
   return json_control("reset");
 }
 
-std::string json_array(const std::vector<std::string>& messages) {
+std::string json_array(const std::vector<Message>& messages) {
   std::size_t size = 2;
-  for (const auto& m : messages) size += m.size() + 1;
+  for (const auto& m : messages) size += m->size() + 1;
   std::string out;
   out.reserve(size);
   out += '[';
   for (std::size_t i = 0; i < messages.size(); ++i) {
     if (i > 0) out += ',';
-    out += messages[i];
+    out += *messages[i];
   }
   out += ']';
   return out;

@@ -12,9 +12,14 @@
 // clients apply updates as upserts.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "oasync/reader.hpp"
@@ -63,6 +68,36 @@ struct View {
 // the view's scope the doc left.
 std::optional<std::string> message_for(const Event& event, const View& view);
 
+// A message's bytes, shared by every reader that sends them.
+using Message = std::shared_ptr<const std::string>;
+Message shared(std::string bytes);
+
+// An event in the hub's buffer, which many readers take: its message for a
+// view (message_for) is encoded once per form (the view's format, headers and
+// payload limit, and how the event changes the view: an insert, an update, a
+// move out or a delete) and the bytes are shared by every reader of that form,
+// whatever its tenant, socket or stream. At most kMaxForms forms are kept, the
+// first ones asked for, so that a buffered event holds at most that many
+// encodings beside itself; a reader of another form encodes for itself.
+// Thread-safe.
+class SharedEvent : public Event {
+ public:
+  static constexpr std::size_t kMaxForms = 2;
+  explicit SharedEvent(Event event);
+  std::optional<Message> message(const View& view) const;
+
+ private:
+  struct Form {
+    Format format;
+    Headers headers;
+    std::int64_t max_push_payload;
+    int relation;
+    bool operator==(const Form&) const = default;
+  };
+  mutable std::mutex mutex_;
+  mutable std::vector<std::pair<Form, Message>> forms_;
+};
+
 // The message a snapshot's doc is for `view`: an "insert" (a Doc).
 std::string snapshot_message(const Doc& doc, const View& view);
 
@@ -79,6 +114,6 @@ std::string reset_message(const View& view, const ResumeCheck& stale,
                           const std::string& cursor_epoch, std::int64_t cursor_watermark);
 
 // A JSON array of `messages` (each already JSON text).
-std::string json_array(const std::vector<std::string>& messages);
+std::string json_array(const std::vector<Message>& messages);
 
 }  // namespace oasync::serve

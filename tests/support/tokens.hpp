@@ -9,14 +9,21 @@
 
 namespace oasync::test {
 
-// Base64url without padding (RFC 7515 §2).
-inline std::string b64url(const std::string& bytes) {
+// Standard base64 without padding: how phoenix.js's authToken carries a
+// token in Sec-WebSocket-Protocol ("base64url.bearer.phx." + this).
+inline std::string base64_unpadded(const std::string& bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
   const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
                                 reinterpret_cast<const unsigned char*>(bytes.data()),
                                 static_cast<int>(bytes.size()));
   out.resize(static_cast<std::size_t>(n));
   while (!out.empty() && out.back() == '=') out.pop_back();
+  return out;
+}
+
+// Base64url without padding (RFC 7515 §2).
+inline std::string b64url(const std::string& bytes) {
+  std::string out = base64_unpadded(bytes);
   for (char& c : out) c = c == '+' ? '-' : c == '/' ? '_' : c;
   return out;
 }

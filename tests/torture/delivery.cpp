@@ -59,6 +59,9 @@ serve::LimitsConfig torture_limits() {
   l.page_bytes = 256 << 10;
   l.response_bytes = 8 << 20;
   l.live_buffer_bytes = 8 << 20;
+  l.channel_idle_seconds = 10;
+  l.channel_heartbeat_seconds = 2;
+  l.socket_queue_bytes = 1 << 20;
   return l;
 }
 
@@ -66,7 +69,7 @@ std::int64_t expected_peak_rss_bytes(const serve::LimitsConfig& limits, int foll
   constexpr std::int64_t kBase = 48LL << 20;     // the process and its sessions, idle
   constexpr std::int64_t kMargin = 48LL << 20;   // allocator slack
   constexpr std::int64_t kRequestBytes = 16384;  // max_request_bytes, the default
-  return kBase + 2 * limits.response_bytes + 2 * limits.live_buffer_bytes * followed_topics +
+  return kBase + 2 * limits.response_bytes + 4 * limits.live_buffer_bytes * followed_topics +
          3 * limits.db_pool * limits.page_bytes + 2 * kRequestBytes * limits.max_connections +
          kMargin;
 }
@@ -175,25 +178,56 @@ struct FollowerSpec {
   std::string name;
   int topic = 0;
   int org = 0;
-  std::string live;      // long-poll or sse
-  std::string on_stale;  // reset or report
+  std::string live;      // long-poll, sse, or channel (a sync:v1 channel)
+  std::string on_stale;  // reset or report (Durable Streams)
   bool proxied = false;
+  std::string socket;    // a channel's socket, shared by its tenant's topics
+  std::string encoding;  // a channel socket's: protobuf or json
   std::string out, session_file;
+  bool channel() const { return live == "channel"; }
 };
+
+// A sync:v1 WebSocket handshake for 127.0.0.1 offering `token` as phoenix's
+// authToken (standard base64 without padding, in Sec-WebSocket-Protocol).
+std::string socket_handshake(const std::string& token) {
+  return fmt::format(
+      "GET /sync/v1/socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+      "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+      "Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.{}\r\n\r\n",
+      base64_unpadded(token));
+}
+
+// A client's WebSocket text frame holding `text`, masked (with a zero key,
+// which leaves the bytes as they are).
+std::string client_text_frame(const std::string& text) {
+  std::string frame = "\x81";
+  if (text.size() < 126) {
+    frame += static_cast<char>(0x80 | text.size());
+  } else {
+    frame += static_cast<char>(0x80 | 126);
+    frame += static_cast<char>((text.size() >> 8) & 0xff);
+    frame += static_cast<char>(text.size() & 0xff);
+  }
+  frame += std::string(4, '\0');
+  return frame + text;
+}
 
 }  // namespace
 
 // Reads each data topic's new events every 100 ms, before purge removes
 // them (it keeps the last 2 s), so that responses far below the final floor
 // are checked too. A range purged before it was read is a gap: responses
-// that overlap it are not compared.
+// that overlap it are not compared. It also notes each epoch it sees with its
+// counter: a channel's positions name the epoch, offsets its counter.
 class JournalRecorder {
  public:
   JournalRecorder(std::string url, std::vector<std::string> topics)
       : url_(std::move(url)),
         topics_(std::move(topics)),
         journals_(topics_.size()),
-        gaps_(topics_.size()) {}
+        gaps_(topics_.size()),
+        epochs_(topics_.size()) {}
 
   void run(const std::atomic<bool>& stop) {
     while (!stop) {
@@ -223,6 +257,12 @@ class JournalRecorder {
     if (read_through_[t] < floor) gaps_[t].push_back({read_through_[t] + 1, floor});
     final_through_[t] = head;
   }
+  // The counter of an epoch of topic t, if it was seen.
+  std::optional<std::int64_t> epoch_counter(std::size_t t, const std::string& epoch) const {
+    std::lock_guard lock(mutex_);
+    const auto it = epochs_[t].find(epoch);
+    return it == epochs_[t].end() ? std::nullopt : std::optional<std::int64_t>(it->second);
+  }
   std::int64_t missed() const {
     std::lock_guard lock(mutex_);
     std::int64_t n = 0;
@@ -237,6 +277,12 @@ class JournalRecorder {
       pqxx::connection conn(url_);
       pqxx::nontransaction tx(conn);
       for (std::size_t t = 0; t < topics_.size(); ++t) {
+        const pqxx::result epoch = tx.exec_params(
+            "SELECT epoch::text, epoch_counter FROM oasync.topics WHERE topic = $1", topics_[t]);
+        if (!epoch.empty()) {
+          std::lock_guard lock(mutex_);
+          epochs_[t][epoch[0][0].as<std::string>()] = epoch[0][1].as<std::int64_t>();
+        }
         std::int64_t last = read_through_[t];
         for (;;) {
           const pqxx::result rows = tx.exec_params(
@@ -273,6 +319,7 @@ class JournalRecorder {
   std::vector<std::map<std::int64_t, JournalEvent>> journals_;
   std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> gaps_;
   std::map<std::size_t, std::int64_t> read_through_, final_through_;
+  std::vector<std::map<std::string, std::int64_t>> epochs_;  // epoch -> counter, per topic
 };
 
 struct Delivery::Impl {
@@ -308,12 +355,15 @@ struct Delivery::Impl {
         "    long_poll_seconds: {}\n    sse_seconds: {}\n    page_events: {}\n"
         "    snapshot_page_docs: {}\n    live_buffer_events: {}\n    db_pool: {}\n"
         "    revocation_poll_ms: {}\n    poll_ms: {}\n    drain_seconds: {}\n"
-        "    page_bytes: {}\n    response_bytes: {}\n    live_buffer_bytes: {}\n",
+        "    page_bytes: {}\n    response_bytes: {}\n    live_buffer_bytes: {}\n"
+        "    channel_idle_seconds: {}\n    channel_heartbeat_seconds: {}\n"
+        "    socket_queue_bytes: {}\n",
         port, secret_file, limits.max_connections, limits.idle_timeout_seconds,
         limits.send_timeout_seconds, limits.long_poll_seconds, limits.sse_seconds,
         limits.page_events, limits.snapshot_page_docs, limits.live_buffer_events, limits.db_pool,
         limits.revocation_poll_ms, limits.poll_ms, limits.drain_seconds, limits.page_bytes,
-        limits.response_bytes, limits.live_buffer_bytes);
+        limits.response_bytes, limits.live_buffer_bytes, limits.channel_idle_seconds,
+        limits.channel_heartbeat_seconds, limits.socket_queue_bytes);
   }
 
   // Starts the server (again) and waits until it accepts; retried while
@@ -351,15 +401,14 @@ struct Delivery::Impl {
     }
   }
 
-  std::string token(int org, const std::string& topic, const std::string& session,
-                    int seconds = 60) {
+  std::string token(int org, const json& topics, const std::string& session, int seconds = 60) {
     const auto now = std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
     return hs256_token(secret, json{{"sub", "raw"},
                                     {"org_id", std::to_string(org)},
                                     {"session_id", session},
-                                    {"scopes", {topic}},
+                                    {"scopes", topics},
                                     {"exp", now + seconds}});
   }
 
@@ -367,7 +416,7 @@ struct Delivery::Impl {
     const std::string& name = options.topics[static_cast<std::size_t>(topic)];
     return fmt::format(
         "GET /v1/topics/{}?{} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n\r\n",
-        name, query, token(org, name, "raw-client"));
+        name, query, token(org, json::array({name}), "raw-client"));
   }
 };
 
@@ -449,23 +498,40 @@ void Delivery::start() {
     f.proxied = true;
     d.specs.push_back(f);
   }
+  // sync:v1 sockets: one per tenant with a channel per topic (protobuf), and
+  // one more for tenant 1 with encoding=json.
+  for (int s = 0; s <= d.options.tenants; ++s) {
+    const bool json_socket = s == d.options.tenants;
+    for (int t = 0; t < topics; ++t) {
+      FollowerSpec f;
+      f.org = json_socket ? 1 % d.options.tenants : s;
+      f.socket = json_socket ? "cj" : fmt::format("c{}", s);
+      f.name = fmt::format("{}.{}", f.socket, t);
+      f.topic = t;
+      f.live = "channel";
+      f.encoding = json_socket ? "json" : "protobuf";
+      d.specs.push_back(f);
+    }
+  }
   json followers = json::array();
   for (FollowerSpec& f : d.specs) {
     f.out = d.dir + "/" + f.name + ".ndjson";
-    f.session_file = d.dir + "/" + f.name + ".session";
+    f.session_file = d.dir + "/" + (f.channel() ? f.socket : f.name) + ".session";
     const std::string& topic = d.options.topics[static_cast<std::size_t>(f.topic)];
-    followers.push_back(
-        {{"name", f.name},
-         {"url", f.proxied ? fmt::format("http://127.0.0.1:{}/{}/v1/topics/{}", d.proxy_port,
-                                         f.name, topic)
-                           : fmt::format("http://127.0.0.1:{}/v1/topics/{}", d.port, topic)},
-         {"topic", topic},
-         {"org", f.org},
-         {"live", f.live},
-         {"onStale", f.on_stale},
-         {"out", f.out},
-         {"sessionFile", f.session_file},
-         {"tokenSeconds", {3, 12}}});
+    json spec = {{"name", f.name},         {"topic", topic}, {"org", f.org},
+                 {"live", f.live},         {"out", f.out},   {"sessionFile", f.session_file},
+                 {"tokenSeconds", {3, 12}}};
+    if (f.channel()) {
+      spec["url"] = fmt::format("ws://127.0.0.1:{}/sync/v1/socket", d.port);
+      spec["socket"] = f.socket;
+      spec["encoding"] = f.encoding;
+    } else {
+      spec["url"] = f.proxied ? fmt::format("http://127.0.0.1:{}/{}/v1/topics/{}", d.proxy_port,
+                                            f.name, topic)
+                              : fmt::format("http://127.0.0.1:{}/v1/topics/{}", d.port, topic);
+      spec["onStale"] = f.on_stale;
+    }
+    followers.push_back(std::move(spec));
   }
   const std::string follower_config = d.dir + "/followers.json";
   std::ofstream(follower_config) << json{
@@ -550,6 +616,34 @@ void Delivery::run_faults(const std::atomic<bool>& stop) {
               run_oasync({"--database-url", d.options.database_url, "sessions", "revoke", session});
           if (r.exit_code == 0) ++counts_.revocations;
         }
+      } else if (pick < 68) {
+        // Sockets that join every topic and never read: their snapshots and
+        // updates wait in the socket's queue until the server ends them as
+        // slow consumers (or they are closed).
+        for (int i = 0; i < 2; ++i) {
+          const int fd = connect_to(d.port, 4096);
+          if (fd < 0) continue;
+          const int k = static_cast<int>(d.rng() % static_cast<std::uint64_t>(d.options.tenants));
+          const std::string hello =
+              socket_handshake(d.token(k, json(d.options.topics), "raw-socket"));
+          char head[1024];
+          if (::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL) < 0 ||
+              ::recv(fd, head, sizeof head, 0) <= 0) {
+            close(fd);
+            continue;
+          }
+          std::string joins;
+          for (int t = 0; t < topics; ++t) {
+            joins += client_text_frame(
+                json::array({std::to_string(t + 1), std::to_string(t + 1),
+                             "sync:v1:" + d.options.topics[static_cast<std::size_t>(t)], "phx_join",
+                             json::object()})
+                    .dump());
+          }
+          (void)::send(fd, joins.data(), joins.size(), MSG_NOSIGNAL);
+          held.push_back({fd, Clock::now() + std::chrono::milliseconds(2000 + d.rng() % 8000)});
+          ++counts_.slow_sockets;
+        }
       } else if (pick < 75) {
         // Clients that send a request and never read: SSE and catch-ups.
         for (int i = 0; i < 4; ++i) {
@@ -602,12 +696,11 @@ void Delivery::run_faults(const std::atomic<bool>& stop) {
   if (!d.server || exited(d.server->pid())) d.start_server();
 }
 
-void Delivery::finish(const std::map<std::string, std::pair<std::int64_t, std::int64_t>>& heads,
-                      int timeout_seconds) {
+void Delivery::finish(const std::map<std::string, Head>& heads, int timeout_seconds) {
   Impl& d = *impl_;
   std::string lines;
   for (const auto& [topic, at] : heads) {
-    lines += fmt::format("finish {} {} {}\n", topic, at.first, at.second);
+    lines += fmt::format("finish {} {} {} {}\n", topic, at.epoch_counter, at.head, at.epoch);
   }
   d.followers->write(lines);
   for (int i = 0; i < timeout_seconds * 10 && !exited(d.followers->pid()); ++i) {
@@ -685,6 +778,12 @@ std::vector<Expected> view_of(const TopicJournal& j, const std::string& scope, b
   return out;
 }
 
+// Whether a received operation is the view's: a channel's update says
+// "upsert" for both an insert and an update.
+bool same_operation(const std::string& want, const std::string& got) {
+  return want == got || (got == "upsert" && (want == "insert" || want == "update"));
+}
+
 // Whether the versions of `key` strictly between `from` and `to` can have been
 // withheld from `scope`'s view of a pointer topic: each of them that the
 // journal retained is an upsert of `scope`, and a later version (after `to`,
@@ -708,6 +807,20 @@ bool withheld_between(const TopicJournal& j, const std::string& scope, const std
 
 void Delivery::check(const std::vector<TopicJournal>& journals) {
   Impl& d = *impl_;
+  const auto channel_offset = [&](std::size_t t, const json& position) -> std::string {
+    const auto counter = d.recorder.epoch_counter(t, position.value("e", ""));
+    std::int64_t watermark = 0;
+    try {
+      watermark = std::stoll(position.value("w", ""));
+    } catch (const std::exception&) {
+      return "";
+    }
+    if (!counter) {
+      ++counts_.unmapped_epochs;
+      return "";
+    }
+    return fmt::format("{:016}_{:020}_j", *counter, watermark);
+  };
   std::map<std::pair<int, int>, std::map<std::string, json>> snapshots;  // (topic, org) -> docs
   const auto snapshot_of = [&](int t, int org) -> const std::map<std::string, json>& {
     auto& docs = snapshots[{t, org}];
@@ -758,14 +871,27 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
     int line_number = 0;
     while (std::getline(in, text)) {
       ++line_number;
-      const json line = json::parse(text, nullptr, false);
+      json line = json::parse(text, nullptr, false);
       if (!line.is_object()) {
         problem(fmt::format("line {} is not JSON", line_number));
         continue;
       }
+      if (f.channel()) {
+        // A channel's positions as offsets: "" when the epoch was never seen.
+        for (const char* field : {"f", "o"}) {
+          if (line.contains(field) && line[field].is_object()) {
+            line[field] = channel_offset(static_cast<std::size_t>(f.topic), line[field]);
+          }
+        }
+      }
       const std::string k = line.value("k", "");
+      if (k == "bad") {
+        problem(line.value("msg", ""));
+        continue;
+      }
       if (k == "s") {
         ++counts_.sessions;
+        if (f.channel()) ++counts_.channel_joins;
         if (line.value("o", "") == "-1") docs.clear();
         continue;
       }
@@ -775,6 +901,7 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
           ++counts_.refused_tokens;
         } else if (status == 410) {
           ++counts_.stale_410;
+          if (f.channel()) ++counts_.channel_stale;
           if (resyncing) problem("went stale again before its resync reached the snapshot's end");
           resyncing = true;
           const std::string reason = line.value("reason", "");
@@ -856,11 +983,14 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
       }
       if (k != "b") continue;
       ++counts_.responses;
+      if (f.channel()) ++counts_.channel_batches;
       const std::string from = line.value("f", ""), to = line.value("o", "");
-      if (from != "-1" && (to < from || (to == from && !line["m"].empty()))) {
+      // ("": a channel position of an epoch the recorder never saw.)
+      const bool known = !from.empty() && !to.empty() && !last_offset.empty();
+      if (known && from != "-1" && (to < from || (to == from && !line["m"].empty()))) {
         problem(fmt::format("offset went from {} to {}", from, to));
       }
-      if (from != last_offset && from != "-1") {
+      if (known && from != last_offset && from != "-1") {
         problem(fmt::format("a response from {} after the offset {}", from, last_offset));
       }
       last_offset = to;
@@ -936,7 +1066,8 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
           break;
         }
         const Expected& want = expected[e];
-        if (want.key != got.key || want.op != got.op || want.version != got.version.value_or(-1)) {
+        if (want.key != got.key || !same_operation(want.op, got.op) ||
+            want.version != got.version.value_or(-1)) {
           problem(fmt::format("the response {} .. {} has {} {} v{} where the view has {} {} v{}",
                               from, to, got.op, got.key, got.version.value_or(-1), want.op,
                               want.key, want.version));

@@ -1,8 +1,12 @@
 // The torture run's delivery part: `oasync serve` in front of the torture's
-// database, read by the official Durable Streams client
-// (tests/e2e/torture-follower.mjs) as the three tenants, under faults of its
-// own, and every response each follower received checked against the
-// journal.
+// database, read as the three tenants by the official Durable Streams client
+// and, over sync:v1 sockets (a channel per topic), by the official phoenix
+// client (tests/e2e/torture-follower.mjs), under faults of its own, and every
+// response or batch each follower received checked against the journal, by
+// the same checks: a channel's batch is a response from the position before
+// it to the batch's, a whole snapshot one from -1, a stale notice a 410, a
+// heartbeat that moves the position an empty response (its range must hold
+// nothing of the tenant's view).
 //
 // Faults, beside the run's own (kills, purges, epoch resets, scope moves,
 // PostgreSQL restarts): the server SIGKILLed and started again on the same
@@ -10,8 +14,9 @@
 // terminated (found in pg_stat_activity by the application name the driver
 // gives the server, PGAPPNAME, and the hub's own statements); sessions revoked
 // with `oasync sessions revoke`; tokens that expire every few seconds (the
-// follower mints a fresh one when refused); raw clients that send a request
-// and never read, and clients that disconnect mid-response. Some followers
+// follower mints a fresh one when refused; a socket at each connect); raw
+// clients that send a request and never read, raw sockets that join every
+// topic and never read, and clients that disconnect mid-response. Some followers
 // read through a sabotaging proxy (tests/e2e/torture-proxy.mjs), which damages
 // one response when the run is told to (--sabotage skip|leak|repeat).
 //
@@ -68,8 +73,10 @@ serve::LimitsConfig torture_limits();
 //   base                       the process, its libraries and its sessions
 // + 2 x response_bytes         responses in flight (a page is briefly held as
 //                              messages and as the body built from them)
-// + 2 x live_buffer_bytes      the hub's buffer of each followed topic (a
-//   x followed topics          wake's events are read before it is trimmed)
+// + 4 x live_buffer_bytes      the hub's buffer of each followed topic (a
+//   x followed topics          wake's events are read before it is trimmed),
+//                              and the messages its readers made of them
+//                              (up to two encodings per event, shared)
 // + 3 x db_pool x page_bytes   a database result, its events and their
 //                              messages per pool session (one part: no
 //                              unscoped docs)
@@ -109,9 +116,14 @@ struct Options {
 
 struct Counts {
   std::atomic<std::uint64_t> server_kills{0}, server_drains{0}, hub_terminations{0},
-      hub_not_found{0}, revocations{0}, slow_clients{0}, cut_clients{0}, server_start_retries{0};
+      hub_not_found{0}, revocations{0}, slow_clients{0}, slow_sockets{0}, cut_clients{0},
+      server_start_retries{0};
   std::uint64_t deliveries_checked = 0, messages = 0, responses = 0, stale_410 = 0, resets = 0,
                 refused_tokens = 0, sessions = 0, pointer_skips = 0, unchecked_responses = 0;
+  // The sync:v1 channel followers' share: batches (and snapshots) checked,
+  // stale notices, joins, and lines whose epoch the recorder never saw (not
+  // comparable).
+  std::uint64_t channel_batches = 0, channel_stale = 0, channel_joins = 0, unmapped_epochs = 0;
   std::int64_t recorder_missed = 0;
   std::atomic<std::int64_t> peak_rss{0};
   std::int64_t expected_rss = 0;
@@ -129,11 +141,16 @@ class Delivery {
   void start();
   // The delivery faults, until `stop`; then the server runs again.
   void run_faults(const std::atomic<bool>& stop);
+  // Where a topic ended: its epoch (and the epoch's counter) and its head.
+  struct Head {
+    std::int64_t epoch_counter = 0;
+    std::int64_t head = 0;
+    std::string epoch;
+  };
   // After the writers stopped: each follower reads until it holds an offset
-  // of its topic's epoch (topics.epoch_counter) at or past its head, and
+  // (or a channel position) of its topic's epoch at or past its head, and
   // writes its state. Waits up to `timeout_seconds`.
-  void finish(const std::map<std::string, std::pair<std::int64_t, std::int64_t>>& heads,
-              int timeout_seconds);
+  void finish(const std::map<std::string, Head>& heads, int timeout_seconds);
   // Every check of the header, against the final journals.
   void check(const std::vector<TopicJournal>& journals);
   // What the proxy damaged ("" if nothing).

@@ -48,10 +48,13 @@
 //     official @durable-streams/client (tests/e2e/torture-follower.mjs), one
 //     per topic and tenant plus three through a sabotaging proxy
 //     (tests/e2e/torture-proxy.mjs), long-poll and SSE, some with
-//     on_stale=reset, on tokens that expire every few seconds, while the
-//     server is SIGKILLed or drained with SIGTERM and started again, its hub
-//     session is terminated, sessions are revoked, and raw clients stop
-//     reading or hang up mid-response; each follower records every response.
+//     on_stale=reset, and sync:v1 sockets with the official phoenix client
+//     (one per tenant, and one with encoding=json), a channel per topic, on
+//     tokens that expire every few seconds, while the server is SIGKILLed or
+//     drained with SIGTERM and started again, its hub session is terminated,
+//     sessions are revoked, and raw clients stop reading (requests and
+//     sockets) or hang up mid-response; each follower records every response
+//     or batch.
 // Afterwards it checks the invariants listed at check_journal(),
 // check_reprojections(), check_consumers(), check_scoped_consumers() and
 // check_state() and Delivery::check() (every follower response against its
@@ -2460,12 +2463,14 @@ int main(int argc, char** argv) {
   give_up = true;
   watchdog.join();
   // The delivery followers catch up with the heads and write their state.
-  if (auto heads = try_query(db.url(), "SELECT topic, epoch_counter, head FROM oasync.topics")) {
-    std::map<std::string, std::pair<std::int64_t, std::int64_t>> at;
+  if (auto heads = try_query(db.url(),
+                             "SELECT topic, epoch_counter, head, epoch::text FROM oasync.topics")) {
+    std::map<std::string, delivery::Delivery::Head> at;
     for (const auto& row : *heads) {
       for (int t = 0; t < kTopics; ++t) {
         if (row[0].as<std::string>() == data_topic(t)) {
-          at[data_topic(t)] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>()};
+          at[data_topic(t)] = {row[1].as<std::int64_t>(), row[2].as<std::int64_t>(),
+                               row[3].as<std::string>()};
         }
       }
     }
@@ -2588,8 +2593,11 @@ int main(int argc, char** argv) {
       "  delivery: server kills (SIGKILL) %llu, drains (SIGTERM) %llu, start retries %llu; hub "
       "sessions terminated %llu (not found %llu); revocations %llu; tokens refused %llu; "
       "sessions %llu\n"
-      "  delivery: resyncs %llu (410 %llu, reset %llu); slow clients %llu, clients cut "
-      "mid-response %llu; peak server RSS %lld MiB (expected at most %lld MiB)\n",
+      "  delivery: resyncs %llu (410 %llu, reset %llu); slow clients %llu, sockets that never "
+      "read %llu, clients cut mid-response %llu; peak server RSS %lld MiB (expected at most "
+      "%lld MiB)\n"
+      "  delivery: sync:v1 channels: batches %llu (of the responses), joins %llu, stale notices "
+      "%llu (of the 410s), positions of an epoch the recorder never saw %llu\n",
       static_cast<unsigned long long>(dc.deliveries_checked),
       static_cast<unsigned long long>(dc.messages), static_cast<unsigned long long>(dc.responses),
       static_cast<unsigned long long>(dc.unchecked_responses),
@@ -2599,8 +2607,13 @@ int main(int argc, char** argv) {
       static_cast<unsigned long long>(dc.sessions),
       static_cast<unsigned long long>(dc.stale_410 + dc.resets),
       static_cast<unsigned long long>(dc.stale_410), static_cast<unsigned long long>(dc.resets),
-      n(dc.slow_clients), n(dc.cut_clients), static_cast<long long>(dc.peak_rss.load() >> 20),
-      static_cast<long long>(dc.expected_rss >> 20));
+      n(dc.slow_clients), n(dc.slow_sockets), n(dc.cut_clients),
+      static_cast<long long>(dc.peak_rss.load() >> 20),
+      static_cast<long long>(dc.expected_rss >> 20),
+      static_cast<unsigned long long>(dc.channel_batches),
+      static_cast<unsigned long long>(dc.channel_joins),
+      static_cast<unsigned long long>(dc.channel_stale),
+      static_cast<unsigned long long>(dc.unmapped_epochs));
   for (const auto& c : consumers) {
     if (!c->last_exit().empty()) {
       std::printf("  last other exit of %s: %s", c->name().c_str(), c->last_exit().c_str());

@@ -19,7 +19,7 @@ namespace {
 
 std::string joined(const Push& push) {
   std::string out;
-  for (const std::string& p : push.parts) out += p;
+  for (const Part& p : push.parts) out += bytes_of(p);
   return out;
 }
 
@@ -46,20 +46,28 @@ const Address kTo{"7", "sync:v1:t.a", "t.a"};
 }  // namespace
 
 TEST_CASE("a batch push: the messages as they are, in order, and the position") {
-  std::vector<std::string> messages{update("k:1", 1), update("k:2", 4), update("k:1", 2)};
-  const std::vector<std::string> sent = messages;
+  const std::vector<Message> messages{shared(update("k:1", 1)), shared(update("k:2", 4)),
+                                      shared(update("k:1", 2))};
   const Push push = batch_push(kTo, messages, Cursor{"e-1", 300}, Encoding::protobuf);
   CHECK(push.binary);
+  // The messages' bytes are shared, not copied: head, then (prefix, message) each.
+  REQUIRE(push.parts.size() == 1 + 2 * 3 + 1);
+  for (std::size_t i = 0; i < 3; ++i) {
+    REQUIRE(std::holds_alternative<Message>(push.parts[2 + 2 * i]));
+    CHECK(std::get<Message>(push.parts[2 + 2 * i]) == messages[i]);
+  }
   CHECK(push.bytes == static_cast<std::int64_t>(joined(push).size()));
   const pb::ServerMessage m = payload_of(push, "batch");
   REQUIRE(m.has_batch());
   REQUIRE(m.batch().messages_size() == 3);
-  for (int i = 0; i < 3; ++i) CHECK(m.batch().messages(i).SerializeAsString() == sent[i]);
+  for (int i = 0; i < 3; ++i) {
+    CHECK(m.batch().messages(i).SerializeAsString() == *messages[static_cast<std::size_t>(i)]);
+  }
   CHECK(m.batch().position().topic() == "t.a");
   CHECK(m.batch().position().epoch() == "e-1");
   CHECK(m.batch().position().watermark() == 300);
   // Inside a snapshot: no position; and an empty batch still decodes.
-  std::vector<std::string> none;
+  const std::vector<Message> none;
   const pb::ServerMessage empty =
       payload_of(batch_push(kTo, none, std::nullopt, Encoding::protobuf), "batch");
   CHECK(empty.has_batch());
@@ -68,7 +76,7 @@ TEST_CASE("a batch push: the messages as they are, in order, and the position") 
 }
 
 TEST_CASE("a batch push in the JSON encoding: the same messages, canonical JSON, a text frame") {
-  std::vector<std::string> messages{update("k:1", 1)};
+  const std::vector<Message> messages{shared(update("k:1", 1))};
   const Push push = batch_push(kTo, messages, Cursor{"e-1", 9}, Encoding::json);
   CHECK_FALSE(push.binary);
   const json frame = json::parse(joined(push));

@@ -85,7 +85,7 @@ TEST_CASE("messages are State Protocol JSON, the payload verbatim") {
   stale.reason = StaleReason::retention_floor_breach;
   CHECK(json::parse(reset_message(View{"org:1"}, stale, "", 3)) ==
         json::parse(R"({"headers":{"control":"reset"}})"));
-  CHECK(json_array({"1", "{}"}) == "[1,{}]");
+  CHECK(json_array({shared("1"), shared("{}")}) == "[1,{}]");
   CHECK(json_array({}) == "[]");
 }
 
@@ -142,6 +142,43 @@ pb::ServerMessage decoded(const std::optional<std::string>& bytes) {
   pb::ServerMessage m;
   REQUIRE(m.ParseFromString(*bytes));
   return m;
+}
+
+TEST_CASE("a buffered event is encoded once per form, and the readers of a form share the bytes") {
+  const SharedEvent e(event(Op::upsert, 4, "org:1"));
+  View org1{"org:1"};
+  View other_socket{"org:1"};  // another reader of the same tenant
+  const auto a = e.message(org1);
+  const auto b = e.message(other_socket);
+  REQUIRE(a.has_value());
+  REQUIRE(b.has_value());
+  CHECK(*a == *b);  // the same bytes, not a copy
+  CHECK(**a == *message_for(e, org1));
+  // Another tenant's view with the unscoped docs and this scope's event: not seen.
+  CHECK_FALSE(e.message(View{"org:2", true}).has_value());
+  // Another form (versions asked for): its own bytes, shared in turn.
+  View versions{"org:1"};
+  versions.headers = Headers::with_version;
+  const auto c = e.message(versions);
+  REQUIRE(c.has_value());
+  CHECK(*c != *a);
+  CHECK(**c == *message_for(e, versions));
+  CHECK(*e.message(versions) == *c);
+  // Beyond kMaxForms (2) forms, a reader encodes for itself: right, not kept.
+  View proto{"org:1"};
+  proto.format = Format::sync_proto;
+  const auto d = e.message(proto);
+  const auto d2 = e.message(proto);
+  REQUIRE(d.has_value());
+  REQUIRE(d2.has_value());
+  CHECK(**d == *message_for(e, proto));
+  CHECK(**d2 == **d);
+  CHECK(*d2 != *d);
+  // A move out is its own form: a delete, shared by the readers of the scope left.
+  const SharedEvent moved(event(Op::upsert, 5, "org:2", "org:1"));
+  CHECK(operation(**moved.message(org1)) == "delete");
+  CHECK(*moved.message(org1) == *moved.message(other_socket));
+  CHECK(operation(**moved.message(View{"org:2"})) == "insert");
 }
 
 // The sync:v1 channel's encoding: the same rules, as sync.proto messages.
