@@ -315,7 +315,8 @@ class Socket : public std::enable_shared_from_this<Socket> {
     channel->name = f.topic;
     channel->join_ref = *f.join_ref;
     channel->subscription =
-        std::make_unique<Subscription>(context_, caller_, topic, offset, OnStale::reset);
+        std::make_unique<Subscription>(context_, caller_, topic, offset, OnStale::reset,
+                                       *cursor ? (*cursor)->epoch : std::string());
     channels_[f.topic] = channel;
     // The reply goes before anything the channel pushes.
     send_text(phoenix::reply(f, "ok", position_json(*position)));

@@ -72,15 +72,18 @@ awaitable<Chunk> Streams::read(const std::string& topic, const View& view,
 }
 
 awaitable<Chunk> Streams::reset(const std::string& topic, const View& view,
-                                const std::string& offset, const ResumeCheck& stale) {
+                                const std::string& offset, const ResumeCheck& stale,
+                                const std::string& offset_epoch) {
   const Offset start;
   Chunk chunk = co_await snapshot(topic, view, start, true);
   const auto o = decode(offset);
   const bool same_epoch = o && o->epoch_counter == stale.position.epoch_counter;
-  chunk.messages.insert(
-      chunk.messages.begin(),
-      shared(reset_message(view, stale, same_epoch ? stale.position.epoch : std::string(),
-                           o ? o->watermark : 0)));
+  chunk.messages.insert(chunk.messages.begin(),
+                        shared(reset_message(view, stale,
+                                             !offset_epoch.empty() ? offset_epoch
+                                             : same_epoch          ? stale.position.epoch
+                                                                   : std::string(),
+                                             o ? o->watermark : 0)));
   co_return chunk;
 }
 

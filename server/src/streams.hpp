@@ -50,9 +50,12 @@ class Streams {
                                      const std::string& offset);
 
   // The answer to `stale`, the check of `offset`, in reset mode: the view's
-  // reset message (reset_message), then the first page of a fresh snapshot.
+  // reset message (reset_message, quoting `offset_epoch` as the cursor's
+  // epoch, or the topic's when the offset is of its epoch and it is ""),
+  // then the first page of a fresh snapshot.
   boost::asio::awaitable<Chunk> reset(const std::string& topic, const View& view,
-                                      const std::string& offset, const ResumeCheck& stale);
+                                      const std::string& offset, const ResumeCheck& stale,
+                                      const std::string& offset_epoch);
 
   // The topic's position (the hub's, else the database's); nullopt when the
   // topic is not registered.

@@ -12,12 +12,13 @@ namespace oasync::serve {
 namespace asio = boost::asio;
 
 Subscription::Subscription(Context& context, const Caller& caller, std::string topic,
-                           std::string offset, OnStale on_stale)
+                           std::string offset, OnStale on_stale, std::string offset_epoch)
     : context_(context),
       caller_(caller),
       topic_(std::move(topic)),
       offset_(std::move(offset)),
-      on_stale_(on_stale) {}
+      on_stale_(on_stale),
+      offset_epoch_(std::move(offset_epoch)) {}
 
 asio::awaitable<std::optional<Chunk>> Subscription::read() {
   if (ended(status())) co_return std::nullopt;
@@ -30,7 +31,7 @@ asio::awaitable<std::optional<Chunk>> Subscription::read() {
   if (chunk.stale && on_stale_ == OnStale::reset) {
     context_.metrics.count_reset(to_string(chunk.stale->reason));
     const ResumeCheck stale = *chunk.stale;
-    chunk = co_await context_.streams.reset(topic_, caller_.view, offset_, stale);
+    chunk = co_await context_.streams.reset(topic_, caller_.view, offset_, stale, offset_epoch_);
   }
   if (ended(status())) co_return std::nullopt;
   std::int64_t bytes = 0;

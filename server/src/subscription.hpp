@@ -40,8 +40,11 @@ class Subscription {
  public:
   using Clock = std::chrono::steady_clock;
 
+  // `offset_epoch`: the epoch the offset belongs to, when the client named
+  // it (a channel's position of another epoch has no offset of its own): the
+  // stale notice quotes it. "" when the offset says all there is.
   Subscription(Context& context, const Caller& caller, std::string topic, std::string offset,
-               OnStale on_stale);
+               OnStale on_stale, std::string offset_epoch = {});
   Subscription(const Subscription&) = delete;
   Subscription& operator=(const Subscription&) = delete;
 
@@ -62,7 +65,10 @@ class Subscription {
   // wait() at once. Throws oasync::Error as Streams::read does.
   boost::asio::awaitable<std::optional<Chunk>> read();
   // Moves the reader past `chunk`.
-  void advance(const Chunk& chunk) { offset_ = chunk.next; }
+  void advance(const Chunk& chunk) {
+    offset_ = chunk.next;
+    offset_epoch_ = chunk.epoch;
+  }
   // What read() built has been written (or dropped): its bytes go back to
   // the budget. (Also when the subscription ends, or at the next read.)
   void sent() { held_.release(); }
@@ -101,6 +107,7 @@ class Subscription {
   std::string topic_;
   std::string offset_;
   OnStale on_stale_;
+  std::string offset_epoch_;
   std::uint64_t seen_ = 0;
   Budget::Lease held_;
   std::weak_ptr<Waiter> waiting_;

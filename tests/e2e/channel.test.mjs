@@ -12,7 +12,7 @@ import { after, describe, test } from "node:test";
 
 import WebSocket from "ws";
 
-import { connectSync } from "./channel-client.mjs";
+import { SyncClient, connectSync } from "./channel-client.mjs";
 import { StaleReason } from "./sync-proto.mjs";
 import {
   RUNS,
@@ -430,6 +430,54 @@ describe("sync:v1 channels with the official phoenix client", () => {
       await converged(client, db, RUNS);
       await sameAsJournal(client, db, RUNS);
       assertClean(client, [RUNS], { snapshots: 2, stale: 1 });
+    });
+  });
+
+  test("an epoch reset: a live channel and a rejoin with the old epoch's position each get one notice quoting it, then a fresh snapshot", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start();
+      const live = connect(server.port, token(keys), [RUNS]);
+      const t = live.topic(RUNS);
+      await snapshotTaken(live, [RUNS]);
+      sink(db, mixedWrites(RUNS, 30, 100));
+      await converged(live, db, RUNS);
+      const old = t.position;
+      const reset = oasync(["topics", "reset-epoch", RUNS], { url: db.url });
+      assert.equal(reset.status, 0, reset.stderr);
+      const now = positionOf(db, RUNS);
+      assert.notEqual(now.epoch, old.epoch);
+      sink(db, mixedWrites(RUNS, 20, 200));
+      // The live channel: its next read is stale (epoch_changed), then the snapshot.
+      await eventually(() => t.staleNotices.length >= 1 && t.snapshotEnds.length >= 2, 20000, "the live channel's notice and snapshot");
+      const notice = t.staleNotices[0];
+      assert.equal(notice.reason, StaleReason.EPOCH_CHANGED);
+      assert.equal(notice.epoch, now.epoch);
+      assert.equal(notice.cursorEpoch, old.epoch);
+      assert.equal(t.lastSnapshot().epoch, now.epoch);
+      await converged(live, db, RUNS);
+      // A client that was away rejoins with the old epoch's position: the join
+      // succeeds, and the notice quotes the epoch it presented.
+      const away = new SyncClient({ port: server.port, token: token(keys) });
+      const a = away.join(RUNS, { params: { epoch: old.epoch, watermark: String(old.watermark) } });
+      away.connect();
+      try {
+        await eventually(() => a.staleNotices.length >= 1 && a.snapshotEnds.length >= 1, 20000, "the rejoin's notice and snapshot");
+        assert.equal(a.joinReplies.length, 1);
+        assert.equal(a.joinErrors.length, 0);
+        assert.equal(a.staleNotices[0].reason, StaleReason.EPOCH_CHANGED);
+        assert.equal(a.staleNotices[0].cursorEpoch, old.epoch);
+        assert.equal(a.staleNotices[0].cursorWatermark, old.watermark);
+        assert.equal(a.staleNotices[0].epoch, now.epoch);
+        await converged(away, db, RUNS);
+      } finally {
+        await away.disconnect();
+      }
+      // No loop: updates of the new epoch follow, and no other snapshot.
+      sink(db, mixedWrites(RUNS, 20, 300));
+      await converged(live, db, RUNS);
+      await sameAsJournal(live, db, RUNS);
+      assertClean(live, [RUNS], { snapshots: 2, stale: 1 });
     });
   });
 

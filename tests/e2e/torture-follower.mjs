@@ -11,7 +11,11 @@
 //   node torture-follower.mjs CONFIG.json
 //
 // CONFIG: {secretFile, followers: [{name, url, topic, org, live, onStale,
-// out, sessionFile, tokenSeconds: [min, max]}]}; a channel follower has
+// out, sessionFile, tokenSeconds: [min, max]}], sabotage?: {target, armAfterMs,
+// logFile}}; with sabotage, the channel follower named target leaves one
+// update out of the first batch line it writes armAfterMs after the start
+// (and says so in logFile), so that the run shows its checks notice; a
+// channel follower has
 // live "channel", url the socket's (ws://HOST:PORT/sync/v1/socket), socket
 // (its name) and encoding ("protobuf" or "json"), and the followers of one
 // socket share its sessionFile, tokenSeconds and org.
@@ -50,7 +54,7 @@
 //     epoch, and the stale position); "e" 401: the socket was ended as
 //     unauthorized (revoked or expired), status 0 for any other close.
 import { createHmac } from "node:crypto";
-import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { appendFileSync, closeSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { stream } from "@durable-streams/client";
 import { Socket } from "phoenix";
@@ -281,13 +285,25 @@ function channelBatch(f, message) {
     const p = { epoch: b.position.epoch, watermark: b.position.watermark };
     if (f.position === undefined && updates.length > 0) return bad(f, "updates before any snapshot or position");
     if (updates.length > 0 || !samePosition(p, f.position)) {
-      record(f, { k: "b", f: offsetOf(f.position), o: offsetOf(p), m: updates });
+      record(f, { k: "b", f: offsetOf(f.position), o: offsetOf(p), m: sabotaged(f, updates) });
     }
     f.position = p;
   } else if (updates.length > 0 || f.staging === undefined) {
     bad(f, "a batch outside a snapshot without a position");
   }
   if (done(f)) finish(f);
+}
+
+// `updates` as recorded: one left out, once, for the sabotage's target.
+const started = Date.now();
+function sabotaged(f, updates) {
+  const s = config.sabotage;
+  if (s === undefined || s.done || f.name !== s.target || updates.length === 0) return updates;
+  if (Date.now() - started < s.armAfterMs) return updates;
+  s.done = true;
+  const [key, op, version] = updates[0];
+  appendFileSync(s.logFile, `left ${op} ${key} v${version} out of a batch ${f.name} recorded\n`);
+  return updates.slice(1);
 }
 
 // A heartbeat push: the position through which f's view was delivered.

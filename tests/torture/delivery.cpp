@@ -38,6 +38,8 @@ const char* to_string(Sabotage s) {
       return "leak";
     case Sabotage::repeat:
       return "repeat";
+    case Sabotage::channel_skip:
+      return "channel-skip";
   }
   return "none";
 }
@@ -461,7 +463,8 @@ void Delivery::start() {
   const std::string proxy_config = d.dir + "/proxy.json";
   std::ofstream(proxy_config) << json{
       {"upstreamPort", d.port},
-      {"mode", to_string(d.options.sabotage)},
+      {"mode",
+       d.options.sabotage == Sabotage::channel_skip ? "none" : to_string(d.options.sabotage)},
       {"target", "p0"},
       {"armAfterMs", 1500},
       {"logFile",
@@ -534,9 +537,14 @@ void Delivery::start() {
     followers.push_back(std::move(spec));
   }
   const std::string follower_config = d.dir + "/followers.json";
-  std::ofstream(follower_config) << json{
-      {"secretFile", d.secret_file},
-      {"followers", followers}}.dump();
+  json follower_settings = {{"secretFile", d.secret_file}, {"followers", followers}};
+  if (d.options.sabotage == Sabotage::channel_skip) {
+    // Tenant 0's channel of topic 0 (not the pointer topic, where an upsert
+    // may be missing).
+    follower_settings["sabotage"] = {
+        {"target", "c0.0"}, {"armAfterMs", 1500}, {"logFile", d.dir + "/sabotage.log"}};
+  }
+  std::ofstream(follower_config) << follower_settings.dump();
   d.followers = std::make_unique<Child>(
       std::vector<std::string>{"node", d.e2e_dir() + "/torture-follower.mjs", follower_config});
 }

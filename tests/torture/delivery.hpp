@@ -54,8 +54,9 @@
 
 namespace oasync::test::delivery {
 
-// What --sabotage damages on the delivery side (through the proxy).
-enum class Sabotage { none, skip, leak, repeat };
+// What --sabotage damages on the delivery side: through the proxy (skip,
+// leak, repeat), or in what a channel follower records (channel_skip).
+enum class Sabotage { none, skip, leak, repeat, channel_skip };
 
 // What a finding is about: a sabotage must be noticed by its own kind.
 enum class Finding { delivery, scope_leak };

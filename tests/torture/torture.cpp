@@ -127,6 +127,9 @@ enum class Sabotage {
   delivery_skip,
   delivery_leak,
   delivery_repeat,
+  // A sync:v1 channel follower leaves one update out of what it records of
+  // a batch (the checks of the channel's batches must notice).
+  delivery_channel_skip,
 };
 
 const char* to_string(Sabotage s) {
@@ -145,6 +148,8 @@ const char* to_string(Sabotage s) {
       return "leak";
     case Sabotage::delivery_repeat:
       return "repeat";
+    case Sabotage::delivery_channel_skip:
+      return "channel-skip";
   }
   return "none";
 }
@@ -2189,7 +2194,7 @@ int usage(const char* message) {
   std::fprintf(stderr,
                "oasync_torture: %s\n"
                "usage: oasync_torture [--seconds N] [--writers N] [--consumers N] [--seed N] "
-               "[--sabotage [delete|scope|clobber|skip|leak|repeat]]\n",
+               "[--sabotage [delete|scope|clobber|skip|leak|repeat|channel-skip]]\n",
                message);
   return 2;
 }
@@ -2218,6 +2223,8 @@ int main(int argc, char** argv) {
           settings.sabotage = Sabotage::delivery_leak;
         } else if (kind == "repeat") {
           settings.sabotage = Sabotage::delivery_repeat;
+        } else if (kind == "channel-skip") {
+          settings.sabotage = Sabotage::delivery_channel_skip;
         } else {
           return usage(("unknown sabotage \"" + kind + "\"").c_str());
         }
@@ -2316,10 +2323,11 @@ int main(int argc, char** argv) {
   delivery_options.seed = settings.seed;
   delivery_options.max_payload_bytes = kPayloadLimit + 1;
   delivery_options.sabotage =
-      settings.sabotage == Sabotage::delivery_skip     ? delivery::Sabotage::skip
-      : settings.sabotage == Sabotage::delivery_leak   ? delivery::Sabotage::leak
-      : settings.sabotage == Sabotage::delivery_repeat ? delivery::Sabotage::repeat
-                                                       : delivery::Sabotage::none;
+      settings.sabotage == Sabotage::delivery_skip           ? delivery::Sabotage::skip
+      : settings.sabotage == Sabotage::delivery_leak         ? delivery::Sabotage::leak
+      : settings.sabotage == Sabotage::delivery_repeat       ? delivery::Sabotage::repeat
+      : settings.sabotage == Sabotage::delivery_channel_skip ? delivery::Sabotage::channel_skip
+                                                             : delivery::Sabotage::none;
   delivery::Delivery delivery(delivery_options, [&](std::string what, delivery::Finding finding) {
     violations.add(std::move(what),
                    finding == delivery::Finding::scope_leak ? Kind::scope_leak : Kind::delivery);
@@ -2506,6 +2514,7 @@ int main(int argc, char** argv) {
     case Sabotage::delivery_skip:
     case Sabotage::delivery_leak:
     case Sabotage::delivery_repeat:
+    case Sabotage::delivery_channel_skip:
       sabotage_done = delivery.sabotage_done();
       break;
   }
@@ -2628,7 +2637,8 @@ int main(int argc, char** argv) {
             ? violations.count(Kind::scope_leak)
         : settings.sabotage == Sabotage::clobbered_write ? violations.count(Kind::clobber)
         : settings.sabotage == Sabotage::delivery_skip ||
-                settings.sabotage == Sabotage::delivery_repeat
+                settings.sabotage == Sabotage::delivery_repeat ||
+                settings.sabotage == Sabotage::delivery_channel_skip
             ? violations.count(Kind::delivery)
             : violations.count();
     const bool detected = !sabotage_done.empty() && noticed > 0;
