@@ -4,6 +4,9 @@
 // ratios hold. Not a test: CI runs only `scripts/bench --quick` as a smoke test.
 //
 //   oasync_bench [--quick] [--scenario NAME] [--json FILE]
+//
+// The oasync serve scenarios (serve, channel) run thousands of clients from
+// one thread (swarm.hpp): SSE streams and sync:v1 WebSockets, timed alike.
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -44,6 +47,7 @@ using namespace oasync;
 using namespace oasync::test;
 using oasync::bench::Commits;
 using oasync::bench::Swarm;
+using oasync::bench::Transport;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -68,6 +72,7 @@ struct Sizes {
   int subscribers = 10000;  // oasync serve: connections of the fan-out scenarios
   int tenants = 1000;
   int serve_seconds = 20;
+  int serve_rate = 1000;  // writes a second of the tenants scenarios (serve, channel)
   std::int64_t catch_up = 1000000;
 };
 
@@ -875,59 +880,104 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
         "no notify " + rate(static_cast<double>(n) / without), r, ">= 0.9", r >= 0.9);
   }
 
-  // Fan-out: `subscribers` SSE clients over `tenants` tenants (org:0 ..),
-  // `rate` single writes a second spread over the tenants, for the scenario's
-  // seconds. Commit-to-client delays, the server's CPU and peak memory, and
-  // database queries per wake.
+  // A fan-out run: `clients` connections over `tenants` tenants (client i is
+  // tenant org:(i % tenants)), `rate` single writes a second for `seconds`,
+  // write n for tenant org:(n % tenants) in topic kTopics[n % topics].
+  struct Load {
+    Transport transport = Transport::sse;
+    int clients = 0;
+    int tenants = 1;
+    // Topics the writes are spread over. A socket joins each of them; an SSE
+    // stream follows one topic, so SSE takes 1 only.
+    int topics = 1;
+    int rate = 0;
+    int seconds = 0;
+  };
+
+  // What a fan-out run measured: commit-to-client delays, the server's CPU
+  // and peak memory, the load generator's CPU, and database queries per wake.
   struct Fanout {
     std::int64_t deliveries = 0;
     std::int64_t expected = 0;
     double p50 = 0, p99 = 0;
     double server_cpu = 0, seconds = 0;
+    double generator_cpu = 0;  // the swarm's thread, over the same time as server_cpu
     long rss_kib = 0;
     double queries_per_wake = 0;
     std::int64_t failed = 0;
-    std::int64_t dropped = 0;    // subscribers the server ended as too slow
-    std::int64_t streaming = 0;  // subscribers whose stream started
+    std::int64_t dropped = 0;     // clients the server ended as too slow
+    std::int64_t streaming = 0;   // clients started (a socket: every join answered ok)
+    std::int64_t reconnects = 0;  // connections the clients tried again
+    std::int64_t rejoins = 0;     // joins refused as unavailable and tried again
+    std::int64_t ended = 0;       // started clients the server ended while measured
+    double cpu_us_per_delivery() const {
+      return deliveries > 0 ? server_cpu * 1e6 / static_cast<double>(deliveries) : 0;
+    }
   };
-  Fanout fanout(int subscribers, int tenants, int rate, int seconds) {
+  Fanout fanout(const Load& load) {
+    if (load.transport == Transport::sse && load.topics != 1) {
+      throw std::logic_error("an SSE stream follows one topic");
+    }
     auto db = fresh();
     // (The load generator is one address: the cap per client must not apply.)
     Served server(db->url(), dir_,
                   "serve:\n  limits: {max_connections: 20000, max_connections_per_client: "
                   "20000}\n");
-    const std::int64_t writes = static_cast<std::int64_t>(rate) * seconds;
+    const std::int64_t writes = static_cast<std::int64_t>(load.rate) * load.seconds;
     Commits commits(static_cast<std::size_t>(writes + 1));
-    std::vector<std::string> targets;
-    for (int i = 0; i < subscribers; ++i) {
-      targets.push_back(fmt::format("/v1/topics/{}?offset=now&live=sse&access_token={}", kTopics[0],
-                                    server.token(std::to_string(i % tenants))));
+    // A socket joins each topic at its position now (as a client resuming
+    // from a saved position does), as the SSE streams start at offset=now:
+    // neither reads a snapshot before it is live. (Joined with {}, 30,000
+    // snapshot reads crowd the database queue and the response budget for
+    // many seconds after the joins are answered.)
+    std::vector<bench::Join> joins;
+    for (int t = 0; t < load.topics && load.transport == Transport::websocket; ++t) {
+      const std::string where = fmt::format("FROM oasync.topics WHERE topic = '{}'", kTopics[t]);
+      joins.push_back({kTopics[t], fmt::format(R"({{"epoch":"{}","watermark":"{}"}})",
+                                               db->scalar("SELECT epoch::text " + where),
+                                               db->scalar("SELECT head::text " + where))});
     }
-    Swarm swarm(server.port, targets, commits);
-    swarm.start(std::chrono::seconds(60));
+    std::vector<bench::Client> clients;
+    for (int i = 0; i < load.clients; ++i) {
+      const std::string token = server.token(std::to_string(i % load.tenants));
+      if (load.transport == Transport::sse) {
+        clients.push_back(
+            {fmt::format("/v1/topics/{}?offset=now&live=sse&access_token={}", kTopics[0], token),
+             "",
+             {}});
+      } else {
+        clients.push_back({"/sync/v1/socket/websocket?vsn=2.0.0&encoding=protobuf", token, joins});
+      }
+    }
+    Swarm swarm(server.port, load.transport, std::move(clients), commits);
+    swarm.start(std::chrono::seconds(120));
     Fanout f;
     f.failed = swarm.failed();
     f.streaming = swarm.streaming();
     const std::int64_t wakes0 = metric(server.port, "oasync_serve_wakes_total");
     const std::int64_t queries0 = metric(server.port, "oasync_serve_wake_queries_total");
     const double cpu0 = cpu_seconds(server.child->pid());
+    const double generator0 = swarm.cpu_seconds();
     Child sink({oasync_binary(), "--database-url", db->url(), "sink", "--stdio"});
     std::string body;
     const auto start = Clock::now();
     for (std::int64_t n = 1; n <= writes; ++n) {
-      std::this_thread::sleep_until(start + std::chrono::microseconds(n * 1000000 / rate));
+      std::this_thread::sleep_until(start + std::chrono::microseconds(n * 1000000 / load.rate));
+      const auto topic = static_cast<std::size_t>(n % load.topics);
       Batch b;
       DocWrite w;
-      w.topic = kTopics[0];
-      w.doc_key = fmt::format("{}{}", kPrefixes[0], n % 5000);
-      w.scope = fmt::format("org:{}", n % tenants);
+      w.topic = kTopics[topic];
+      w.doc_key = fmt::format("{}{}", kPrefixes[topic], n % 5000);
+      w.scope = fmt::format("org:{}", n % load.tenants);
       w.payload = fmt::format(R"({{"note":"{}","seq":{}}})", std::string(100, 'x'), n);
       b.writes.push_back(w);
       sink.write(encode_frame(encode_batch(b)));
       if (!read_frame(sink, body)) throw std::runtime_error("sink stopped answering");
       commits.mark(static_cast<std::size_t>(n));
-      // Each tenant's subscribers get each of its writes.
-      f.expected += subscribers / tenants + (n % tenants < subscribers % tenants ? 1 : 0);
+      // Each of the tenant's clients gets each of its writes (a socket has
+      // joined every topic written).
+      f.expected +=
+          load.clients / load.tenants + (n % load.tenants < load.clients % load.tenants ? 1 : 0);
     }
     f.seconds = seconds_since(start);
     // The last deliveries: late ones count (their delay says how late), and
@@ -937,11 +987,20 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     f.server_cpu = cpu_seconds(server.child->pid()) - cpu0;
+    f.generator_cpu = swarm.cpu_seconds() - generator0;
     const std::int64_t wakes = metric(server.port, "oasync_serve_wakes_total") - wakes0;
     const std::int64_t queries = metric(server.port, "oasync_serve_wake_queries_total") - queries0;
     f.queries_per_wake = wakes > 0 ? static_cast<double>(queries) / static_cast<double>(wakes) : 0;
     f.rss_kib = peak_rss_kib(server.child->pid());
-    f.dropped = metric(server.port, "oasync_serve_slow_subscribers_total");
+    // (A counter with a label is listed once it counts.)
+    f.dropped = load.transport == Transport::sse
+                    ? metric(server.port, "oasync_serve_slow_subscribers_total")
+                    : std::max<std::int64_t>(
+                          0, metric(server.port,
+                                    "oasync_serve_sockets_closed_total{reason=\"slow_consumer\"}"));
+    f.reconnects = swarm.reconnects();
+    f.rejoins = swarm.rejoins();
+    f.ended = swarm.ended();
     sink.close_stdin();
     sink.wait();
     swarm.stop();
@@ -952,33 +1011,41 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
     return f;
   }
 
+  // A fan-out run's row: its delays and deliveries against the target, and
+  // beside them what it cost the server and the load generator.
+  void report(const std::string& name, const Fanout& f, Transport transport) {
+    const bool sockets = transport == Transport::websocket;
+    add(name,
+        fmt::format("p50 {:.1f} ms, p99 {:.1f} ms; {} of {} delivered ({} {} started, {} failed, "
+                    "{} reconnects{}, {} closed as slow, {} ended by the server); server CPU "
+                    "{:.2f} s in {:.0f} s ({:.1f} µs per delivery), peak RSS {} MiB; load "
+                    "generator CPU {:.2f} s",
+                    f.p50, f.p99, f.deliveries, f.expected, f.streaming,
+                    sockets ? "sockets" : "streams", f.failed, f.reconnects,
+                    sockets ? fmt::format(", {} joins retried", f.rejoins) : "", f.dropped, f.ended,
+                    f.server_cpu, f.seconds, f.cpu_us_per_delivery(), f.rss_kib / 1024,
+                    f.generator_cpu),
+        "n/a", 0, "p99 <= 100 ms, all delivered",
+        f.p99 <= 100 && f.deliveries == f.expected && f.failed == 0);
+  }
+
   void serve_fanout() {
     const int seconds = s_.serve_seconds;
-    const auto report = [&](const std::string& name, const Fanout& f, const std::string& load) {
-      add(name + " (" + load + ")",
-          fmt::format("p50 {:.1f} ms, p99 {:.1f} ms; {} of {} delivered ({} streams started, {} "
-                      "failed, {} dropped as too slow); server CPU {:.1f} s in {:.0f} s",
-                      f.p50, f.p99, f.deliveries, f.expected, f.streaming, f.failed, f.dropped,
-                      f.server_cpu, f.seconds),
-          "n/a", 0, "p99 <= 100 ms, all delivered",
-          f.p99 <= 100 && f.deliveries == f.expected && f.failed == 0);
-    };
-    const Fanout broadcast = fanout(s_.subscribers, 1, 10, seconds);
-    report("serve broadcast: 1 tenant, 1 topic", broadcast,
-           fmt::format("{} SSE subscribers, 10 writes/s", s_.subscribers));
+    const Fanout broadcast = fanout({.clients = s_.subscribers, .rate = 10, .seconds = seconds});
+    report(fmt::format("serve broadcast: 1 tenant, 1 topic ({} SSE subscribers, 10 writes/s)",
+                       s_.subscribers),
+           broadcast, Transport::sse);
     add(fmt::format("serve memory at {} connections", s_.subscribers),
         fmt::format("{} MiB", broadcast.rss_kib / 1024), "n/a", 0, "<= 256 MiB",
         broadcast.rss_kib <= 256 * 1024);
-    const Fanout tenants = fanout(s_.subscribers, s_.tenants, 1000, seconds);
-    report(fmt::format("serve tenants: {} over {} tenants", s_.subscribers, s_.tenants), tenants,
-           "1000 writes/s spread over them");
+    serve_channel();
     // Database work per wake as subscribers grow: one positions query and
     // one read per changed topic, whatever the count.
     std::string per_count;
     double low = 1e9, high = 0;
     for (int n : {10, 100, 1000, s_.subscribers}) {
       if (n > s_.subscribers) continue;
-      const Fanout f = fanout(n, 1, 20, std::max(2, seconds / 4));
+      const Fanout f = fanout({.clients = n, .rate = 20, .seconds = std::max(2, seconds / 4)});
       per_count +=
           fmt::format("{}{}: {:.2f}", per_count.empty() ? "" : ", ", n, f.queries_per_wake);
       low = std::min(low, f.queries_per_wake);
@@ -986,6 +1053,55 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
     }
     add("serve database queries per wake, by subscribers", per_count, "n/a", 0, "flat (<= 2)",
         high <= 2.0 && high - low < 0.5);
+  }
+
+  // The sync:v1 channel beside Durable Streams SSE, one after the other in
+  // the same run, doing the same work: `subscribers` connections of
+  // `tenants` tenants (10 each at full size), `serve_rate` writes a second
+  // spread over the tenants, each write delivered once to each of its
+  // tenant's connections (10,000 deliveries a second at full size). Each
+  // socket joins 3 topics and the writes go round the 3; an SSE stream
+  // follows one topic, so the SSE twin's writes all go to that one. The twin
+  // has the same connections, tenants, writes and deliveries a second; the
+  // sockets carry more (3 channels each, 30,000 subscriptions at full size).
+  // Three streams per client would deliver as much, but with three times the
+  // connections (30,000: past the open-file limit of 20,000 on the project's
+  // machine), and would compare connection counts rather than transports.
+  void serve_channel() {
+    const Load sockets{.transport = Transport::websocket,
+                       .clients = s_.subscribers,
+                       .tenants = s_.tenants,
+                       .topics = 3,
+                       .rate = s_.serve_rate,
+                       .seconds = s_.serve_seconds};
+    Load streams = sockets;
+    streams.transport = Transport::sse;
+    streams.topics = 1;
+    const Fanout ws = fanout(sockets);
+    const Fanout sse = fanout(streams);
+    report(fmt::format("serve tenants: {} sync:v1 WebSockets x 3 topics over {} tenants ({} "
+                       "writes/s spread over them and the topics)",
+                       sockets.clients, sockets.tenants, sockets.rate),
+           ws, Transport::websocket);
+    report(fmt::format("serve tenants: {} Durable Streams SSE streams x 1 topic over {} tenants "
+                       "({} writes/s spread over them)",
+                       streams.clients, streams.tenants, streams.rate),
+           sse, Transport::sse);
+    const auto ratio = [](double ours, double theirs) { return theirs > 0 ? ours / theirs : 0; };
+    add(fmt::format("serve tenants: peak RSS at {} sockets", sockets.clients),
+        fmt::format("{} MiB", ws.rss_kib / 1024), fmt::format("SSE {} MiB", sse.rss_kib / 1024),
+        ratio(static_cast<double>(ws.rss_kib), static_cast<double>(sse.rss_kib)), "<= 256 MiB",
+        ws.rss_kib <= 256 * 1024);
+    add("serve tenants: server CPU per delivered message",
+        fmt::format("{:.1f} µs (load generator CPU {:.2f} s)", ws.cpu_us_per_delivery(),
+                    ws.generator_cpu),
+        fmt::format("SSE {:.1f} µs (load generator CPU {:.2f} s)", sse.cpu_us_per_delivery(),
+                    sse.generator_cpu),
+        ratio(ws.cpu_us_per_delivery(), sse.cpu_us_per_delivery()), "<= 2 µs",
+        ws.deliveries > 0 && ws.cpu_us_per_delivery() <= 2);
+    add("serve tenants: WebSocket vs SSE p99", fmt::format("{:.1f} ms", ws.p99),
+        fmt::format("SSE {:.1f} ms", sse.p99), ratio(ws.p99, sse.p99), "<= 1 (no slower)",
+        ws.deliveries > 0 && ws.p99 <= sse.p99);
   }
 
   // The official client reading a million journal events from an old offset,
@@ -1061,6 +1177,12 @@ CREATE TABLE public.b_events (LIKE oasync.events INCLUDING ALL);
 
 }  // namespace
 
+constexpr const char* kUsage =
+    "usage: oasync_bench [--quick] [--scenario NAME] [--json FILE]\n"
+    "scenarios: ingest, single, group, hot, fresh, replay, live, purge, notify, memory, serve,\n"
+    "catch-up (all of them, in this order, without --scenario); channel: the sync:v1 WebSocket\n"
+    "beside Durable Streams SSE in the same run, as serve runs it (serve's tenants rows)\n";
+
 int main(int argc, char** argv) {
   bool quick = false;
   std::string only;
@@ -1074,16 +1196,13 @@ int main(int argc, char** argv) {
     } else if (a == "--json" && i + 1 < argc) {
       json_path = argv[++i];
     } else {
-      fmt::print(
-          stderr,
-          "usage: oasync_bench [--quick] [--scenario NAME] [--json FILE]\nscenarios: ingest, "
-          "single, group, hot, fresh, replay, live, purge, notify, memory, serve, catch-up\n");
+      fmt::print(stderr, "{}", kUsage);
       return 2;
     }
   }
   Sizes s;
   if (quick)
-    s = {20000, 5000, 6000, 200, 2000, 8000, 4000, 20000, 2, 1000, 20000, 200, 20, 3, 20000};
+    s = {20000, 5000, 6000, 200, 2000, 8000, 4000, 20000, 2, 1000, 20000, 200, 20, 3, 100, 20000};
   char tmpl[] = "/tmp/oasync-bench.XXXXXX";
   const std::string dir = mkdtemp(tmpl);
   chmod(dir.c_str(), 0755);
@@ -1094,13 +1213,18 @@ int main(int argc, char** argv) {
       {"replay", [&] { bench.replay(); }},          {"live", [&] { bench.live_latency(); }},
       {"purge", [&] { bench.purge_under_load(); }}, {"notify", [&] { bench.notification_cost(); }},
       {"memory", [&] { bench.memory(); }},          {"fresh", [&] { bench.fresh_database(); }},
-      {"serve", [&] { bench.serve_fanout(); }},     {"catch-up", [&] { bench.serve_catch_up(); }}};
+      {"serve", [&] { bench.serve_fanout(); }},     {"catch-up", [&] { bench.serve_catch_up(); }},
+      {"channel", [&] { bench.serve_channel(); }}};
+  // (channel runs within serve, and alone only when named.)
   const std::vector<std::string> order = {"ingest", "single", "group", "hot",
                                           "fresh",  "replay", "live",  "purge",
                                           "notify", "memory", "serve", "catch-up"};
+  if (!only.empty() && scenarios.count(only) == 0) {
+    fmt::print(stderr, "oasync_bench: error: unknown scenario \"{}\"\n{}", only, kUsage);
+    return 2;
+  }
   try {
-    for (const auto& name : order) {
-      if (!only.empty() && name != only) continue;
+    for (const auto& name : only.empty() ? order : std::vector<std::string>{only}) {
       fmt::print(stderr, "running {}...\n", name);
       scenarios.at(name)();
     }
