@@ -282,6 +282,12 @@ class Socket : public std::enable_shared_from_this<Socket> {
     std::optional<TopicPosition> position;
     try {
       position = co_await context_.streams.position(topic);
+      // A position of another epoch than the hub's may be of one the hub has
+      // not seen yet (an epoch reset sends no notification): the database
+      // says.
+      if (position && *cursor && (*cursor)->epoch != position->epoch) {
+        position = co_await context_.streams.position(topic, Streams::Source::database);
+      }
     } catch (const Error& e) {
       context_.log(fmt::format("sync:v1 join of \"{}\" failed: {}", topic, e.what()));
       refuse("unavailable", "the database is unavailable; the join is retried");

@@ -153,9 +153,12 @@ void Hub::refresh(Reader& reader) {
     const auto found = now.find(topic);
     std::int64_t read_from = 0, epoch_counter = 0;
     bool restarted = false;  // the buffer dropped what it held
+    std::shared_ptr<EncodingBudget> encodings;
     {
       std::lock_guard lock(mutex_);
       Feed& f = feeds_[topic];
+      if (!f.encodings) f.encodings = std::make_shared<EncodingBudget>(limits_.live_buffer_bytes);
+      encodings = f.encodings;
       if (found == now.end()) {
         // Not registered (any more): nothing to buffer; wake whoever waits,
         // also when this is the hub's first look (a topic removed between a
@@ -214,7 +217,7 @@ void Hub::refresh(Reader& reader) {
     const Page end = reader.read_pages(request, [&](Page& page) {
       for (Event& e : page.events) {
         fresh_bytes += footprint(e);
-        fresh.push_back(std::make_shared<const SharedEvent>(std::move(e)));
+        fresh.push_back(std::make_shared<const SharedEvent>(std::move(e), encodings));
       }
       return fresh_bytes < limits_.live_buffer_bytes;
     });

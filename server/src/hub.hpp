@@ -113,6 +113,8 @@ class Hub {
     std::int64_t start_after = 0;  // the buffer holds (start_after, end]
     std::int64_t end = 0;
     std::deque<std::shared_ptr<const SharedEvent>> events;
+    // What the messages its events keep may take (live_buffer_bytes).
+    std::shared_ptr<EncodingBudget> encodings;
     std::int64_t bytes = 0;  // footprint() of `events`
     std::uint64_t generation = 0;
     // The generation of the last change that concerned everyone, and of the

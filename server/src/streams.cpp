@@ -13,9 +13,11 @@ using boost::asio::awaitable;
 Streams::Streams(Hub& hub, DbPool& pool, Metrics& metrics, const LimitsConfig& limits)
     : hub_(hub), pool_(pool), metrics_(metrics), limits_(limits) {}
 
-awaitable<std::optional<TopicPosition>> Streams::position(const std::string& topic) {
+awaitable<std::optional<TopicPosition>> Streams::position(const std::string& topic, Source source) {
   hub_.follow(topic);
-  if (auto p = hub_.position(topic)) co_return p;
+  if (source == Source::hub_first) {
+    if (auto p = hub_.position(topic)) co_return p;
+  }
   ++metrics_.request_queries;
   std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
   const ResumeCheck check = co_await pool_.run(std::move(job));

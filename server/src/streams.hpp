@@ -57,9 +57,12 @@ class Streams {
                                       const std::string& offset, const ResumeCheck& stale,
                                       const std::string& offset_epoch);
 
-  // The topic's position (the hub's, else the database's); nullopt when the
-  // topic is not registered.
-  boost::asio::awaitable<std::optional<TopicPosition>> position(const std::string& topic);
+  // Where a position comes from: the hub's last look when it has one, or
+  // the database now (the hub hears of no epoch reset until its next poll).
+  enum class Source { hub_first, database };
+  // The topic's position; nullopt when the topic is not registered.
+  boost::asio::awaitable<std::optional<TopicPosition>> position(const std::string& topic,
+                                                                Source source = Source::hub_first);
 
  private:
   boost::asio::awaitable<Chunk> snapshot(const std::string& topic, const View& view,

@@ -130,21 +130,47 @@ Message shared(std::string bytes) {
   return std::make_shared<const std::string>(std::move(bytes));
 }
 
-SharedEvent::SharedEvent(Event event) : Event(std::move(event)) {}
+SharedEvent::SharedEvent(Event event, std::shared_ptr<EncodingBudget> budget)
+    : Event(std::move(event)), budget_(std::move(budget)) {}
+
+SharedEvent::~SharedEvent() {
+  budget_->used -= kept_bytes_;
+}
 
 std::optional<Message> SharedEvent::message(const View& view) const {
   const auto r = relation(*this, view);
   if (!r) return std::nullopt;
-  const Form form{view.format, view.headers, view.max_push_payload, static_cast<int>(*r)};
-  {
-    std::lock_guard lock(mutex_);
+  // What the bytes depend on: JSON has the headers, and an insert apart from
+  // an update; protobuf the payload limit, and a move out apart from a delete.
+  const bool proto = view.format == Format::sync_proto;
+  Form form{view.format, Headers::operation_only, 0, static_cast<int>(*r)};
+  if (proto) {
+    form.max_push_payload = view.max_push_payload;
+    if (*r == Relation::inserted) form.change = static_cast<int>(Relation::updated);
+  } else {
+    form.headers = view.headers;
+    if (*r == Relation::left) form.change = static_cast<int>(Relation::deleted);
+  }
+  const auto kept = [&]() -> std::optional<Message> {
     for (const auto& [f, m] : forms_) {
       if (f == form) return m;
     }
+    return std::nullopt;
+  };
+  {
+    std::lock_guard lock(mutex_);
+    if (auto m = kept()) return m;
   }
   Message m = shared(encode(*this, view, *r));
   std::lock_guard lock(mutex_);
-  if (forms_.size() < kMaxForms) forms_.emplace_back(form, m);
+  if (auto other = kept()) return other;  // encoded meanwhile by another reader
+  const std::int64_t cost = static_cast<std::int64_t>(m->size()) + kFormOverhead;
+  if (forms_.size() < kMaxForms && budget_->used.fetch_add(cost) + cost <= budget_->limit) {
+    forms_.emplace_back(form, m);
+    kept_bytes_ += cost;
+  } else if (forms_.size() < kMaxForms) {
+    budget_->used -= cost;
+  }
   return m;
 }
 

@@ -12,6 +12,7 @@
 // clients apply updates as upserts.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -72,18 +73,33 @@ std::optional<std::string> message_for(const Event& event, const View& view);
 using Message = std::shared_ptr<const std::string>;
 Message shared(std::string bytes);
 
+// What the messages kept by one topic's buffered events may take in all: at
+// most `limit` bytes, each counted with its allocation. Beyond it, readers
+// encode for themselves until buffered events (and their messages) go.
+struct EncodingBudget {
+  explicit EncodingBudget(std::int64_t limit) : limit(limit) {}
+  const std::int64_t limit;
+  std::atomic<std::int64_t> used{0};
+};
+
 // An event in the hub's buffer, which many readers take: its message for a
-// view (message_for) is encoded once per form (the view's format, headers and
-// payload limit, and how the event changes the view: an insert, an update, a
-// move out or a delete) and the bytes are shared by every reader of that form,
-// whatever its tenant, socket or stream. At most kMaxForms forms are kept, the
-// first ones asked for, so that a buffered event holds at most that many
-// encodings beside itself; a reader of another form encodes for itself.
+// view (message_for) is encoded once per form (the encoding the view asks
+// for, and how the event changes the view: an upsert, a move out or a
+// delete, with insert and update apart in JSON) and the bytes are shared by
+// every reader of that form, whatever its tenant, socket or stream. It keeps
+// at most kMaxForms forms, the first ones asked for, and only while
+// `budget` has room; a reader of another form encodes for itself.
 // Thread-safe.
 class SharedEvent : public Event {
  public:
   static constexpr std::size_t kMaxForms = 2;
-  explicit SharedEvent(Event event);
+  // What a kept message costs beside its bytes: its string, the shared
+  // pointer's block and its slot.
+  static constexpr std::int64_t kFormOverhead = 96;
+  SharedEvent(Event event, std::shared_ptr<EncodingBudget> budget);
+  ~SharedEvent();
+  SharedEvent(const SharedEvent&) = delete;
+  SharedEvent& operator=(const SharedEvent&) = delete;
   std::optional<Message> message(const View& view) const;
 
  private:
@@ -91,11 +107,13 @@ class SharedEvent : public Event {
     Format format;
     Headers headers;
     std::int64_t max_push_payload;
-    int relation;
+    int change;
     bool operator==(const Form&) const = default;
   };
+  std::shared_ptr<EncodingBudget> budget_;
   mutable std::mutex mutex_;
   mutable std::vector<std::pair<Form, Message>> forms_;
+  mutable std::int64_t kept_bytes_ = 0;
 };
 
 // The message a snapshot's doc is for `view`: an "insert" (a Doc).

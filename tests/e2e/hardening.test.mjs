@@ -310,13 +310,13 @@ describe("oasync serve: connections that hold room without a request", () => {
 // The README's bound on oasync serve's peak memory ("Memory"): the resident
 // set at start, the response budget twice (a page is briefly held as
 // messages and as the body built from them), each followed topic's live
-// buffer four times (the hub reads a wake's events before it trims, and the
-// buffered events keep up to two encodings of their messages for their
-// readers), three pages per database session (the result, its events, their
-// messages), and a margin for allocator slack.
+// buffer three times (the hub reads a wake's events before it trims, and the
+// messages the buffered events keep for their readers have a budget of the
+// same size), three pages per database session (the result, its events,
+// their messages), and a margin for allocator slack.
 function memoryBound(baseBytes, limits, followedTopics = 1) {
   const MiB = 1 << 20;
-  return baseBytes + 2 * limits.response_bytes + 4 * limits.live_buffer_bytes * followedTopics +
+  return baseBytes + 2 * limits.response_bytes + 3 * limits.live_buffer_bytes * followedTopics +
     3 * limits.db_pool * limits.page_bytes + 2 * limits.max_request_bytes * limits.max_connections + 48 * MiB;
 }
 

@@ -244,6 +244,9 @@ function channelBatch(f, message) {
           o: offsetOf(f.position),  // the position its join presented
         });
         f.position = undefined;
+        // A snapshot cut short by it (an epoch reset or a purge between its
+        // pages) is dropped: a fresh one follows.
+        f.staging = undefined;
         break;
       case "snapshotHeader":
         if (updates.length > 0 || f.staging !== undefined) return bad(f, "a snapshot header after updates, or inside a snapshot");

@@ -71,7 +71,7 @@ std::int64_t expected_peak_rss_bytes(const serve::LimitsConfig& limits, int foll
   constexpr std::int64_t kBase = 48LL << 20;     // the process and its sessions, idle
   constexpr std::int64_t kMargin = 48LL << 20;   // allocator slack
   constexpr std::int64_t kRequestBytes = 16384;  // max_request_bytes, the default
-  return kBase + 2 * limits.response_bytes + 4 * limits.live_buffer_bytes * followed_topics +
+  return kBase + 2 * limits.response_bytes + 3 * limits.live_buffer_bytes * followed_topics +
          3 * limits.db_pool * limits.page_bytes + 2 * kRequestBytes * limits.max_connections +
          kMargin;
 }
@@ -823,10 +823,7 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
     } catch (const std::exception&) {
       return "";
     }
-    if (!counter) {
-      ++counts_.unmapped_epochs;
-      return "";
-    }
+    if (!counter) return "";
     return fmt::format("{:016}_{:020}_j", *counter, watermark);
   };
   std::map<std::pair<int, int>, std::map<std::string, json>> snapshots;  // (topic, org) -> docs
@@ -875,6 +872,11 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
     std::map<std::string, DocSeen> docs;
     std::string last_offset = "-1";
     bool resyncing = false;  // a 410 or a reset, until its snapshot ends
+    // The epoch and floor the last 410 named: a resync may go stale again
+    // only when one of them moved (an epoch reset or a purge during its
+    // snapshot), never in a loop with nothing changed.
+    std::string stale_epoch;
+    std::optional<std::int64_t> stale_floor;
     bool got_final = false;
     int line_number = 0;
     while (std::getline(in, text)) {
@@ -886,11 +888,14 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
       }
       if (f.channel()) {
         // A channel's positions as offsets: "" when the epoch was never seen.
+        bool unmapped = false;
         for (const char* field : {"f", "o"}) {
           if (line.contains(field) && line[field].is_object()) {
             line[field] = channel_offset(static_cast<std::size_t>(f.topic), line[field]);
+            unmapped = unmapped || line[field] == "";
           }
         }
+        if (unmapped) ++counts_.unmapped_epochs;
       }
       const std::string k = line.value("k", "");
       if (k == "bad") {
@@ -910,8 +915,6 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
         } else if (status == 410) {
           ++counts_.stale_410;
           if (f.channel()) ++counts_.channel_stale;
-          if (resyncing) problem("went stale again before its resync reached the snapshot's end");
-          resyncing = true;
           const std::string reason = line.value("reason", "");
           const auto num = [&](const char* field) -> std::optional<std::int64_t> {
             try {
@@ -921,6 +924,16 @@ void Delivery::check(const std::vector<TopicJournal>& journals) {
             }
           };
           const auto floor = num("floor"), head = num("head");
+          const std::string epoch = line.value("epoch", "");
+          if (resyncing && epoch == stale_epoch && floor <= stale_floor) {
+            problem(fmt::format(
+                "went stale again (floor {}, epoch {}) before its resync reached the snapshot's "
+                "end, with nothing changed since the last 410",
+                floor.value_or(-1), epoch));
+          }
+          resyncing = true;
+          stale_epoch = epoch;
+          stale_floor = floor;
           const std::string at = line.value("o", "");
           const auto jo = journal_offset(at);
           if (!floor || !head || line.value("epoch", "").empty()) {

@@ -74,10 +74,10 @@ serve::LimitsConfig torture_limits();
 //   base                       the process, its libraries and its sessions
 // + 2 x response_bytes         responses in flight (a page is briefly held as
 //                              messages and as the body built from them)
-// + 4 x live_buffer_bytes      the hub's buffer of each followed topic (a
+// + 3 x live_buffer_bytes      the hub's buffer of each followed topic (a
 //   x followed topics          wake's events are read before it is trimmed),
-//                              and the messages its readers made of them
-//                              (up to two encodings per event, shared)
+//                              and the messages its events keep for their
+//                              readers (a budget of the same size)
 // + 3 x db_pool x page_bytes   a database result, its events and their
 //                              messages per pool session (one part: no
 //                              unscoped docs)

@@ -145,7 +145,8 @@ pb::ServerMessage decoded(const std::optional<std::string>& bytes) {
 }
 
 TEST_CASE("a buffered event is encoded once per form, and the readers of a form share the bytes") {
-  const SharedEvent e(event(Op::upsert, 4, "org:1"));
+  const auto budget = std::make_shared<EncodingBudget>(1 << 20);
+  const SharedEvent e(event(Op::upsert, 4, "org:1"), budget);
   View org1{"org:1"};
   View other_socket{"org:1"};  // another reader of the same tenant
   const auto a = e.message(org1);
@@ -175,10 +176,33 @@ TEST_CASE("a buffered event is encoded once per form, and the readers of a form 
   CHECK(**d2 == **d);
   CHECK(*d2 != *d);
   // A move out is its own form: a delete, shared by the readers of the scope left.
-  const SharedEvent moved(event(Op::upsert, 5, "org:2", "org:1"));
+  const SharedEvent moved(event(Op::upsert, 5, "org:2", "org:1"), budget);
   CHECK(operation(**moved.message(org1)) == "delete");
   CHECK(*moved.message(org1) == *moved.message(other_socket));
   CHECK(operation(**moved.message(View{"org:2"})) == "insert");
+}
+
+TEST_CASE("the messages buffered events keep stay within their budget, and go with the events") {
+  const auto budget = std::make_shared<EncodingBudget>(400);
+  const View org1{"org:1"};
+  const std::string payload = R"({"n":")" + std::string(100, 'x') + R"("})";
+  {
+    const SharedEvent a(event(Op::upsert, 4, "org:1", std::nullopt, payload), budget);
+    const SharedEvent b(event(Op::upsert, 5, "org:1", std::nullopt, payload), budget);
+    // a's message fits the 400 bytes (its size and kFormOverhead), b's then no longer.
+    const auto a1 = a.message(org1);
+    const std::int64_t cost = static_cast<std::int64_t>((*a1)->size()) + SharedEvent::kFormOverhead;
+    REQUIRE(cost <= 400);
+    REQUIRE(2 * cost > 400);
+    CHECK(budget->used == cost);
+    CHECK(*a.message(org1) == *a1);  // kept
+    const auto b1 = b.message(org1);
+    const auto b2 = b.message(org1);
+    CHECK(**b1 == *message_for(b, org1));  // right, but encoded for each reader
+    CHECK(*b1 != *b2);
+    CHECK(budget->used == cost);
+  }
+  CHECK(budget->used == 0);  // the events went, and their messages' bytes with them
 }
 
 // The sync:v1 channel's encoding: the same rules, as sync.proto messages.
