@@ -95,12 +95,26 @@ bool Hub::wait(const std::string& topic, std::uint64_t seen,
   }
   if (last > seen) return false;
   // Waiters that timed out on a quiet topic are dropped now and then, so the
-  // list stays about as long as the number actually waiting.
-  if (f.waiters.size() >= f.compact_at) {
-    std::erase_if(f.waiters, [](const std::weak_ptr<Waiter>& w) { return w.expired(); });
-    f.compact_at = std::max<std::size_t>(64, 2 * f.waiters.size());
+  // lists stay about as long as the number actually waiting.
+  if (f.waiting >= f.compact_at) {
+    const auto expired = [](const std::weak_ptr<Waiter>& w) { return w.expired(); };
+    std::erase_if(f.waiters_of_all, expired);
+    f.waiting = f.waiters_of_all.size();
+    for (auto it = f.waiters_of.begin(); it != f.waiters_of.end();) {
+      std::erase_if(it->second, expired);
+      f.waiting += it->second.size();
+      it = it->second.empty() ? f.waiters_of.erase(it) : std::next(it);
+    }
+    f.compact_at = std::max<std::size_t>(64, 2 * f.waiting);
   }
-  f.waiters.push_back(waiter);
+  if (waiter->scopes.empty()) {
+    f.waiters_of_all.push_back(waiter);
+    ++f.waiting;
+  }
+  for (const std::string& s : waiter->scopes) {
+    f.waiters_of[s].push_back(waiter);
+    ++f.waiting;
+  }
   return true;
 }
 
@@ -120,22 +134,28 @@ void Hub::wake(Feed& feed, const std::set<std::string>* touched) {
 }
 
 void Hub::wake_waiters(Feed& feed, const std::set<std::string>* touched) {
-  const auto concerned = [touched](const Waiter& waiter) {
-    if (touched == nullptr || waiter.scopes.empty()) return true;
-    return std::any_of(waiter.scopes.begin(), waiter.scopes.end(),
-                       [touched](const std::string& s) { return touched->count(s) > 0; });
+  // (A waiter of several scopes may be woken twice: the second does nothing.)
+  const auto wake_list = [&feed](std::vector<std::weak_ptr<Waiter>>& list) {
+    for (const auto& w : list) {
+      if (const auto waiter = w.lock()) {
+        boost::asio::post(waiter->executor, [waiter] { waiter->timer.cancel(); });
+      }
+    }
+    feed.waiting -= std::min(feed.waiting, list.size());
+    list.clear();
   };
-  std::vector<std::weak_ptr<Waiter>> still;
-  for (auto& w : feed.waiters) {
-    const auto waiter = w.lock();
-    if (!waiter) continue;
-    if (concerned(*waiter)) {
-      boost::asio::post(waiter->executor, [waiter] { waiter->timer.cancel(); });
-    } else {
-      still.push_back(std::move(w));
+  wake_list(feed.waiters_of_all);
+  if (touched == nullptr) {
+    for (auto& [scope, list] : feed.waiters_of) wake_list(list);
+    feed.waiters_of.clear();
+    return;
+  }
+  for (const std::string& s : *touched) {
+    if (const auto it = feed.waiters_of.find(s); it != feed.waiters_of.end()) {
+      wake_list(it->second);
+      feed.waiters_of.erase(it);
     }
   }
-  feed.waiters = std::move(still);
 }
 
 void Hub::refresh(Reader& reader) {
@@ -163,7 +183,7 @@ void Hub::refresh(Reader& reader) {
         // Not registered (any more): nothing to buffer; wake whoever waits,
         // also when this is the hub's first look (a topic removed between a
         // subscriber's read and the look): they read again, and hear so.
-        if (f.position || !f.waiters.empty()) {
+        if (f.position || f.has_waiters()) {
           f.position.reset();
           f.events.clear();
           f.bytes = 0;

@@ -121,8 +121,15 @@ class Hub {
     // last new events of each scope.
     std::uint64_t everyone_at = 0;
     std::unordered_map<std::string, std::uint64_t> scope_at;
-    std::vector<std::weak_ptr<Waiter>> waiters;
-    std::size_t compact_at = 64;  // drop expired waiters at this length
+    // The waiters, by scope (a waiter of several scopes is listed under
+    // each), and those that every change wakes (no scopes): a commit of one
+    // tenant looks at its own tenant's waiters only, however many others
+    // wait on the topic.
+    std::unordered_map<std::string, std::vector<std::weak_ptr<Waiter>>> waiters_of;
+    std::vector<std::weak_ptr<Waiter>> waiters_of_all;
+    std::size_t waiting = 0;      // entries in both
+    std::size_t compact_at = 64;  // drop expired entries at this many
+    bool has_waiters() const { return !waiters_of_all.empty() || !waiters_of.empty(); }
   };
 
   void loop();
