@@ -388,7 +388,10 @@ class Socket : public std::enable_shared_from_this<Socket> {
         close_unauthorized(subscription.status());
         break;
       }
-      if (!chunk->messages.empty()) {
+      // The first read to reach the head goes out even without messages: the
+      // client then knows it is live (and where), not at the next heartbeat.
+      const bool arrived = chunk->up_to_date && !channel->live && chunk->journal;
+      if (!chunk->messages.empty() || arrived) {
         push_batch(*channel, *chunk, subscription.take_held());
       } else {
         subscription.sent();

@@ -511,6 +511,30 @@ describe("sync:v1 channels with the official phoenix client", () => {
     });
   });
 
+  test("a rejoin whose catch-up holds nothing of the tenant's is told at once that it is live: an empty batch at the head", async () => {
+    await scenario(async ({ db, server: start, client: connect }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      // (Heartbeats every 30 s, the default: none comes within this test's waits.)
+      const server = await start();
+      const client = connect(server.port, token(keys), [RUNS]);
+      const t = client.topic(RUNS);
+      await snapshotTaken(client, [RUNS]);
+      await client.disconnect();
+      const others = [];
+      for (let i = 0; i < 50; i++) others.push({ key: `o2-${i}`, scope: "org:2", payload: { i } });
+      sink(db, others);
+      const head = BigInt(positionOf(db, RUNS).head);
+      const batches = t.batches.length;
+      client.connect();
+      await eventually(() => t.position?.watermark === head, 10000, "the rejoin's position at the head");
+      assert.deepEqual(t.batches.slice(batches), [[]]);
+      assert.equal(t.positions.at(-1).source, "batch");
+      assert.equal(t.heartbeats.length, 0);
+      assert.equal(t.applied.length, 0);
+      assertClean(client, [RUNS]);
+    });
+  });
+
   test("encoding=json: the same messages as JSON frames", async () => {
     await scenario(async ({ db, server: start, client: connect }) => {
       sink(db, mixedWrites(RUNS, 40));
