@@ -25,6 +25,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
 #include "answers.hpp"
 #include "auth.hpp"
@@ -343,6 +344,13 @@ class Server {
           }
           if (!req.keep_alive() || has_body) break;
           continue;
+        }
+        if (beast::websocket::is_upgrade(req)) {
+          // A WebSocket keeps this loop waiting for its whole life: it holds
+          // no read buffer of the loop's (its client sends nothing before the
+          // upgrade's answer).
+          buffer.consume(buffer.size());
+          buffer.shrink_to_fit();
         }
         const Keep keep = co_await route(context_, stream, req);
         // A body left unread ends the connection.

@@ -1,6 +1,13 @@
 #include "streams.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <exception>
+
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include <fmt/format.h>
 
@@ -13,16 +20,43 @@ using boost::asio::awaitable;
 Streams::Streams(Hub& hub, DbPool& pool, Metrics& metrics, const LimitsConfig& limits)
     : hub_(hub), pool_(pool), metrics_(metrics), limits_(limits) {}
 
+struct Streams::PositionRead {
+  explicit PositionRead(const boost::asio::any_io_executor& ex)
+      : done(ex, std::chrono::steady_clock::time_point::max()) {}
+  boost::asio::steady_timer done;  // cancelled when the read ends
+  std::optional<TopicPosition> position;
+  std::exception_ptr error;
+};
+
 awaitable<std::optional<TopicPosition>> Streams::position(const std::string& topic, Source source) {
   hub_.follow(topic);
-  if (source == Source::hub_first) {
+  const bool shared = source == Source::hub_first;
+  if (shared) {
     if (auto p = hub_.position(topic)) co_return p;
+    if (const auto it = position_reads_.find(topic); it != position_reads_.end()) {
+      const std::shared_ptr<PositionRead> read = it->second;
+      boost::system::error_code ec;
+      co_await read->done.async_wait(boost::asio::redirect_error(boost::asio::use_awaitable, ec));
+      if (read->error) std::rethrow_exception(read->error);
+      co_return read->position;
+    }
   }
+  const auto read = std::make_shared<PositionRead>(co_await boost::asio::this_coro::executor);
+  if (shared) position_reads_[topic] = read;
   ++metrics_.request_queries;
-  std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
-  const ResumeCheck check = co_await pool_.run(std::move(job));
-  if (check.reason == StaleReason::unknown_topic) co_return std::nullopt;
-  co_return check.position;
+  try {
+    std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
+    const ResumeCheck check = co_await pool_.run(std::move(job));
+    if (check.reason != StaleReason::unknown_topic) read->position = check.position;
+  } catch (...) {
+    read->error = std::current_exception();
+  }
+  if (const auto it = position_reads_.find(topic);
+      it != position_reads_.end() && it->second == read)
+    position_reads_.erase(it);
+  read->done.cancel();
+  if (read->error) std::rethrow_exception(read->error);
+  co_return read->position;
 }
 
 // `position`: the topic's, as of the read, in epoch `epoch_counter`.

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -60,7 +61,10 @@ class Streams {
   // Where a position comes from: the hub's last look when it has one, or
   // the database now (the hub hears of no epoch reset until its next poll).
   enum class Source { hub_first, database };
-  // The topic's position; nullopt when the topic is not registered.
+  // The topic's position; nullopt when the topic is not registered. With
+  // Source::hub_first, callers that find the hub without one share one
+  // database read (a burst of joins of a topic the hub has not looked at yet
+  // costs one read, not one each).
   boost::asio::awaitable<std::optional<TopicPosition>> position(const std::string& topic,
                                                                 Source source = Source::hub_first);
 
@@ -84,6 +88,10 @@ class Streams {
   LimitsConfig limits_;
   // Bytes per row of each topic's latest database read (I/O thread only).
   std::unordered_map<std::string, std::int64_t> row_bytes_;
+  // A position read of a topic in flight, which later callers wait for (I/O
+  // thread only).
+  struct PositionRead;
+  std::unordered_map<std::string, std::shared_ptr<PositionRead>> position_reads_;
 };
 
 }  // namespace oasync::serve
