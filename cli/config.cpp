@@ -104,6 +104,7 @@ void read_serve(const YamlContext& ctx, const YAML::Node& node, serve::ServeConf
           {"db_queue", &l.db_queue},
           {"revocation_poll_ms", &l.revocation_poll_ms},
           {"poll_ms", &l.poll_ms},
+          {"wake_coalesce_ms", &l.wake_coalesce_ms},
           {"drain_seconds", &l.drain_seconds},
           {"channel_idle_seconds", &l.channel_idle_seconds},
           {"channel_heartbeat_seconds", &l.channel_heartbeat_seconds},

@@ -54,7 +54,8 @@ std::optional<TopicPosition> Hub::position(const std::string& topic) const {
 }
 
 std::optional<Hub::Buffered> Hub::buffered(const std::string& topic, std::int64_t epoch_counter,
-                                           std::int64_t after, std::int64_t max) const {
+                                           std::int64_t after, std::int64_t max,
+                                           const std::vector<std::string>& scopes) const {
   std::lock_guard lock(mutex_);
   const auto it = feeds_.find(topic);
   if (it == feeds_.end() || !it->second.position) return std::nullopt;
@@ -65,16 +66,64 @@ std::optional<Hub::Buffered> Hub::buffered(const std::string& topic, std::int64_
   Buffered out;
   out.position = *f.position;
   out.through = f.end;
-  // Events are dense in the buffer: the one after `after` is at this index.
-  auto index = static_cast<std::size_t>(after - f.start_after);
-  for (; index < f.events.size(); ++index) {
+  // Each scope's events after `after`, merged in watermark order (an event
+  // under two of the scopes, a move between them, once).
+  using List = std::deque<std::shared_ptr<const SharedEvent>>;
+  std::vector<std::pair<List::const_iterator, List::const_iterator>> lists;
+  for (const std::string& s : scopes) {
+    const auto l = f.of_scope.find(s);
+    if (l == f.of_scope.end()) continue;
+    const auto first =
+        std::upper_bound(l->second.begin(), l->second.end(), after,
+                         [](std::int64_t w, const auto& e) { return w < e->watermark; });
+    if (first != l->second.end()) lists.emplace_back(first, l->second.end());
+  }
+  for (;;) {
+    std::shared_ptr<const SharedEvent> next;
+    for (const auto& [at, end] : lists) {
+      if (at != end && (!next || (*at)->watermark < next->watermark)) next = *at;
+    }
+    if (!next) break;
     if (static_cast<std::int64_t>(out.events.size()) >= max) {
       out.through = out.events.back()->watermark;
       break;
     }
-    out.events.push_back(f.events[index]);
+    for (auto& [at, end] : lists) {
+      if (at != end && (*at)->watermark == next->watermark) ++at;
+    }
+    out.events.push_back(std::move(next));
   }
   return out;
+}
+
+void Hub::Feed::push(std::shared_ptr<const SharedEvent> e) {
+  of_scope[e->scope].push_back(e);
+  if (e->previous_scope && *e->previous_scope != e->scope) {
+    of_scope[*e->previous_scope].push_back(e);
+  }
+  bytes += footprint(*e);
+  events.push_back(std::move(e));
+}
+
+void Hub::Feed::pop_front() {
+  const std::shared_ptr<const SharedEvent> e = std::move(events.front());
+  events.pop_front();
+  bytes -= footprint(*e);
+  start_after = e->watermark;
+  const auto drop = [&](const std::string& scope) {
+    const auto l = of_scope.find(scope);
+    if (l == of_scope.end() || l->second.empty() || l->second.front() != e) return;
+    l->second.pop_front();
+    if (l->second.empty()) of_scope.erase(l);
+  };
+  drop(e->scope);
+  if (e->previous_scope) drop(*e->previous_scope);
+}
+
+void Hub::Feed::clear_events() {
+  events.clear();
+  of_scope.clear();
+  bytes = 0;
 }
 
 std::uint64_t Hub::generation(const std::string& topic) const {
@@ -185,8 +234,7 @@ void Hub::refresh(Reader& reader) {
         // subscriber's read and the look): they read again, and hear so.
         if (f.position || f.has_waiters()) {
           f.position.reset();
-          f.events.clear();
-          f.bytes = 0;
+          f.clear_events();
           wake(f);
         }
         continue;
@@ -200,8 +248,7 @@ void Hub::refresh(Reader& reader) {
         // nothing left in the buffer to wake it for.
         f.epoch_counter = p.epoch_counter;
         f.start_after = f.end = p.head;
-        f.events.clear();
-        f.bytes = 0;
+        f.clear_events();
         f.position = p;
         wake(f);
         continue;
@@ -212,8 +259,7 @@ void Hub::refresh(Reader& reader) {
       }
       if (p.head - f.end > limits_.live_buffer_events) {
         // Too far behind to buffer it all: keep the newest.
-        f.events.clear();
-        f.bytes = 0;
+        f.clear_events();
         f.start_after = f.end = p.head - limits_.live_buffer_events;
         restarted = true;
       }
@@ -250,8 +296,7 @@ void Hub::refresh(Reader& reader) {
     bool everyone = restarted;
     if (end.stale) {
       // Purged below the buffer (or the epoch moved): start over at the head.
-      f.events.clear();
-      f.bytes = 0;
+      f.clear_events();
       f.start_after = f.end = p.head;
       everyone = true;
     } else {
@@ -259,16 +304,11 @@ void Hub::refresh(Reader& reader) {
         touched.insert(e->scope);
         if (e->previous_scope) touched.insert(*e->previous_scope);
       }
-      for (auto& e : fresh) {
-        f.bytes += footprint(*e);
-        f.events.push_back(std::move(e));
-      }
+      for (auto& e : fresh) f.push(std::move(e));
       f.end = end.through;
       while (static_cast<std::int64_t>(f.events.size()) > limits_.live_buffer_events ||
              (f.bytes > limits_.live_buffer_bytes && !f.events.empty())) {
-        f.bytes -= footprint(*f.events.front());
-        f.start_after = f.events.front()->watermark;
-        f.events.pop_front();
+        f.pop_front();
       }
     }
     f.position = p;
@@ -311,6 +351,7 @@ void Hub::loop() {
       backoff = std::chrono::milliseconds(100);
       auto next_revocation_poll = Clock::now();
       while (!stopping_) {
+        const auto began = Clock::now();
         refresh(reader);
         if (Clock::now() >= next_revocation_poll) {
           poll_revocations(*conn);
@@ -322,7 +363,12 @@ void Hub::loop() {
             std::min<std::int64_t>(limits_.poll_ms, limits_.revocation_poll_ms));
         const auto until = Clock::now() + budget;
         while (!stopping_ && Clock::now() < until) {
-          if (listener.wait(std::chrono::milliseconds(100))) break;
+          if (listener.wait(std::chrono::milliseconds(100))) {
+            // Commits close together are read together.
+            std::this_thread::sleep_until(began +
+                                          std::chrono::milliseconds(limits_.wake_coalesce_ms));
+            break;
+          }
         }
       }
     } catch (const std::exception& e) {

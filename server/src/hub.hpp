@@ -73,11 +73,14 @@ class Hub {
   // followed yet, or not registered.
   std::optional<TopicPosition> position(const std::string& topic) const;
 
-  // Buffered events of `topic` after `after`, at most `max`: present when
-  // the buffer holds every event of epoch `epoch_counter` after `after`.
+  // The buffered events of `topic` after `after` that concern `scopes` (a
+  // view's parts: an event of one of them, or a move out of one), at most
+  // `max`, in order: present when the buffer holds every event of epoch
+  // `epoch_counter` after `after`. The other scopes' events are not looked
+  // at: a reader's cost does not grow with the other tenants' commits.
   // `through` is where a reader that took them all stands: the last
-  // watermark taken, or the buffer's end when every buffered one was taken.
-  // The events are shared with the buffer, and with them the messages their
+  // watermark taken, or the buffer's end when every one was taken. The
+  // events are shared with the buffer, and with them the messages their
   // readers made of them (SharedEvent).
   struct Buffered {
     std::vector<std::shared_ptr<const SharedEvent>> events;
@@ -85,7 +88,8 @@ class Hub {
     TopicPosition position;
   };
   std::optional<Buffered> buffered(const std::string& topic, std::int64_t epoch_counter,
-                                   std::int64_t after, std::int64_t max) const;
+                                   std::int64_t after, std::int64_t max,
+                                   const std::vector<std::string>& scopes) const;
 
   // How many times the topic changed (new events, epoch, registration), or
   // any session was revoked, or shutdown began: what a subscriber notes
@@ -113,6 +117,12 @@ class Hub {
     std::int64_t start_after = 0;  // the buffer holds (start_after, end]
     std::int64_t end = 0;
     std::deque<std::shared_ptr<const SharedEvent>> events;
+    // The same events by the scopes they concern (an event under its scope,
+    // and under the scope it left), each list in order.
+    std::unordered_map<std::string, std::deque<std::shared_ptr<const SharedEvent>>> of_scope;
+    void push(std::shared_ptr<const SharedEvent> e);
+    void pop_front();
+    void clear_events();
     // What the messages its events keep may take (live_buffer_bytes).
     std::shared_ptr<EncodingBudget> encodings;
     std::int64_t bytes = 0;  // footprint() of `events`

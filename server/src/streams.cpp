@@ -191,8 +191,8 @@ awaitable<Chunk> Streams::journal(const std::string& topic, const View& view, co
   // notifies).
   if (known && known->epoch_counter == from.epoch_counter && from.watermark <= known->head &&
       from.watermark >= known->purged_through) {
-    if (const auto b =
-            hub_.buffered(topic, from.epoch_counter, from.watermark, limits_.page_events)) {
+    if (const auto b = hub_.buffered(topic, from.epoch_counter, from.watermark, limits_.page_events,
+                                     view.parts())) {
       // At most page_bytes (one larger event alone): the page then ends at
       // the last event taken.
       std::int64_t through = b->through, bytes = 0;

@@ -59,7 +59,7 @@ TEST_CASE("the serve: section: every key, and errors with file and line") {
       "  auth: {algorithm: ES256, key_file: /k.pem, issuer: door, audience: oasync,\n"
       "         query_parameter: t, leeway_seconds: 5}\n"
       "  tenancy: {scope_format: \"tenant/{org_id}\", unscoped: true}\n"
-      "  limits: {max_connections: 50, sse_seconds: 30, db_pool: 2}\n");
+      "  limits: {max_connections: 50, sse_seconds: 30, db_pool: 2, wake_coalesce_ms: 20}\n");
   const auto c = oasync::cli::load_config(f.path).serve;
   CHECK(c.listen == "0.0.0.0");
   CHECK(c.port == 8080);
@@ -75,6 +75,7 @@ TEST_CASE("the serve: section: every key, and errors with file and line") {
   CHECK(c.limits.max_connections == 50);
   CHECK(c.limits.sse_seconds == 30);
   CHECK(c.limits.db_pool == 2);
+  CHECK(c.limits.wake_coalesce_ms == 20);
   CHECK(c.limits.long_poll_seconds == 20);  // untouched: the default
   struct Case {
     const char* text;

@@ -104,6 +104,11 @@ struct LimitsConfig {
   // notification comes.
   std::int64_t revocation_poll_ms = 2000;
   std::int64_t poll_ms = 1000;
+  // After a notification, the hub waits until this long after its last read
+  // began before it reads again: commits within it are read (and delivered)
+  // together, so its database work per second stays bounded under a stream
+  // of small commits, at the cost of at most this much latency.
+  std::int64_t wake_coalesce_ms = 5;
   // How long shutdown waits for open responses to end.
   std::int64_t drain_seconds = 10;
 
