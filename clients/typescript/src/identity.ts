@@ -1,0 +1,50 @@
+// Whose token it is: the JWT's `sub` and `org_id` claims, decoded without
+// verifying the signature. The identity is only a cache key (the server
+// verifies every token); a token that does not decode has none.
+
+/** The user and organisation a token speaks for. */
+export interface Identity {
+  readonly user: string;
+  readonly org: string;
+}
+
+/** `sub` and `org_id` of the JWT `token` (strings, or safe integers as their
+ *  decimal text), or undefined when the token is no JWT or lacks either. */
+export function identityOf(token: string): Identity | undefined {
+  const parts = token.split(".");
+  const payload = parts[1];
+  if (parts.length !== 3 || payload === undefined) return undefined;
+  let claims: unknown;
+  try {
+    claims = JSON.parse(decodeBase64Url(payload));
+  } catch {
+    return undefined;
+  }
+  if (typeof claims !== "object" || claims === null) return undefined;
+  const c = claims as Record<string, unknown>;
+  const user = claimText(c["sub"]);
+  const org = claimText(c["org_id"]);
+  if (user === undefined || org === undefined) return undefined;
+  return { user, org };
+}
+
+export function sameIdentity(a: Identity | undefined, b: Identity | undefined): boolean {
+  if (a === undefined || b === undefined) return a === b;
+  return a.user === b.user && a.org === b.org;
+}
+
+// An integer claim beyond 2^53 would be rounded by JSON.parse, and two orgs
+// could then share a key: such a claim gives no identity.
+function claimText(value: unknown): string | undefined {
+  if (typeof value === "string" && value !== "") return value;
+  if (typeof value === "number" && Number.isSafeInteger(value)) return String(value);
+  return undefined;
+}
+
+function decodeBase64Url(text: string): string {
+  if (!/^[A-Za-z0-9_-]*$/.test(text)) throw new Error("not base64url");
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/");
+  const binary = atob(base64 + "=".repeat((4 - (base64.length % 4)) % 4));
+  const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+}
