@@ -1,6 +1,5 @@
 #include "swarm.hpp"
 
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <time.h>
 
@@ -24,6 +23,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
 #include <nlohmann/json.hpp>
+
+#include "tokens.hpp"
 
 namespace oasync::bench {
 
@@ -201,18 +202,6 @@ std::optional<Reply> reply_to(std::string_view text, const std::string& ref) {
   return r;
 }
 
-// Standard base64 without '=' padding: phoenix.js's btoa(token) as it puts
-// it in Sec-WebSocket-Protocol.
-std::string base64_unpadded(const std::string& bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(bytes.data()),
-                                static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  return out;
-}
-
 // phoenix.js's delays before it joins again after a refused join.
 std::chrono::milliseconds rejoin_delay(int attempt) {
   constexpr int steps[] = {1000, 2000, 5000};
@@ -355,7 +344,8 @@ struct Swarm::Impl {
 
   awaitable<void> socket_client(std::shared_ptr<Connection> c, const Client& client) {
     boost::system::error_code ec;
-    const std::string protocols = "phoenix, base64url.bearer.phx." + base64_unpadded(client.token);
+    const std::string protocols =
+        "phoenix, base64url.bearer.phx." + test::base64_unpadded(client.token);
     const std::string host = fmt::format("127.0.0.1:{}", port);
     for (int attempt = 0;; ++attempt) {
       auto& ws = c->ws.emplace(ioc);

@@ -204,6 +204,19 @@ function assertClean(client, topics, { snapshots = 1, stale = 0 } = {}) {
   }
 }
 
+// Starts a burst (5,000 updates of runs, 500 of notifications) in the
+// background and waits for its first updates to reach `runs` (the client's
+// runs topic): {writing, the promise of the burst; before, the updates
+// applied then}.
+async function burstUnderway(db, runs) {
+  const writing = Promise.all([
+    sinkInBackground(db, burstWrites(RUNS, 5000)),
+    sinkInBackground(db, burstWrites(NOTES, 500)),
+  ]);
+  await eventually(() => runs.applied.length > 0, 20000, "the first updates");
+  return { writing, before: runs.applied.length };
+}
+
 // After its socket went: each topic converged, its updates since the snapshot
 // equal the journal (no gap, no repeat), and it rejoined with the position it
 // had persisted when the socket went; no second snapshot, no stale notice.
@@ -308,12 +321,7 @@ describe("sync:v1 channels with the official phoenix client", () => {
         const runs = client.topic(RUNS);
         // The server stops while the sink still commits the burst, and the
         // client still receives it.
-        const writing = Promise.all([
-          sinkInBackground(db, burstWrites(RUNS, 5000)),
-          sinkInBackground(db, burstWrites(NOTES, 500)),
-        ]);
-        await eventually(() => runs.applied.length > 0, 20000, "the first updates");
-        const before = runs.applied.length;
+        const { writing, before } = await burstUnderway(db, runs);
         await server.stop(signal);
         ctx.diagnostic(`${before} of the 5000 updates had arrived at ${signal}, ${runs.applied.length} at the exit`);
         await writing;
@@ -349,12 +357,7 @@ describe("sync:v1 channels with the official phoenix client", () => {
         const runs = client.topic(RUNS);
         // The relay cuts both sides of the socket while the sink still commits
         // the burst, and the client still receives it.
-        const writing = Promise.all([
-          sinkInBackground(db, burstWrites(RUNS, 5000)),
-          sinkInBackground(db, burstWrites(NOTES, 500)),
-        ]);
-        await eventually(() => runs.applied.length > 0, 20000, "the first updates");
-        const before = runs.applied.length;
+        const { writing, before } = await burstUnderway(db, runs);
         if (refuseMs === 0) {
           link.cut();
         } else {
