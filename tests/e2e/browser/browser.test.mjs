@@ -1,0 +1,541 @@
+// Our TypeScript client (clients/typescript) in a real browser: Debian's
+// chromium, headless, driven by playwright-core, shows a React page
+// (browser/page/main.jsx) that uses the client against oasync serve. Each
+// test has its own database, servers and browser context (a fresh
+// localStorage). What the page shows is compared with what oasync itself
+// says: `oasync snapshot --scope` for the docs on screen, `oasync tail
+// --scope` for the updates that arrived (no gap, no repeat).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import { after, describe, test } from "node:test";
+
+import {
+  RUNS,
+  createDatabase,
+  freePort,
+  makeKeys,
+  oasync,
+  oasyncBinary,
+  relay,
+  root,
+  snapshotOf,
+  startServer,
+} from "../support.mjs";
+import { launchBrowser, pageServer } from "./browser-support.mjs";
+
+const keys = makeKeys();
+after(() => keys.remove());
+
+const WORKERS = "runtime.codex_worker_summaries";
+const NOTES = "runtime.notifications";
+const TOPICS = [RUNS, WORKERS, NOTES];
+const PREFIX = { [RUNS]: "run_summary:", [WORKERS]: "codex_worker_summary:", [NOTES]: "notification:" };
+const TENANT = "org:1"; // the scope of user-1's tokens (org_id "1")
+// Generous: the suite runs on a loaded 2-core machine.
+const WAIT = 60000;
+
+// Where the first test leaves its screenshot, for the client's README.
+const SCREENSHOT = join(root, "clients", "typescript", "docs", "screenshot.png");
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Polls `check` every 200 ms (each poll may run oasync and read the page:
+// not too often on a 2-core machine) until it returns true; fails after `ms`.
+async function eventually(check, ms, what) {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await check()) return;
+    if (Date.now() > until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const limits = (values) =>
+  `serve:\n  limits: {${Object.entries(values).map(([k, v]) => `${k}: ${v}`).join(", ")}}\n`;
+
+// `oasync sink` input lines for writes {topic, key, scope, payload} or
+// {topic, key, delete: true}.
+function sinkInput(writes) {
+  const lines = writes.map((w) => {
+    const topic = w.topic ?? RUNS;
+    return JSON.stringify({
+      topic,
+      doc_key: PREFIX[topic] + w.key,
+      scope: w.scope ?? "",
+      op: w.delete ? "delete" : "upsert",
+      ...(w.delete ? {} : { payload: w.payload ?? { n: 1 } }),
+    });
+  });
+  return lines.join("\n") + "\n";
+}
+
+function sink(db, writes) {
+  const r = oasync(["sink", "--input", "-"], { url: db.url, input: sinkInput(writes) });
+  assert.equal(r.status, 0, r.stderr);
+}
+
+// The same in the background: resolves once the sink exited 0.
+function sinkInBackground(db, writes) {
+  const child = spawn(oasyncBinary, ["--database-url", db.url, "sink", "--input", "-"], {
+    stdio: ["pipe", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  child.stdin.end(sinkInput(writes));
+  return new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`sink exited ${code}: ${stderr}`))));
+  });
+}
+
+// Creates, updates, deletes, and moves between org:1, org:2 and org:3 of 25 keys.
+function mixedWrites(topic, n, start = 0) {
+  const out = [];
+  for (let i = start; i < start + n; i++) {
+    out.push({ topic, key: `k${i % 25}`, scope: `org:${(i % 3) + 1}`, payload: { i, note: "é ✓ \"q\"" } });
+    if (i % 5 === 0) out.push({ topic, key: `k${(i + 7) % 25}`, delete: true });
+  }
+  return out;
+}
+
+// `n` updates of 500 docs of the tenant, from number `start` on.
+function burstWrites(topic, n, start = 0) {
+  const writes = [];
+  for (let i = start; i < start + n; i++) writes.push({ topic, key: `b${i % 500}`, scope: TENANT, payload: { i } });
+  return writes;
+}
+
+// `n` updates in the background, in sink calls of 250 one after the other,
+// so that they stream for a while: resolves once all are committed.
+async function burstInBackground(db, topic, n) {
+  for (let from = 0; from < n; from += 250) {
+    await sinkInBackground(db, burstWrites(topic, Math.min(250, n - from), from));
+  }
+}
+
+function burst(db, topic, n, { start = 0, per = 2500 } = {}) {
+  for (let from = start; from < start + n; from += per) {
+    sink(db, burstWrites(topic, Math.min(per, start + n - from), from));
+  }
+}
+
+// The tenant's view of a topic's journal after `after`, as the page records
+// updates: {key, version, op, watermark} (oasync tail --scope).
+function journalOf(db, topic, { after, epoch, scope = TENANT }) {
+  const args = ["tail", topic, "--after", String(after), "--format", "ndjson", "--scope", scope, "--epoch", epoch];
+  const r = oasync(args, { url: db.url });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout.split("\n").filter(Boolean).map((line) => {
+    const e = JSON.parse(line);
+    return { key: e.doc_key, version: String(e.doc_version), op: e.op, watermark: String(e.watermark) };
+  });
+}
+
+// {topic, epoch, head, purged_through} (the header of oasync snapshot).
+function positionOf(db, topic) {
+  const r = oasync(["snapshot", topic, "--scope", TENANT], { url: db.url });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout.split("\n")[0]).snapshot;
+}
+
+// What the page recorded of `topic` (window.__sync.topics[topic]).
+const logOf = (page, topic) => page.evaluate((t) => window.__sync.topics[t] ?? null, topic);
+
+// The docs on screen for `topic`, as a Map key -> value (as snapshotOf gives).
+async function onScreen(page, topic) {
+  const docs = await page.evaluate(
+    (t) => [...document.querySelectorAll(`li[data-topic="${t}"]`)].map((li) => [li.dataset.key, li.dataset.value]),
+    topic,
+  );
+  return new Map(docs.map(([k, v]) => [k, JSON.parse(v)]));
+}
+
+const statusOf = (page, topic) =>
+  page.evaluate((t) => document.querySelector(`section[data-topic="${t}"]`)?.dataset.status, topic);
+
+async function eventuallyEqual(actual, expected, ms, what) {
+  let a;
+  let e;
+  try {
+    await eventually(async () => {
+      a = await actual();
+      e = await expected();
+      return isDeepStrictEqual(a, e);
+    }, ms, what);
+  } catch (error) {
+    assert.deepEqual(a, e, `${what}: ${error.message}`);
+    throw error;
+  }
+}
+
+// The page shows the topic's docs as oasync snapshot --scope gives them, live.
+async function converged(page, db, topic, scope = TENANT) {
+  await eventuallyEqual(() => onScreen(page, topic), () => snapshotOf(db, scope, topic), WAIT,
+    `${topic}: the docs on screen to equal oasync snapshot --scope ${scope}`);
+  await eventually(async () => (await statusOf(page, topic)) === "live", WAIT, `${topic} to be live`);
+}
+
+// The updates that arrived since the page's latest snapshot of the topic
+// equal the tenant's journal after that snapshot's head: no gap, no repeat.
+// With `from` ({epoch, watermark}): since that position (a page that took no
+// snapshot).
+async function sameAsJournal(page, db, topic, from) {
+  const since = async () => {
+    const log = await logOf(page, topic);
+    const at = from ?? log.snapshotEnds.at(-1);
+    const updates = log.updates.filter((u) => u.snapshot === log.snapshots)
+      .map(({ key, version, op, watermark }) => ({ key, version, op, watermark }));
+    return { updates, at };
+  };
+  await eventuallyEqual(async () => (await since()).updates, async () => {
+    const { at } = await since();
+    return journalOf(db, topic, { after: at.head ?? at.watermark, epoch: at.epoch });
+  }, WAIT, `${topic}: the updates that arrived to equal oasync tail --scope ${TENANT}`);
+}
+
+const waitStatus = (page, topic, status) =>
+  eventually(async () => (await statusOf(page, topic)) === status, WAIT, `${topic} to be ${status}`);
+
+// Nothing went wrong in the page: no error the client reported (beyond the
+// `allowed` ones), and no stale notice or second snapshot unless expected.
+async function assertClean(page, topics, { snapshots = 1, stale = 0, allowed = [] } = {}) {
+  const errors = await page.evaluate(() => window.__sync.errors);
+  const unexpected = errors.filter((e) => !allowed.some((re) => re.test(e)));
+  assert.deepEqual(unexpected, []);
+  for (const topic of topics) {
+    const log = await logOf(page, topic);
+    assert.equal(log.snapshots, snapshots, `${topic}: snapshots`);
+    assert.equal(log.stale.length, stale, `${topic}: stale notices`);
+  }
+}
+
+// One browser for the file, launched by the first test: a browser that does
+// not start fails every test with its error (no test is skipped).
+let launched;
+const browserOnce = () => (launched ??= launchBrowser());
+after(async () => {
+  const browser = await launched?.catch(() => undefined);
+  await browser?.close();
+});
+
+// Each test's world: a fresh database, the page's server, a fresh browser
+// context, and the servers and relays it starts, all stopped at the end.
+// server(): oasync serve, letting the page's origin in (CORS, for the
+// client's HEAD probe). open(base, topics, options): the page, against the
+// server (or relay) at `base`.
+async function scenario(fn, { scopes = TOPICS } = {}) {
+  const db = createDatabase();
+  const cleanup = [];
+  try {
+    const pages = await pageServer(keys, { scopes });
+    cleanup.push(() => pages.close());
+    const context = await (await browserOnce()).newContext({ viewport: { width: 1200, height: 480 } });
+    cleanup.push(() => context.close());
+    const consoleErrors = [];
+    const consoleLines = []; // the pages' console, quoted when the test fails
+    const world = {
+      db,
+      pages,
+      context,
+      server: async (options = {}) => {
+        const s = await startServer(db, keys, { ...options, args: ["--cors-origin", pages.origin] });
+        cleanup.push(() => s.stop("SIGKILL"));
+        return s;
+      },
+      proxy: async (port) => {
+        const r = await relay({ host: "127.0.0.1", port });
+        cleanup.push(() => r.close());
+        r.up();
+        return r;
+      },
+      open: async (base, topics, options) => {
+        const page = await context.newPage();
+        page.on("pageerror", (e) => consoleErrors.push(e.message));
+        page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+        await page.goto(pages.url(base, topics, options));
+        return page;
+      },
+    };
+    try {
+      await fn(world);
+      assert.deepEqual(consoleErrors, [], "uncaught errors in the page");
+    } catch (e) {
+      e.message += `\nthe page's console, last lines:\n${consoleLines.slice(-15).join("\n")}`;
+      throw e;
+    }
+  } finally {
+    for (const stop of cleanup.reverse()) await stop();
+    db.drop();
+  }
+}
+
+describe("the TypeScript client in chromium, under React", () => {
+  test("three topics: the docs on screen equal oasync snapshot through creates, updates, deletes, and moves in and out of the tenant", async () => {
+    await scenario(async ({ db, server: start, open }) => {
+      for (const topic of TOPICS) sink(db, mixedWrites(topic, 40));
+      const server = await start({ config: limits({ snapshot_page_docs: 4, page_events: 5 }) });
+      const page = await open(server.base, TOPICS);
+      for (const topic of TOPICS) await converged(page, db, topic);
+      for (let round = 0; round < 3; round++) {
+        for (const topic of TOPICS) sink(db, mixedWrites(topic, 30, 100 + round * 30));
+        for (const topic of TOPICS) {
+          sink(db, [
+            { topic, key: "mover", scope: TENANT, payload: { round, step: 1 } },
+            { topic, key: "mover", scope: "org:2", payload: { round, step: 2 } }, // moves out
+            { topic, key: "visitor", scope: "org:2", payload: { round, step: 1 } },
+            { topic, key: "visitor", scope: TENANT, payload: { round, step: 2 } }, // moves in
+            { topic, key: "gone", scope: TENANT, payload: { round } },
+            { topic, key: "gone", delete: true },
+          ]);
+        }
+        for (const topic of TOPICS) await converged(page, db, topic);
+      }
+      for (const topic of TOPICS) {
+        await sameAsJournal(page, db, topic);
+        const log = await logOf(page, topic);
+        // Every update was the tenant's, deletes of docs that left it too.
+        assert.deepEqual([...new Set(log.updates.map((u) => u.scope))], [TENANT]);
+        assert.ok(log.updates.some((u) => u.op === "delete"), `${topic}: no delete arrived`);
+        assert.ok(log.updates.some((u) => u.key === `${PREFIX[topic]}visitor` && u.op === "upsert"),
+          `${topic}: the doc that moved in never arrived`);
+      }
+      const shown = await page.evaluate(() => [...window.__sync.shown]);
+      assert.deepEqual(shown.filter((s) => !s.endsWith(` ${TENANT}`)), [], "docs of another tenant were shown");
+      await assertClean(page, TOPICS);
+      mkdirSync(join(SCREENSHOT, ".."), { recursive: true });
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    });
+  });
+
+  // The socket goes mid-stream in four ways; each time the page resumes
+  // from its position: the updates per topic equal the journal, no snapshot.
+  const interruptions = [
+    ["the server drained (SIGTERM) and started again on its port", "SIGTERM"],
+    ["the server killed (SIGKILL) and started again on its port", "SIGKILL"],
+    ["a TCP proxy between the browser and the server cuts the connection", "cut"],
+    ["a TCP proxy cuts the connection and refuses new ones for 1.5 s", "down"],
+  ];
+  for (const [how, fault] of interruptions) {
+    test(`${how}: each topic resumes from its position, no gap, no repeat, no snapshot`, async (ctx) => {
+      await scenario(async ({ db, server: start, proxy, open }) => {
+        const topics = [RUNS, NOTES];
+        const port = await freePort();
+        const config = limits({ drain_seconds: 5 });
+        for (const topic of topics) sink(db, mixedWrites(topic, 40));
+        let server = await start({ port, config });
+        const relayed = fault === "cut" || fault === "down";
+        const link = relayed ? await proxy(port) : undefined;
+        const page = await open(`http://127.0.0.1:${link?.port ?? port}`, topics);
+        for (const topic of topics) await converged(page, db, topic);
+        // The socket goes while the sink still commits the burst, and the page
+        // still receives it.
+        const writing = Promise.all([burstInBackground(db, RUNS, 3000), burstInBackground(db, NOTES, 300)]);
+        await eventually(async () => (await page.evaluate(() => window.__sync.updates)) > 0, WAIT, "the first updates");
+        const before = await page.evaluate(() => window.__sync.updates);
+        if (fault === "cut") {
+          link.cut();
+        } else if (fault === "down") {
+          link.down();
+          await sleep(1500);
+          link.up();
+        } else {
+          await server.stop(fault);
+        }
+        ctx.diagnostic(`${before} of the 3,300 updates had arrived at the ${fault}`);
+        await writing;
+        burst(db, RUNS, 300, { start: 3000 });
+        sink(db, mixedWrites(RUNS, 30, 200));
+        if (!relayed) server = await start({ port, config });
+        burst(db, RUNS, 300, { start: 4000 });
+        burst(db, NOTES, 100, { start: 300 });
+        for (const topic of topics) {
+          await converged(page, db, topic);
+          await sameAsJournal(page, db, topic);
+          // It joined again, each time with a position (never {}: no snapshot).
+          const log = await logOf(page, topic);
+          const rejoins = log.joins.filter((j) => j.snapshots > 0);
+          assert.ok(rejoins.length >= 1, `${topic}: never joined again`);
+          for (const { params } of rejoins) assert.match(params.watermark ?? "", /^[0-9]+$/);
+        }
+        const { closes, disconnects } = await page.evaluate(() => window.__sync);
+        if (fault === "SIGTERM") {
+          // Drained: the server said why before it closed.
+          assert.equal(disconnects[0]?.reason, "draining");
+          assert.deepEqual(closes[0], { code: 1012, reason: "draining" });
+        }
+        if (link !== undefined) {
+          const { accepted, refused, cut } = link.counts;
+          ctx.diagnostic(`the relay accepted ${accepted} connections, refused ${refused}, cut ${cut}`);
+          assert.ok(cut > 0, "the relay cut no connection");
+          if (fault === "down") assert.ok(refused >= 1, "the relay refused no connection");
+        }
+        await assertClean(page, topics);
+      });
+    });
+  }
+
+  test("a reload mid-stream resumes from the position persisted in localStorage, without a snapshot", async (ctx) => {
+    await scenario(async ({ db, server: start, open }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start();
+      const page = await open(server.base, [RUNS]);
+      await converged(page, db, RUNS);
+      const writing = burstInBackground(db, RUNS, 3000);
+      await eventually(async () => (await page.evaluate(() => window.__sync.updates)) > 0, WAIT, "the first updates");
+      const before = await page.evaluate(() => window.__sync.updates);
+      await page.reload();
+      ctx.diagnostic(`reloaded after ${before} of the 3,000 updates had arrived`);
+      await writing;
+      burst(db, RUNS, 300, { start: 3000 });
+      await converged(page, db, RUNS);
+      const log = await logOf(page, RUNS);
+      // The new page joined once, with the persisted position, and got the
+      // journal after it, exactly.
+      assert.equal(log.joins.length, 1);
+      const from = log.joins[0].params;
+      assert.match(from.watermark ?? "", /^[0-9]+$/, `joined with ${JSON.stringify(from)}`);
+      await sameAsJournal(page, db, RUNS, from);
+      // Its first render already showed the persisted docs.
+      const renders = await page.evaluate((t) => window.__sync.renders[t], RUNS);
+      assert.ok(renders.some((r) => r.status === "connecting" && r.docs !== ""),
+        "the persisted docs were not shown before the join");
+      await assertClean(page, [RUNS], { snapshots: 0 });
+    });
+  });
+
+  test("a purge below the page's position: one resync, the old docs on screen until the swap, convergence", async () => {
+    await scenario(async ({ db, server: start, proxy, open }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      // Snapshots in pages of 4 docs: the resync spans several pushes.
+      const server = await start({ config: limits({ snapshot_page_docs: 4 }) });
+      const link = await proxy(server.port);
+      const page = await open(`http://127.0.0.1:${link.port}`, [RUNS]);
+      await converged(page, db, RUNS);
+      sink(db, mixedWrites(RUNS, 30, 100));
+      await converged(page, db, RUNS);
+      const old = await page.evaluate((t) => window.__sync.renders[t].at(-1).docs, RUNS);
+      const rendersBefore = await page.evaluate((t) => window.__sync.renders[t].length, RUNS);
+      link.down();
+      await waitStatus(page, RUNS, "connecting");
+      sink(db, mixedWrites(RUNS, 30, 200));
+      const purge = oasync(["purge", "--topic", RUNS, "--older-than", "0s", "--keep-last", "0"], { url: db.url });
+      assert.equal(purge.status, 0, purge.stderr);
+      sink(db, mixedWrites(RUNS, 20, 300));
+      link.up();
+      await eventually(async () => {
+        const log = await logOf(page, RUNS);
+        return log.stale.length >= 1 && log.snapshotEnds.length >= 2;
+      }, WAIT, "the stale notice and the fresh snapshot");
+      await converged(page, db, RUNS);
+      // On screen: the old docs, through the resync, until the swap.
+      const renders = (await page.evaluate((t) => window.__sync.renders[t], RUNS)).slice(rendersBefore);
+      const swap = renders.findIndex((r) => r.docs !== old);
+      assert.ok(swap > 0, `the docs changed at render ${swap}`);
+      assert.ok(renders.slice(0, swap).some((r) => r.status === "resyncing"), "never shown as resyncing");
+      assert.equal(renders[swap].status, "live");
+      // No loop: later writes come as updates.
+      sink(db, mixedWrites(RUNS, 20, 400));
+      await converged(page, db, RUNS);
+      await sameAsJournal(page, db, RUNS);
+      await assertClean(page, [RUNS], { snapshots: 2, stale: 1 });
+    });
+  });
+
+  test("a topic outside the token is refused, another tenant's docs never appear, and a revoked session ends", async () => {
+    await scenario(async ({ db, server: start, open }) => {
+      for (const topic of TOPICS) sink(db, mixedWrites(topic, 40));
+      const server = await start();
+      const page = await open(server.base, TOPICS);
+      await waitStatus(page, NOTES, "refused");
+      for (const topic of [RUNS, WORKERS]) await converged(page, db, topic);
+      for (const topic of TOPICS) sink(db, mixedWrites(topic, 60, 100));
+      for (const topic of [RUNS, WORKERS]) {
+        await converged(page, db, topic);
+        await sameAsJournal(page, db, topic);
+      }
+      // Every doc ever on screen was the tenant's; the refused topic shows none.
+      const shown = await page.evaluate(() => [...window.__sync.shown]);
+      assert.ok(shown.length > 0);
+      assert.deepEqual(shown.filter((s) => !s.endsWith(` ${TENANT}`)), []);
+      assert.deepEqual(await onScreen(page, NOTES), new Map());
+      const notes = await logOf(page, NOTES);
+      assert.equal(notes.joins.length, 1, "the refused topic was joined again");
+      assert.equal(notes.batches, 0);
+      const revoke = oasync(["sessions", "revoke", "session-1", "--reason", "test"], { url: db.url });
+      assert.equal(revoke.status, 0, revoke.stderr);
+      for (const topic of [RUNS, WORKERS]) await waitStatus(page, topic, "unauthorized");
+      assert.equal(await statusOf(page, NOTES), "refused");
+      const { closes, disconnects } = await page.evaluate(() => window.__sync);
+      assert.equal(disconnects[0]?.reason, "unauthorized");
+      assert.deepEqual(closes[0], { code: 1008, reason: "unauthorized" });
+      await assertClean(page, [RUNS, WORKERS], {
+        allowed: [/^refused: topic "runtime\.notifications": forbidden_topic/, /^unauthorized: /],
+      });
+    }, { scopes: [RUNS, WORKERS] });
+  });
+
+  test("a second user signing in on the same page sees none of the first user's cached docs", async () => {
+    await scenario(async ({ db, pages, server: start, open }) => {
+      const topics = [RUNS, WORKERS];
+      for (const topic of topics) sink(db, mixedWrites(topic, 60));
+      const server = await start();
+      const page = await open(server.base, topics);
+      for (const topic of topics) await converged(page, db, topic);
+      const firstKeys = await page.evaluate(() => Object.keys(localStorage));
+      assert.ok(firstKeys.some((k) => k.startsWith("oasync:oasync/v1/user-1/1/doc/")), "user-1's docs were not persisted");
+      await page.evaluate(() => window.__signIn({ user: "user-2", org: "2", session: "session-2" }));
+      for (const topic of topics) await converged(page, db, topic, "org:2");
+      for (const topic of topics) sink(db, mixedWrites(topic, 30, 100));
+      for (const topic of topics) await converged(page, db, topic, "org:2");
+      // Nothing of user-1's was shown to user-2, nor is kept for it.
+      const shown = await page.evaluate(() => [...window.__sync.shown]);
+      const second = shown.filter((s) => s.startsWith("user-2 "));
+      assert.ok(second.length > 0);
+      assert.deepEqual(second.filter((s) => !s.endsWith(" org:2")), []);
+      const keysNow = await page.evaluate(() => Object.keys(localStorage));
+      assert.deepEqual(keysNow.filter((k) => k.includes("/user-1/")), []);
+      assert.deepEqual(await page.evaluate(() => window.__sync.errors), []);
+      // user-1 signs in again on a new load of the page, over user-2's cache.
+      await page.goto(pages.url(server.base, topics));
+      for (const topic of topics) await converged(page, db, topic);
+      const again = await page.evaluate(() => [...window.__sync.shown]);
+      assert.ok(again.length > 0);
+      assert.deepEqual(again.filter((s) => !s.endsWith(` ${TENANT}`)), [], "user-2's docs were shown to user-1");
+      assert.deepEqual(await page.evaluate(() => window.__sync.errors), []);
+    });
+  });
+
+  test("a burst of 10,000 updates: the heap after a forced collection stays within 1.5x of the heap after the first 1,000", async (ctx) => {
+    await scenario(async ({ db, server: start, open }) => {
+      const server = await start();
+      const page = await open(server.base, [RUNS], { record: false });
+      await converged(page, db, RUNS);
+      const cdp = await page.context().newCDPSession(page);
+      const heap = async () => {
+        await cdp.send("HeapProfiler.collectGarbage");
+        await cdp.send("HeapProfiler.collectGarbage");
+        return (await cdp.send("Runtime.getHeapUsage")).usedSize;
+      };
+      const arrived = (n) => eventually(async () => (await page.evaluate(() => window.__sync.updates)) >= n,
+        120000, `${n} updates`);
+      burst(db, RUNS, 1000);
+      await arrived(1000);
+      await converged(page, db, RUNS);
+      const first = await heap();
+      burst(db, RUNS, 9000, { start: 1000 });
+      await arrived(10000);
+      await converged(page, db, RUNS);
+      const last = await heap();
+      const mib = (n) => (n / 1048576).toFixed(2);
+      ctx.diagnostic(`heap after 1,000 updates: ${mib(first)} MiB; after 10,000: ${mib(last)} MiB (${(last / first).toFixed(2)}x)`);
+      assert.equal(await page.evaluate(() => window.__sync.updates), 10000);
+      assert.ok(last <= first * 1.5, `the heap grew from ${first} to ${last} bytes`);
+      await assertClean(page, [RUNS]);
+    });
+  });
+});
