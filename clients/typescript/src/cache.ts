@@ -197,10 +197,12 @@ export class TopicCache {
             throw this.violation(`an error in a batch, code ${e.code}: ${e.message}`);
           }
           // The position is stale: a fresh snapshot follows. The old docs
-          // stay shown until it ends.
+          // stay shown until it ends. A snapshot it cut short (an epoch
+          // reset or a purge between its pages) is dropped.
           this.resyncing = true;
           this.caughtUp = false;
           this.current = undefined;
+          this.staging = undefined;
           dropPosition = true;
           break;
         }

@@ -16,15 +16,13 @@ import { memoryStorage, type SyncStorage } from "./storage.js";
 /** The channel topic of an oasync topic. */
 export const CHANNEL_PREFIX = "sync:v1:";
 
-// Join refusals that joining again cannot cure: the topic is left (phoenix
-// would otherwise join again every 10 s forever). The others (`unavailable`,
-// `too_many_channels`) are left to phoenix's rejoin timer.
-const PERMANENT_REFUSALS: ReadonlySet<string> = new Set([
-  "forbidden_topic",
-  "unknown_topic",
-  "bad_params",
-  "unmatched_topic",
-]);
+// The one join refusal that passes (too many reads waiting for the
+// database, or the database unreachable): phoenix's rejoin timer is what the
+// client wants. Any other (`forbidden_topic`, `unknown_topic`, `bad_params`,
+// `unmatched_topic`, `too_many_channels`, a reason unknown today) leaves the
+// topic, as the server's README says: phoenix would join again every 10 s
+// forever.
+const TRANSIENT_REFUSALS: ReadonlySet<string> = new Set(["unavailable"]);
 
 // Withheld payloads fetched at once, at most.
 const MAX_CONCURRENT_FETCHES = 4;
@@ -338,7 +336,7 @@ class Client implements SyncClient {
     >;
     const reason = typeof r["reason"] === "string" ? r["reason"] : "unknown";
     const message = typeof r["message"] === "string" ? r["message"] : JSON.stringify(response);
-    if (PERMANENT_REFUSALS.has(reason)) {
+    if (!TRANSIENT_REFUSALS.has(reason)) {
       this.refuse(entry, reason, message);
     } else {
       this.report(

@@ -29,7 +29,9 @@ export function identityOf(token: string): Identity | undefined {
 }
 
 export function sameIdentity(a: Identity | undefined, b: Identity | undefined): boolean {
-  if (a === undefined || b === undefined) return a === b;
+  // A token without an identity is nobody's: never the same as another, so
+  // that two such tokens (of two tenants, maybe) never share a cache.
+  if (a === undefined || b === undefined) return false;
   return a.user === b.user && a.org === b.org;
 }
 

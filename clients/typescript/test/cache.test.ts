@@ -216,6 +216,23 @@ describe("resync", () => {
     assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 50n });
   });
 
+  test("a stale notice between a snapshot's pages drops the pages taken, then the fresh snapshot swaps in", () => {
+    const cache = snapshotted(20n, { "run:a": [1n, "a"] });
+    cache.connecting();
+    cache.joined(parseJoinReply(joinReply(40n, 30n)));
+    // A first page of a snapshot at 40, then the topic is purged past it.
+    cache.applyBatch(batch([snapshotHeader(40n), doc("run:x", 3n, "x")]));
+    const fresh = cache.applyBatch(
+      batch([stale(40n, 45n, 60n), snapshotHeader(60n), doc("run:y", 2n, "y"), snapshotEnd(60n)], {
+        watermark: 60n,
+      }),
+    );
+    assert.equal(fresh.changed, true);
+    assert.deepEqual(values(cache), { "run:y": "y" }, "not run:x of the page cut short");
+    assert.equal(cache.status(), "live");
+    assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 60n });
+  });
+
   test("stale notice → resyncing → (cut off, rejoined) still resyncing → live", () => {
     const cache = snapshotted(20n, { "run:a": [1n, "a"] });
     const statuses: string[] = [cache.status()];

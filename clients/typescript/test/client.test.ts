@@ -18,7 +18,7 @@ import {
   TOPIC,
   upsert,
 } from "./support/messages.js";
-import { ALICE, ALICE_2, ALICE_3, BOB, settle, world, type World } from "./support/world.js";
+import { ALICE, ALICE_2, ALICE_3, BOB, jwt, settle, world, type World } from "./support/world.js";
 
 const CHANNEL = `sync:v1:${TOPIC}`;
 
@@ -131,7 +131,14 @@ describe("joining and syncing", () => {
 });
 
 describe("refusals", () => {
-  for (const reason of ["forbidden_topic", "unknown_topic", "bad_params", "unmatched_topic"]) {
+  for (const reason of [
+    "forbidden_topic",
+    "unknown_topic",
+    "bad_params",
+    "unmatched_topic",
+    "too_many_channels",
+    "a_reason_of_tomorrow",
+  ]) {
     test(`a join refused with ${reason} is left and never joined again`, async () => {
       const w = world();
       w.client.subscribe(TOPIC);
@@ -261,6 +268,19 @@ describe("persistence", () => {
     assert.deepEqual(socket.tokens, [ALICE, BOB]);
     socket.open();
     assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, {});
+  });
+
+  test("tokens without an identity (no sub): a reconnect clears the cache, whoever they are", async () => {
+    const orgOne = jwt({ org_id: "1", exp: 4102444800 });
+    const orgTwo = jwt({ org_id: "2", exp: 4102444800 });
+    const w = world({ tokens: [orgOne, orgTwo] });
+    await live(w, 10n, { "run:a": "org one's" });
+    const socket = w.socket();
+    socket.serverClose(1008, { reason: "unauthorized", message: "the token expired" });
+    await settle();
+    assert.deepEqual(values(w), {}, "nothing of org 1 shown under org 2's token");
+    socket.open();
+    assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, {}, "a snapshot, not org 1's position");
   });
 
   test("a new token of the same identity keeps the cache", async () => {

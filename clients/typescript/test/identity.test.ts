@@ -49,5 +49,5 @@ test("sameIdentity compares user and org", () => {
   assert.equal(sameIdentity({ user: "a", org: "1" }, { user: "a", org: "1" }), true);
   assert.equal(sameIdentity({ user: "a", org: "1" }, { user: "a", org: "2" }), false);
   assert.equal(sameIdentity(undefined, { user: "a", org: "1" }), false);
-  assert.equal(sameIdentity(undefined, undefined), true);
+  assert.equal(sameIdentity(undefined, undefined), false, "no identity is nobody's");
 });

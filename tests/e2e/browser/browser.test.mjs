@@ -342,6 +342,8 @@ describe("the TypeScript client in chromium, under React", () => {
         } else if (fault === "down") {
           link.down();
           await sleep(1500);
+          // (At least one reconnection refused, however slow the machine.)
+          await eventually(() => link.counts.refused >= 1, WAIT, "a refused reconnection");
           link.up();
         } else {
           await server.stop(fault);
