@@ -5,7 +5,6 @@
 // with what oasync itself says: `oasync snapshot --scope org:1` for the docs,
 // `oasync tail --scope org:1` for the updates, in order.
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { isDeepStrictEqual } from "node:util";
 import { after, describe, test } from "node:test";
@@ -15,13 +14,26 @@ import WebSocket from "ws";
 import { SyncClient, connectSync } from "./channel-client.mjs";
 import { StaleReason } from "./sync-proto.mjs";
 import {
+  NOTES,
+  PREFIX,
+  TENANT,
+  TOPICS,
+  WORKERS,
+  burst,
+  burstWrites,
+  limits,
+  mixedWrites,
+  positionOf,
+  sink,
+  sinkInBackground,
+} from "./writes.mjs";
+import {
   RUNS,
   createDatabase,
   eventually,
   freePort,
   makeKeys,
   oasync,
-  oasyncBinary,
   relay,
   root,
   snapshotOf,
@@ -32,83 +44,9 @@ import {
 const keys = makeKeys();
 after(() => keys.remove());
 
-const WORKERS = "runtime.codex_worker_summaries";
-const NOTES = "runtime.notifications";
-const TOPICS = [RUNS, WORKERS, NOTES];
-// The doc key prefix of each inline topic (schema/topics.yaml).
-const PREFIX = { [RUNS]: "run_summary:", [WORKERS]: "codex_worker_summary:", [NOTES]: "notification:" };
-const TENANT = "org:1";  // the scope of support.mjs's tokens (org_id "1")
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const allTopics = (extra = {}) => token(keys, { scopes: TOPICS, ...extra });
-
-// serve: limits: {...} as YAML.
-const limits = (values) =>
-  `serve:\n  limits: {${Object.entries(values).map(([k, v]) => `${k}: ${v}`).join(", ")}}\n`;
-
-// `oasync sink` input lines for writes {topic, key, scope, payload} or
-// {topic, key, delete: true} (topic defaults to RUNS).
-function sinkInput(writes) {
-  const lines = writes.map((w) => {
-    const topic = w.topic ?? RUNS;
-    return JSON.stringify({
-      topic,
-      doc_key: PREFIX[topic] + w.key,
-      scope: w.scope ?? "",
-      op: w.delete ? "delete" : "upsert",
-      ...(w.delete ? {} : { payload: w.payload ?? { n: 1 } }),
-    });
-  });
-  return lines.join("\n") + "\n";
-}
-
-// Applies `writes` through `oasync sink --input -`.
-function sink(db, writes) {
-  const r = oasync(["sink", "--input", "-"], { url: db.url, input: sinkInput(writes) });
-  assert.equal(r.status, 0, r.stderr);
-}
-
-// The same, in the background (the test goes on while the sink commits):
-// resolves once it exited 0.
-function sinkInBackground(db, writes) {
-  const child = spawn(oasyncBinary, ["--database-url", db.url, "sink", "--input", "-"], {
-    stdio: ["pipe", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk) => {
-    stderr += chunk;
-  });
-  child.stdin.end(sinkInput(writes));
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`sink exited ${code}: ${stderr}`))));
-  });
-}
-
-// Creates, updates, deletes, and (the scope turns with i) moves between
-// org:1, org:2 and org:3, of 25 keys.
-function mixedWrites(topic, n, start = 0) {
-  const out = [];
-  for (let i = start; i < start + n; i++) {
-    out.push({ topic, key: `k${i % 25}`, scope: `org:${(i % 3) + 1}`, payload: { i, topic, note: "é ✓ \"q\"" } });
-    if (i % 5 === 0) out.push({ topic, key: `k${(i + 7) % 25}`, delete: true });
-  }
-  return out;
-}
-
-// `n` updates of 500 docs of the tenant, from number `start` on.
-function burstWrites(topic, n, start = 0) {
-  const writes = [];
-  for (let i = start; i < start + n; i++) writes.push({ topic, key: `b${i % 500}`, scope: TENANT, payload: { i } });
-  return writes;
-}
-
-// The same, applied in sink calls of `per` writes.
-function burst(db, topic, n, { start = 0, per = 2500 } = {}) {
-  for (let from = start; from < start + n; from += per) {
-    sink(db, burstWrites(topic, Math.min(per, start + n - from), from));
-  }
-}
 
 // The tenant's view of a topic's journal after `after`, as
 // {docKey, version, op, watermark} (oasync tail --scope).
@@ -121,14 +59,6 @@ function journalOf(db, topic, { after = 0n, epoch, scope = TENANT } = {}) {
     const e = JSON.parse(line);
     return { docKey: e.doc_key, version: BigInt(e.doc_version), op: e.op, watermark: BigInt(e.watermark) };
   });
-}
-
-// Where a topic stands: {topic, epoch, head, purged_through} (the header of
-// oasync snapshot).
-function positionOf(db, topic) {
-  const r = oasync(["snapshot", topic, "--scope", TENANT], { url: db.url });
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout.split("\n")[0]).snapshot;
 }
 
 // The tenant's journal after the head of the client's latest snapshot of

@@ -6,7 +6,6 @@
 // says: `oasync snapshot --scope` for the docs on screen, `oasync tail
 // --scope` for the updates that arrived (no gap, no repeat).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { isDeepStrictEqual } from "node:util";
@@ -18,22 +17,29 @@ import {
   freePort,
   makeKeys,
   oasync,
-  oasyncBinary,
   relay,
   root,
   snapshotOf,
   startServer,
 } from "../support.mjs";
+import {
+  NOTES,
+  PREFIX,
+  TENANT,
+  TOPICS,
+  WORKERS,
+  burst,
+  burstWrites,
+  limits,
+  mixedWrites,
+  sink,
+  sinkInBackground,
+} from "../writes.mjs";
 import { launchBrowser, pageServer } from "./browser-support.mjs";
 
 const keys = makeKeys();
 after(() => keys.remove());
 
-const WORKERS = "runtime.codex_worker_summaries";
-const NOTES = "runtime.notifications";
-const TOPICS = [RUNS, WORKERS, NOTES];
-const PREFIX = { [RUNS]: "run_summary:", [WORKERS]: "codex_worker_summary:", [NOTES]: "notification:" };
-const TENANT = "org:1"; // the scope of user-1's tokens (org_id "1")
 // Generous: the suite runs on a loaded 2-core machine.
 const WAIT = 60000;
 
@@ -53,74 +59,11 @@ async function eventually(check, ms, what) {
   }
 }
 
-const limits = (values) =>
-  `serve:\n  limits: {${Object.entries(values).map(([k, v]) => `${k}: ${v}`).join(", ")}}\n`;
-
-// `oasync sink` input lines for writes {topic, key, scope, payload} or
-// {topic, key, delete: true}.
-function sinkInput(writes) {
-  const lines = writes.map((w) => {
-    const topic = w.topic ?? RUNS;
-    return JSON.stringify({
-      topic,
-      doc_key: PREFIX[topic] + w.key,
-      scope: w.scope ?? "",
-      op: w.delete ? "delete" : "upsert",
-      ...(w.delete ? {} : { payload: w.payload ?? { n: 1 } }),
-    });
-  });
-  return lines.join("\n") + "\n";
-}
-
-function sink(db, writes) {
-  const r = oasync(["sink", "--input", "-"], { url: db.url, input: sinkInput(writes) });
-  assert.equal(r.status, 0, r.stderr);
-}
-
-// The same in the background: resolves once the sink exited 0.
-function sinkInBackground(db, writes) {
-  const child = spawn(oasyncBinary, ["--database-url", db.url, "sink", "--input", "-"], {
-    stdio: ["pipe", "ignore", "pipe"],
-  });
-  let stderr = "";
-  child.stderr.on("data", (chunk) => {
-    stderr += chunk;
-  });
-  child.stdin.end(sinkInput(writes));
-  return new Promise((resolve, reject) => {
-    child.on("error", reject);
-    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`sink exited ${code}: ${stderr}`))));
-  });
-}
-
-// Creates, updates, deletes, and moves between org:1, org:2 and org:3 of 25 keys.
-function mixedWrites(topic, n, start = 0) {
-  const out = [];
-  for (let i = start; i < start + n; i++) {
-    out.push({ topic, key: `k${i % 25}`, scope: `org:${(i % 3) + 1}`, payload: { i, note: "é ✓ \"q\"" } });
-    if (i % 5 === 0) out.push({ topic, key: `k${(i + 7) % 25}`, delete: true });
-  }
-  return out;
-}
-
-// `n` updates of 500 docs of the tenant, from number `start` on.
-function burstWrites(topic, n, start = 0) {
-  const writes = [];
-  for (let i = start; i < start + n; i++) writes.push({ topic, key: `b${i % 500}`, scope: TENANT, payload: { i } });
-  return writes;
-}
-
 // `n` updates in the background, in sink calls of 250 one after the other,
 // so that they stream for a while: resolves once all are committed.
 async function burstInBackground(db, topic, n) {
   for (let from = 0; from < n; from += 250) {
     await sinkInBackground(db, burstWrites(topic, Math.min(250, n - from), from));
-  }
-}
-
-function burst(db, topic, n, { start = 0, per = 2500 } = {}) {
-  for (let from = start; from < start + n; from += per) {
-    sink(db, burstWrites(topic, Math.min(per, start + n - from), from));
   }
 }
 
@@ -134,13 +77,6 @@ function journalOf(db, topic, { after, epoch, scope = TENANT }) {
     const e = JSON.parse(line);
     return { key: e.doc_key, version: String(e.doc_version), op: e.op, watermark: String(e.watermark) };
   });
-}
-
-// {topic, epoch, head, purged_through} (the header of oasync snapshot).
-function positionOf(db, topic) {
-  const r = oasync(["snapshot", topic, "--scope", TENANT], { url: db.url });
-  assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout.split("\n")[0]).snapshot;
 }
 
 // What the page recorded of `topic` (window.__sync.topics[topic]).
