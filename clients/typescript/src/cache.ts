@@ -1,7 +1,8 @@
 // One topic's docs as the client shows them, and the rules that change them:
 // snapshots (staged, then swapped in at once), updates (version-checked),
 // stale notices, heartbeats and the topic's status. Plain TypeScript: no
-// React, no phoenix, no storage; the client persists what `Applied` says.
+// React, no phoenix, no storage; the client persists the topic when
+// `Applied` says so.
 import type { Batch, Heartbeat, Update } from "./gen/openagents/sync/v1/sync_pb.js";
 import { ErrorCode, Op } from "./gen/openagents/sync/v1/sync_pb.js";
 import { SyncError } from "./errors.js";
@@ -47,20 +48,11 @@ export type TopicStatus =
 export interface Applied {
   /** Something `getDocs`, `getDoc` or `status` answer has changed. */
   readonly changed: boolean;
-  /** What the persisted copy must do, in this order. */
-  readonly storage: StoragePlan;
+  /** The position or the docs changed: the persisted copy is to be
+   *  written again. */
+  readonly persist: boolean;
   /** Keys whose withheld payloads are to be fetched. */
   readonly fetch: readonly string[];
-}
-
-/** The persistence steps of one batch, in order: drop the position (a stale
- *  notice, or a snapshot began), write the docs, then write the position. */
-export interface StoragePlan {
-  readonly dropPosition: boolean;
-  /** `all`: the whole doc set was replaced; else the keys written or removed. */
-  readonly docs: "all" | ReadonlySet<string>;
-  /** The new position, when it moved. */
-  readonly position: Position | undefined;
 }
 
 /** A withheld payload, as fetched. */
@@ -82,7 +74,6 @@ interface Staging {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
-const NOTHING: ReadonlySet<string> = new Set();
 
 export class TopicCache {
   readonly topic: string;
@@ -183,10 +174,7 @@ export class TopicCache {
   applyBatch(batch: Batch): Applied {
     const before = this.status();
     const start = this.current;
-    let dropPosition = false;
-    let replaced = false;
     let docsChanged = false;
-    const dirty = new Set<string>();
     const fetch: string[] = [];
     for (const m of batch.messages) {
       const message = m.message;
@@ -203,7 +191,6 @@ export class TopicCache {
           this.caughtUp = false;
           this.current = undefined;
           this.staging = undefined;
-          dropPosition = true;
           break;
         }
         case "snapshotHeader": {
@@ -212,6 +199,21 @@ export class TopicCache {
             throw this.violation("a snapshot header inside a snapshot");
           if (h.position === undefined)
             throw this.violation("a snapshot header without a position");
+          // A delta applies to the docs at `since`: the position they are at.
+          if (
+            h.since > 0n &&
+            (this.current === undefined ||
+              this.current.epoch !== h.position.epoch ||
+              this.current.watermark !== h.since)
+          ) {
+            throw this.violation(
+              `a delta snapshot since ${h.position.epoch}/${h.since}, the docs are at ${
+                this.current === undefined
+                  ? "no position"
+                  : `${this.current.epoch}/${this.current.watermark}`
+              }`,
+            );
+          }
           this.staging = {
             epoch: h.position.epoch,
             head: h.position.head,
@@ -220,7 +222,6 @@ export class TopicCache {
           // A snapshot cannot be resumed part-way: cut off inside it, the
           // channel joins again without a position.
           this.current = undefined;
-          dropPosition = true;
           break;
         }
         case "doc": {
@@ -254,7 +255,6 @@ export class TopicCache {
           this.current = { epoch: p.epoch, watermark: p.head };
           this.resyncing = false;
           this.caughtUp = true;
-          replaced = true;
           docsChanged = true;
           break;
         }
@@ -266,7 +266,6 @@ export class TopicCache {
           if (u.topic !== this.topic)
             throw this.violation(`update of "${u.docKey}" of topic "${u.topic}"`);
           if (this.applyUpdate(u)) {
-            dirty.add(u.docKey);
             docsChanged = true;
             if (u.op === Op.UPSERT && u.fetchRequired) fetch.push(u.docKey);
           }
@@ -283,11 +282,7 @@ export class TopicCache {
     if (docsChanged) this.sorted = undefined;
     return {
       changed: docsChanged || this.status() !== before,
-      storage: {
-        dropPosition,
-        docs: replaced ? "all" : dirty.size > 0 ? dirty : NOTHING,
-        position: this.current !== start ? this.current : undefined,
-      },
+      persist: docsChanged || this.current !== start,
       fetch,
     };
   }
@@ -303,11 +298,7 @@ export class TopicCache {
     }
     return {
       changed: this.status() !== before,
-      storage: {
-        dropPosition: false,
-        docs: NOTHING,
-        position: this.current !== start ? this.current : undefined,
-      },
+      persist: this.current !== start,
       fetch: [],
     };
   }

@@ -27,6 +27,9 @@ const TRANSIENT_REFUSALS: ReadonlySet<string> = new Set(["unavailable"]);
 // Withheld payloads fetched at once, at most.
 const MAX_CONCURRENT_FETCHES = 4;
 
+const DEFAULT_PERSIST_DELAY_MS = 250;
+const DEFAULT_TOKEN_TIMEOUT_MS = 30_000;
+
 export interface SyncClientOptions {
   /** The server's base URL: `https://sync.example` (or `wss://`, or with the
    *  path prefix a proxy adds). The socket is `{url}/sync/v1/socket`, docs
@@ -39,6 +42,10 @@ export interface SyncClientOptions {
   /** Where positions and docs persist. Default: memory (nothing survives a
    *  reload); `localStorageStorage()` in browsers. */
   storage?: SyncStorage;
+  /** How long a change waits before its topic is written to `storage`, so
+   *  that a burst is written once. The page's `pagehide` (or its becoming
+   *  hidden) and `close()` write at once. 0: at every change. Default: 250. */
+  persistDelayMs?: number;
   /** The WebSocket class phoenix uses. Browsers: leave it out. Node 20, which
    *  has no global WebSocket: `WebSocket` of the `ws` package (without it,
    *  phoenix falls back to long-polling, which oasync does not serve). */
@@ -47,8 +54,11 @@ export interface SyncClientOptions {
    *  network failure when a handshake fails. Default: `globalThis.fetch`. */
   fetch?: FetchFunction;
   /** The delay before reconnect attempt `attempt` (1, 2, ...) after a
-   *  failure. Default: 0.5 s doubling to 30 s, with jitter. */
+   *  failure; failures count from the last connection that stayed open
+   *  10 s. Default: 0.5 s doubling to 30 s, with jitter. */
   reconnectDelayMs?: (attempt: number) => number;
+  /** How long `token()` may take before it counts as failed. Default: 30 s. */
+  tokenTimeoutMs?: number;
   /** Builds the phoenix socket. Default: phoenix's Socket; tests pass a fake. */
   socketFactory?: SocketFactory;
   /** Told each error once, with its context. Default: `console.error`. */
@@ -125,6 +135,7 @@ class Client implements SyncClient {
   private fetchQueue: FetchJob[] = [];
   private activeFetches = 0;
   private closed = false;
+  private readonly stopWatchingPage: () => void;
 
   constructor(options: SyncClientOptions) {
     if (typeof options.token !== "function") {
@@ -142,13 +153,19 @@ class Client implements SyncClient {
     this.fetch = options.fetch ?? globalFetch?.bind(globalThis);
     const onError = options.onError ?? ((e: SyncError) => console.error(e));
     this.report = (e) => onError(e);
-    this.persistence = new Persistence(options.storage ?? memoryStorage(), this.report);
+    this.persistence = new Persistence(
+      options.storage ?? memoryStorage(),
+      this.report,
+      options.persistDelayMs ?? DEFAULT_PERSIST_DELAY_MS,
+    );
+    this.stopWatchingPage = whenPageHides(() => this.persistence.flush());
     this.connection = new Connection({
       endPoint: this.endpoints.socket,
       token: options.token,
       socketFactory: options.socketFactory ?? phoenixSocketFactory,
       transport: options.transport,
       reconnectDelayMs: options.reconnectDelayMs ?? defaultReconnectDelayMs,
+      tokenTimeoutMs: options.tokenTimeoutMs ?? DEFAULT_TOKEN_TIMEOUT_MS,
       probe: (token) => this.probe(token),
       tokenFetched: (token) => this.tokenFetched(token),
       phaseChanged: () => {
@@ -228,8 +245,18 @@ class Client implements SyncClient {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return this.connection.stop();
     this.closed = true;
+    this.persistence.flush();
+    this.stopWatchingPage();
     for (const entry of [...this.topics.values()]) this.drop(entry);
+    // Nothing of this client is called again: phoenix keeps its socket's
+    // window listeners (it has no way to remove them), and through them the
+    // socket, but no longer the caches or the app's listeners.
+    this.listeners.clear();
+    this.generation += 1;
+    this.fetchQueue = [];
+    this.fetching.clear();
     await this.connection.stop();
   }
 
@@ -258,6 +285,10 @@ class Client implements SyncClient {
       this.ensureChannel(entry);
       this.notify(entry.topic);
     }
+  }
+
+  private persist(entry: Entry): void {
+    this.persistence.touch(entry.topic, () => entry.cache);
   }
 
   private load(entry: Entry): void {
@@ -376,7 +407,7 @@ class Client implements SyncClient {
       this.refuse(entry, "protocol_error", describe(e));
       return;
     }
-    this.persistence.save(entry.topic, applied.storage, entry.cache);
+    if (applied.persist) this.persist(entry);
     if (applied.changed) this.notify(entry.topic);
     this.fetchPending(entry, applied.fetch);
   }
@@ -442,47 +473,49 @@ class Client implements SyncClient {
   }
 
   private async fetchOne(job: FetchJob): Promise<void> {
-    const { entry, key } = job;
+    const { key } = job;
+    const topic = job.entry.topic;
     const generation = this.generation;
-    const current = () => generation === this.generation && this.topics.get(entry.topic) === entry;
+    // The topic's entry now. A fetch can outlive its subscription: what it
+    // fetched applies to the topic subscribed again meanwhile, if the doc
+    // there is still pending at that version.
+    const live = () => (generation === this.generation ? this.topics.get(topic) : undefined);
     try {
       const token = this.connection.token;
       if (this.fetch === undefined || token === undefined) {
         throw new SyncError(
           "fetch",
-          `doc "${key}" of topic "${entry.topic}": no fetch function to get it with`,
-          {
-            topic: entry.topic,
-          },
+          `doc "${key}" of topic "${topic}": no fetch function to get it with`,
+          { topic },
         );
       }
-      const answer = await fetchDoc(
-        this.fetch,
-        this.endpoints.doc(key, entry.topic),
-        token,
-        entry.topic,
-        key,
-      );
-      if (!current() || answer.kind !== "doc" || answer.deleted) return;
-      const doc = entry.cache.applyFetched(key, answer.doc);
-      if (doc !== undefined) {
-        this.persistence.saveDoc(doc);
-        this.notify(entry.topic);
+      const answer = await fetchDoc(this.fetch, this.endpoints.doc(key, topic), token, topic, key);
+      const entry = live();
+      if (entry === undefined || answer.kind !== "doc" || answer.deleted) return;
+      if (entry.cache.applyFetched(key, answer.doc) !== undefined) {
+        this.persist(entry);
+        this.notify(topic);
       }
     } catch (e) {
-      if (current()) {
+      if (live() !== undefined) {
         this.report(
-          e instanceof SyncError
-            ? e
-            : new SyncError("fetch", describe(e), { topic: entry.topic, cause: e }),
+          e instanceof SyncError ? e : new SyncError("fetch", describe(e), { topic, cause: e }),
         );
       }
     } finally {
       if (generation === this.generation) {
         this.fetching.delete(job.id);
-        // A newer version was withheld while this fetch ran: fetch again.
-        const now = entry.cache.getDoc(key);
-        if (current() && now !== undefined && now.pending && now.version > job.version) {
+        // Still withheld: a newer version came while this fetch ran, or the
+        // topic was subscribed again (its join skipped this key, as it was
+        // being fetched). Fetch it again.
+        const entry = live();
+        const now = entry?.cache.getDoc(key);
+        if (
+          entry !== undefined &&
+          now !== undefined &&
+          now.pending &&
+          (now.version > job.version || entry !== job.entry)
+        ) {
           this.fetchPending(entry, [key]);
         }
       }
@@ -505,3 +538,28 @@ class Client implements SyncClient {
 }
 
 const EMPTY: readonly SyncDoc[] = Object.freeze([]);
+
+// Calls `flush` when the page is hidden or left (a tab closed, a reload, a
+// page put in the back/forward cache): what is still to be written is
+// written while the page can. Returns the listeners' removal. Outside a
+// browser, does nothing.
+function whenPageHides(flush: () => void): () => void {
+  const page = globalThis as {
+    addEventListener?: (type: string, listener: () => void) => void;
+    removeEventListener?: (type: string, listener: () => void) => void;
+    document?: { visibilityState?: string };
+  };
+  const add = page.addEventListener;
+  const remove = page.removeEventListener;
+  if (typeof add !== "function" || typeof remove !== "function") return () => {};
+  const onHide = () => flush();
+  const onVisibility = () => {
+    if (page.document?.visibilityState === "hidden") flush();
+  };
+  add.call(page, "pagehide", onHide);
+  add.call(page, "visibilitychange", onVisibility);
+  return () => {
+    remove.call(page, "pagehide", onHide);
+    remove.call(page, "visibilitychange", onVisibility);
+  };
+}

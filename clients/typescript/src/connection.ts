@@ -10,8 +10,15 @@
 // while a HEAD of a topic with the same token answers 401, the client asks
 // for a new token once. The same token again, a second refusal before a
 // connection opens, or a getter that fails, ends in `unauthorized`: nothing
-// connects until `retry()`.
+// connects until `retry()`. A token whose `exp` passed more than a minute
+// ago (by this machine's clock) counts as refused without a connect. A getter
+// that gives nothing within `tokenTimeoutMs` has failed.
+//
+// Failures back off: attempt n waits `reconnectDelayMs(n)`, and n counts
+// from the last connection that stayed open for `STABLE_MS`, so a server
+// that accepts and closes at once is not reconnected to in a tight loop.
 import { describe, SyncError } from "./errors.js";
+import { expiryOf } from "./identity.js";
 import type { PhoenixSocket, SocketFactory } from "./socket.js";
 
 /** Where the socket stands:
@@ -33,6 +40,8 @@ export interface ConnectionOptions {
   readonly transport: unknown;
   /** The delay before attempt `attempt` (1, 2, ...) after a failure. */
   readonly reconnectDelayMs: (attempt: number) => number;
+  /** How long the token getter may take. */
+  readonly tokenTimeoutMs: number;
   /** Whether the server refuses `token` (a handshake failed before opening:
    *  browsers do not tell a 401 from a network failure). */
   readonly probe: (token: string) => Promise<TokenVerdict>;
@@ -41,6 +50,13 @@ export interface ConnectionOptions {
   readonly phaseChanged: (phase: ConnectionPhase) => void;
   readonly report: (error: SyncError) => void;
 }
+
+// A connection open this long was a success: the failures before it no
+// longer count toward the backoff.
+export const STABLE_MS = 10_000;
+
+// How far past its `exp` a token is taken to be expired here (clocks differ).
+const EXPIRY_LEEWAY_S = 60;
 
 /** The server's notice before it closes a socket. */
 interface DisconnectNotice {
@@ -56,7 +72,8 @@ export class Connection {
   // Bumped whenever what is under way is abandoned (stop, a new attempt):
   // an async step that finds it changed does nothing.
   private run = 0;
-  private attempts = 0; // failures since the last open
+  private attempts = 0; // failures since the last stable connection
+  private openedAt = 0; // when the current connection opened (Date.now())
   private refusals = 0; // refused tokens since the last open
   private opened = false; // the current connection opened
   private notice: DisconnectNotice | undefined; // of the current connection
@@ -109,13 +126,25 @@ export class Connection {
   private authToken(): string {
     this.opened = false;
     this.notice = undefined;
+    const token = this.latestToken ?? "";
     if (this.current === "waiting") {
-      // phoenix reconnects by itself (after its heartbeat timed out, or on
-      // pageshow), with the latest token; if refused, onClose takes over.
+      // phoenix reconnects by itself (on pageshow, or when the page becomes
+      // visible), with the latest token; if refused, onClose takes over. A
+      // token known to be expired (a page back from the back/forward cache)
+      // is not worth the handshake: that connect is cut at once, and the
+      // client's own attempt fetches a token first.
       this.clearTimer();
       this.setPhase("connecting");
+      if (expired(token)) {
+        const run = this.run;
+        queueMicrotask(() => {
+          if (run !== this.run || this.current !== "connecting") return;
+          this.socket.disconnect();
+          void this.attempt(undefined);
+        });
+      }
     }
-    return this.latestToken ?? "";
+    return token;
   }
 
   // One attempt: a token, then the connect. `refused`: the token the server
@@ -126,7 +155,7 @@ export class Connection {
     this.setPhase("token");
     let token: string;
     try {
-      token = await this.options.token();
+      token = await withTimeout(this.options.token(), this.options.tokenTimeoutMs);
     } catch (e) {
       if (run === this.run) {
         this.unauthorized(
@@ -146,9 +175,20 @@ export class Connection {
       this.unauthorized(
         new SyncError(
           "unauthorized",
-          "the server refused the token, and the token getter gave the same one again",
+          "the token was refused (by the server, or as expired), and the token getter gave the same one again",
         ),
       );
+      return;
+    }
+    if (expired(token)) {
+      // Refused without asking the server: the getter is asked once more.
+      this.options.report(
+        new SyncError(
+          "token",
+          `the token getter gave a token that expired at ${new Date((expiryOf(token) ?? 0) * 1000).toISOString()}`,
+        ),
+      );
+      this.refused(token);
       return;
     }
     this.latestToken = token;
@@ -168,7 +208,7 @@ export class Connection {
 
   private onOpen(): void {
     this.opened = true;
-    this.attempts = 0;
+    this.openedAt = Date.now();
     this.refusals = 0;
     this.clearTimer();
     this.setPhase("open");
@@ -186,6 +226,7 @@ export class Connection {
     const wasOpen = this.opened;
     const notice = this.notice;
     const token = this.latestToken;
+    if (wasOpen && Date.now() - this.openedAt >= STABLE_MS) this.attempts = 0;
     this.setPhase("waiting");
     // Cancels phoenix's own reconnect: the next connect fetches a token first.
     this.socket.disconnect();
@@ -211,7 +252,12 @@ export class Connection {
   private refused(token: string | undefined): void {
     this.refusals += 1;
     if (this.refusals >= 2) {
-      this.unauthorized(new SyncError("unauthorized", "the server refused a fresh token too"));
+      this.unauthorized(
+        new SyncError(
+          "unauthorized",
+          "a fresh token was refused too (by the server, or as expired)",
+        ),
+      );
     } else {
       void this.attempt(token);
     }
@@ -268,4 +314,19 @@ function closeCode(event: unknown): number | undefined {
   if (typeof event !== "object" || event === null) return undefined;
   const code = (event as { code?: unknown }).code;
   return typeof code === "number" ? code : undefined;
+}
+
+// Whether `token`'s exp passed more than the leeway ago.
+function expired(token: string): boolean {
+  const exp = expiryOf(token);
+  return exp !== undefined && exp + EXPIRY_LEEWAY_S < Date.now() / 1000;
+}
+
+// `promise`, or a rejection once `ms` passed without it settling.
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`it gave nothing within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,6 +1,7 @@
-// Whose token it is: the JWT's `sub` and `org_id` claims, decoded without
-// verifying the signature. The identity is only a cache key (the server
-// verifies every token); a token that does not decode has none.
+// Whose token it is, and until when: the JWT's `sub`, `org_id` and `exp`
+// claims, decoded without verifying the signature. The identity is only a
+// cache key and the expiry only spares a connect bound to be refused (the
+// server verifies every token); a token that does not decode has neither.
 
 /** The user and organisation a token speaks for. */
 export interface Identity {
@@ -11,6 +12,22 @@ export interface Identity {
 /** `sub` and `org_id` of the JWT `token` (strings, or safe integers as their
  *  decimal text), or undefined when the token is no JWT or lacks either. */
 export function identityOf(token: string): Identity | undefined {
+  const c = claimsOf(token);
+  if (c === undefined) return undefined;
+  const user = claimText(c["sub"]);
+  const org = claimText(c["org_id"]);
+  if (user === undefined || org === undefined) return undefined;
+  return { user, org };
+}
+
+/** The `exp` claim of the JWT `token` (seconds since the epoch), or
+ *  undefined when it has none. */
+export function expiryOf(token: string): number | undefined {
+  const exp = claimsOf(token)?.["exp"];
+  return typeof exp === "number" && Number.isFinite(exp) ? exp : undefined;
+}
+
+function claimsOf(token: string): Record<string, unknown> | undefined {
   const parts = token.split(".");
   const payload = parts[1];
   if (parts.length !== 3 || payload === undefined) return undefined;
@@ -20,12 +37,8 @@ export function identityOf(token: string): Identity | undefined {
   } catch {
     return undefined;
   }
-  if (typeof claims !== "object" || claims === null) return undefined;
-  const c = claims as Record<string, unknown>;
-  const user = claimText(c["sub"]);
-  const org = claimText(c["org_id"]);
-  if (user === undefined || org === undefined) return undefined;
-  return { user, org };
+  if (typeof claims !== "object" || claims === null || Array.isArray(claims)) return undefined;
+  return claims as Record<string, unknown>;
 }
 
 export function sameIdentity(a: Identity | undefined, b: Identity | undefined): boolean {

@@ -1,21 +1,33 @@
 // The client's copy of positions and docs in a SyncStorage, kept per
 // identity. The key layout (each part URI-encoded):
 //
-//   oasync/v1/identity                      {"user": U, "org": O} of the data below
-//   oasync/v1/{U}/{O}/pos/{topic}           {"epoch": E, "watermark": "W"}
-//   oasync/v1/{U}/{O}/doc/{topic}/{key}     {"version": "V", "scope": S, "pending": B, "value": J}
+//   oasync/v2/identity                   {"user": U, "org": O}: whose copy it is
+//   oasync/v2/{U}/{O}/topic/{topic}      {"position": {"epoch": E, "watermark": "W"} | null,
+//                                         "docs": [{"key", "version": "V", "scope", "pending", "value"?}]}
 //
-// A token of another identity clears every key under oasync/v1/ before
-// anything is read, so one tenant's cache is never shown to another. A
-// token without an identity persists nothing.
+// One key per topic, always written whole: the position and the docs in it
+// are one state of the cache, so a reader (a reload, another tab of the same
+// user) finds that state or the one before, never docs of one state and the
+// position of another. Two tabs of one user write the same keys: the last
+// write wins, and it is whole. Writes are coalesced: a topic changed is
+// written `delayMs` later (or at `flush()`), at most once per delay.
+//
+// A token of another identity clears every key under oasync/ before
+// anything is read, so one tenant's cache is never shown to another. A tab
+// that finds the storage claimed by another identity (another tab signed in
+// as someone else) stops persisting. A token without an identity persists
+// nothing.
 import type { JsonValue, SyncDoc } from "./cache.js";
 import { describe, SyncError } from "./errors.js";
 import { sameIdentity, type Identity } from "./identity.js";
 import { parseUint64, type Position } from "./positions.js";
 import type { SyncStorage } from "./storage.js";
 
-const ROOT = "oasync/v1/";
+const ROOT = "oasync/v2/";
 const IDENTITY_KEY = `${ROOT}identity`;
+// Keys of an earlier layout (docs and positions in keys of their own),
+// removed at every claim.
+const LEGACY_ROOT = "oasync/v1/";
 
 /** What a previous session left of a topic. */
 export interface PersistedTopic {
@@ -23,64 +35,77 @@ export interface PersistedTopic {
   readonly docs: SyncDoc[];
 }
 
+/** A topic's state as it is to be persisted: read when it is written. */
+export interface TopicState {
+  readonly position: Position | undefined;
+  getDocs(): readonly SyncDoc[];
+}
+
 export class Persistence {
   private readonly storage: SyncStorage;
   private readonly report: (error: SyncError) => void;
-  // The key prefix of the current identity; undefined: persist nothing.
+  private readonly delayMs: number;
+  // The key prefix and identity of the copy; undefined: persist nothing.
   private base: string | undefined;
+  private owner: Identity | undefined;
   // Topics whose writes failed: no longer persisted this session.
   private readonly failed = new Set<string>();
+  // Topics changed and not yet written, with where to read them.
+  private readonly dirty = new Map<string, () => TopicState>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(storage: SyncStorage, report: (error: SyncError) => void) {
+  constructor(storage: SyncStorage, report: (error: SyncError) => void, delayMs: number) {
     this.storage = storage;
     this.report = report;
+    this.delayMs = delayMs;
   }
 
   /** Makes `identity` the owner of the storage: another identity's data (or
    *  any, when `identity` is undefined) is removed first. Returns true when
-   *  something was removed. */
+   *  something was removed. Changes not yet written are dropped. */
   claim(identity: Identity | undefined): boolean {
-    const stored = this.storedIdentity();
-    let cleared = false;
-    if (identity === undefined || !sameIdentity(stored, identity)) {
-      cleared = this.removeAll();
-    }
+    this.cancel();
     this.failed.clear();
-    if (identity === undefined) {
-      this.base = undefined;
+    this.base = undefined;
+    this.owner = undefined;
+    let cleared = false;
+    try {
+      const stored = this.storedIdentity();
+      const foreign = identity === undefined || !sameIdentity(stored, identity);
+      cleared = this.remove(
+        (key) => key.startsWith(LEGACY_ROOT) || (foreign && key.startsWith(ROOT)),
+      );
+      if (identity === undefined) return cleared;
+      if (!sameIdentity(stored, identity))
+        this.storage.setItem(IDENTITY_KEY, JSON.stringify(identity));
+    } catch (e) {
+      this.report(
+        new SyncError(
+          "storage",
+          `could not claim the storage (${describe(e)}); nothing is persisted`,
+          { cause: e },
+        ),
+      );
       return cleared;
     }
+    this.owner = identity;
     this.base = `${ROOT}${encodeURIComponent(identity.user)}/${encodeURIComponent(identity.org)}/`;
-    if (!sameIdentity(stored, identity)) {
-      this.attempt(undefined, () => this.storage.setItem(IDENTITY_KEY, JSON.stringify(identity)));
-    }
     return cleared;
   }
 
-  /** The topic as persisted (nothing when no identity is claimed). Records
-   *  that do not parse are dropped, with the position: the topic resyncs. */
+  /** The topic as persisted (nothing when no identity is claimed). A copy
+   *  that does not parse is dropped: the topic resyncs. */
   load(topic: string): PersistedTopic {
     if (this.base === undefined) return { position: undefined, docs: [] };
     try {
-      const docs: SyncDoc[] = [];
-      const prefix = this.docPrefix(topic);
-      for (const key of this.storage.keys()) {
-        if (!key.startsWith(prefix)) continue;
-        const text = this.storage.getItem(key);
-        if (text !== null)
-          docs.push(parseDoc(topic, decodeURIComponent(key.slice(prefix.length)), text));
-      }
-      const pos = this.storage.getItem(this.positionKey(topic));
-      return { position: pos === null ? undefined : parsePosition(pos), docs };
+      const text = this.storage.getItem(this.topicKey(topic));
+      return text === null ? { position: undefined, docs: [] } : parseTopic(topic, text);
     } catch (e) {
       this.report(
         new SyncError(
           "storage",
           `topic "${topic}": the persisted copy does not read (${describe(e)}); it is dropped`,
-          {
-            topic,
-            cause: e,
-          },
+          { topic, cause: e },
         ),
       );
       this.forget(topic);
@@ -88,58 +113,60 @@ export class Persistence {
     }
   }
 
-  /** Persists one batch's effect: drops the position if asked, writes the
-   *  docs named (those `docs` no longer holds are removed), then the position. */
-  save(
-    topic: string,
-    plan: {
-      dropPosition: boolean;
-      docs: "all" | ReadonlySet<string>;
-      position: Position | undefined;
-    },
-    docs: { getDoc(key: string): SyncDoc | undefined; getDocs(): readonly SyncDoc[] },
-  ): void {
+  /** The topic changed: `state()` is written within the delay. */
+  touch(topic: string, state: () => TopicState): void {
     if (this.base === undefined || this.failed.has(topic)) return;
-    this.attempt(topic, () => {
-      if (plan.dropPosition) this.storage.removeItem(this.positionKey(topic));
-      if (plan.docs === "all") {
-        const prefix = this.docPrefix(topic);
-        for (const key of this.storage.keys())
-          if (key.startsWith(prefix)) this.storage.removeItem(key);
-        for (const doc of docs.getDocs()) this.writeDoc(topic, doc);
-      } else {
-        for (const key of plan.docs) {
-          const doc = docs.getDoc(key);
-          if (doc === undefined) this.storage.removeItem(this.docKey(topic, key));
-          else this.writeDoc(topic, doc);
-        }
-      }
-      if (plan.position !== undefined) {
-        this.storage.setItem(
-          this.positionKey(topic),
-          JSON.stringify({
-            epoch: plan.position.epoch,
-            watermark: plan.position.watermark.toString(),
-          }),
+    this.dirty.set(topic, state);
+    if (this.delayMs <= 0) {
+      this.flush();
+    } else if (this.timer === undefined) {
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.delayMs);
+    }
+  }
+
+  /** Writes every topic changed and not yet written. */
+  flush(): void {
+    const topics = [...this.dirty];
+    this.cancel();
+    if (topics.length === 0 || this.base === undefined) return;
+    if (!this.stillOwner()) return;
+    for (const [topic, state] of topics) {
+      if (this.failed.has(topic)) continue;
+      const s = state();
+      const text = JSON.stringify({
+        position:
+          s.position === undefined
+            ? null
+            : { epoch: s.position.epoch, watermark: s.position.watermark.toString() },
+        docs: s.getDocs().map(docRecord),
+      });
+      try {
+        this.storage.setItem(this.topicKey(topic), text);
+      } catch (e) {
+        // A full storage, say: a reload resyncs instead of resuming from an
+        // older copy than the rest of this session's.
+        this.failed.add(topic);
+        this.forget(topic);
+        this.report(
+          new SyncError(
+            "storage",
+            `topic "${topic}": a write failed (${describe(e)}); the topic is no longer persisted`,
+            { topic, cause: e },
+          ),
         );
       }
-    });
+    }
   }
 
-  /** Persists one doc (a fetched payload). */
-  saveDoc(doc: SyncDoc): void {
-    if (this.base === undefined || this.failed.has(doc.topic)) return;
-    this.attempt(doc.topic, () => this.writeDoc(doc.topic, doc));
-  }
-
-  /** Removes the topic's docs and position. */
+  /** Removes the topic's copy, and any change of it not yet written. */
   forget(topic: string): void {
+    this.dirty.delete(topic);
     if (this.base === undefined) return;
     try {
-      const prefix = this.docPrefix(topic);
-      for (const key of this.storage.keys())
-        if (key.startsWith(prefix)) this.storage.removeItem(key);
-      this.storage.removeItem(this.positionKey(topic));
+      this.storage.removeItem(this.topicKey(topic));
     } catch (e) {
       this.report(
         new SyncError(
@@ -151,10 +178,31 @@ export class Persistence {
     }
   }
 
-  private storedIdentity(): Identity | undefined {
+  // Whether the storage is still this identity's: another tab may have
+  // claimed it for another. If not, nothing more is persisted.
+  private stillOwner(): boolean {
+    let stored: Identity | undefined;
     try {
-      const text = this.storage.getItem(IDENTITY_KEY);
-      if (text === null) return undefined;
+      stored = this.storedIdentity();
+    } catch {
+      stored = undefined;
+    }
+    if (sameIdentity(stored, this.owner)) return true;
+    this.base = undefined;
+    this.owner = undefined;
+    return false;
+  }
+
+  private cancel(): void {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.dirty.clear();
+  }
+
+  private storedIdentity(): Identity | undefined {
+    const text = this.storage.getItem(IDENTITY_KEY);
+    if (text === null) return undefined;
+    try {
       const v = JSON.parse(text) as { user?: unknown; org?: unknown };
       if (typeof v.user !== "string" || typeof v.org !== "string") return undefined;
       return { user: v.user, org: v.org };
@@ -163,10 +211,11 @@ export class Persistence {
     }
   }
 
-  private removeAll(): boolean {
+  // Removes the keys `which` picks; true when one was removed.
+  private remove(which: (key: string) => boolean): boolean {
     let removed = false;
     for (const key of this.storage.keys()) {
-      if (key.startsWith(ROOT)) {
+      if (which(key)) {
         this.storage.removeItem(key);
         removed = true;
       }
@@ -174,79 +223,56 @@ export class Persistence {
     return removed;
   }
 
-  // Runs a write; a failure stops persisting `topic` this session and
-  // forgets its copy, so that a reload resyncs instead of resuming from a
-  // half-written one.
-  private attempt(topic: string | undefined, write: () => void): void {
-    try {
-      write();
-    } catch (e) {
-      if (topic === undefined) {
-        this.report(
-          new SyncError("storage", `could not record the storage's identity (${describe(e)})`, {
-            cause: e,
-          }),
-        );
-        return;
-      }
-      this.failed.add(topic);
-      this.forget(topic);
-      this.report(
-        new SyncError(
-          "storage",
-          `topic "${topic}": a write failed (${describe(e)}); the topic is no longer persisted`,
-          {
-            topic,
-            cause: e,
-          },
-        ),
-      );
-    }
-  }
-
-  private writeDoc(topic: string, doc: SyncDoc): void {
-    const record: Record<string, unknown> = {
-      version: doc.version.toString(),
-      scope: doc.scope,
-      pending: doc.pending,
-    };
-    if (doc.value !== undefined) record["value"] = doc.value;
-    this.storage.setItem(this.docKey(topic, doc.key), JSON.stringify(record));
-  }
-
-  private positionKey(topic: string): string {
-    return `${this.base}pos/${encodeURIComponent(topic)}`;
-  }
-
-  private docPrefix(topic: string): string {
-    return `${this.base}doc/${encodeURIComponent(topic)}/`;
-  }
-
-  private docKey(topic: string, key: string): string {
-    return this.docPrefix(topic) + encodeURIComponent(key);
+  private topicKey(topic: string): string {
+    return `${this.base}topic/${encodeURIComponent(topic)}`;
   }
 }
 
-function parsePosition(text: string): Position {
-  const v = JSON.parse(text) as { epoch?: unknown; watermark?: unknown };
-  if (typeof v.epoch !== "string") throw new Error(`a position ${text} has no epoch`);
-  return { epoch: v.epoch, watermark: parseUint64(v.watermark, "a persisted watermark") };
+function docRecord(doc: SyncDoc): Record<string, unknown> {
+  const record: Record<string, unknown> = {
+    key: doc.key,
+    version: doc.version.toString(),
+    scope: doc.scope,
+    pending: doc.pending,
+  };
+  if (doc.value !== undefined) record["value"] = doc.value;
+  return record;
 }
 
-function parseDoc(topic: string, key: string, text: string): SyncDoc {
-  const v = JSON.parse(text) as {
+function parseTopic(topic: string, text: string): PersistedTopic {
+  const v = JSON.parse(text) as { position?: unknown; docs?: unknown };
+  if (typeof v !== "object" || v === null || !Array.isArray(v.docs)) {
+    throw new Error(`the copy is ${text.slice(0, 80)}`);
+  }
+  const docs = v.docs.map((d: unknown, i: number) => parseDoc(topic, i, d));
+  return { position: v.position === null ? undefined : parsePosition(v.position), docs };
+}
+
+function parsePosition(value: unknown): Position {
+  const v = (typeof value === "object" && value !== null ? value : {}) as {
+    epoch?: unknown;
+    watermark?: unknown;
+  };
+  if (typeof v.epoch !== "string")
+    throw new Error(`the position ${JSON.stringify(value)} has no epoch`);
+  return { epoch: v.epoch, watermark: parseUint64(v.watermark, "the persisted watermark") };
+}
+
+function parseDoc(topic: string, index: number, value: unknown): SyncDoc {
+  const v = (typeof value === "object" && value !== null ? value : {}) as {
+    key?: unknown;
     version?: unknown;
     scope?: unknown;
     pending?: unknown;
     value?: JsonValue;
   };
-  if (typeof v.scope !== "string" || typeof v.pending !== "boolean") {
-    throw new Error(`doc "${key}" is persisted as ${text.slice(0, 80)}`);
+  if (typeof v.key !== "string" || typeof v.scope !== "string" || typeof v.pending !== "boolean") {
+    throw new Error(`doc ${index} is persisted as ${JSON.stringify(value).slice(0, 80)}`);
   }
   return {
     topic,
-    key,
-    version: parseUint64(v.version, `the version of doc "${key}"`),
+    key: v.key,
+    version: parseUint64(v.version, `the version of doc "${v.key}"`),
     scope: v.scope,
     value: v.value,
     pending: v.pending,

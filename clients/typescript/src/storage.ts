@@ -1,10 +1,11 @@
 // Where the client persists positions and docs: a small synchronous
 // key-value interface, and two implementations (memory, localStorage).
 
-/** A synchronous string store. The client writes a topic's docs before its
- *  position, so a reload never resumes past docs it did not keep. A write
- *  may throw (a full localStorage): the client then stops persisting that
- *  topic and forgets what it had of it. */
+/** A synchronous string store. The client keeps each topic in one key,
+ *  written whole (its position with its docs), so a reader finds one state
+ *  of the cache, never parts of two. A write may throw (a full
+ *  localStorage): the client then stops persisting that topic and forgets
+ *  what it had of it. */
 export interface SyncStorage {
   getItem(key: string): string | null;
   setItem(key: string, value: string): void;

@@ -62,11 +62,8 @@ describe("snapshots and updates", () => {
       ),
     );
     assert.equal(applied.changed, true);
-    assert.deepEqual(applied.storage, {
-      dropPosition: true,
-      docs: "all",
-      position: { epoch: EPOCH, watermark: 10n },
-    });
+    assert.equal(applied.persist, true);
+    assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 10n });
     assert.equal(cache.status(), "live");
     assert.deepEqual(values(cache), { "run:a": { n: 1 }, "run:b": { n: 2 } });
 
@@ -76,11 +73,8 @@ describe("snapshots and updates", () => {
       }),
     );
     assert.equal(next.changed, true);
-    assert.deepEqual(next.storage, {
-      dropPosition: false,
-      docs: new Set(["run:a", "run:c"]),
-      position: { epoch: EPOCH, watermark: 12n },
-    });
+    assert.equal(next.persist, true);
+    assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 12n });
     assert.deepEqual(values(cache), { "run:a": { n: 10 }, "run:b": { n: 2 }, "run:c": { n: 3 } });
     assert.equal(cache.getDoc("run:a")?.version, 2n);
     assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 12n });
@@ -106,8 +100,8 @@ describe("snapshots and updates", () => {
     cache.connecting();
     cache.joined(parseJoinReply(joinReply(9n)));
     const applied = cache.applyBatch(batch([snapshotHeader(9n), doc("b", 1n, "new")]));
-    assert.equal(applied.storage.dropPosition, true);
-    assert.equal(applied.storage.position, undefined);
+    assert.equal(applied.persist, true, "the position is dropped");
+    assert.equal(cache.position, undefined);
     assert.equal(cache.position, undefined);
     assert.deepEqual(values(cache), { a: "old" });
     // Cut off there: the next join asks for a snapshot, the old docs stay.
@@ -164,7 +158,7 @@ describe("removals", () => {
     const cache = snapshotted(20n, { "run:a": [1n, "a"], "run:b": [1n, "b"] });
     const applied = cache.applyBatch(batch([remove("run:a", 2n, 21n)], { watermark: 21n }));
     assert.equal(applied.changed, true);
-    assert.deepEqual(applied.storage.docs, new Set(["run:a"]));
+    assert.equal(applied.persist, true);
     assert.deepEqual(values(cache), { "run:b": "b" });
   });
 
@@ -181,7 +175,7 @@ describe("removals", () => {
     const cache = snapshotted(20n, {});
     const applied = cache.applyBatch(batch([remove("run:x", 2n, 21n)], { watermark: 21n }));
     assert.equal(applied.changed, false);
-    assert.deepEqual(applied.storage.docs, new Set());
+    assert.equal(applied.persist, true, "the position moved");
   });
 });
 
@@ -199,7 +193,7 @@ describe("resync", () => {
     assert.equal(first.changed, true, "the status changed");
     assert.equal(cache.status(), "resyncing");
     assert.equal(cache.getDocs(), old, "the old docs are still shown");
-    assert.equal(first.storage.dropPosition, true);
+    assert.equal(first.persist, true, "the position is dropped");
     assert.equal(cache.position, undefined);
 
     const middle = cache.applyBatch(batch([doc("run:d", 2n, "d")]));
@@ -210,7 +204,7 @@ describe("resync", () => {
       batch([doc("run:e", 1n, "e"), snapshotEnd(50n)], { watermark: 50n }),
     );
     assert.equal(last.changed, true);
-    assert.equal(last.storage.docs, "all");
+    assert.equal(last.persist, true);
     assert.deepEqual(values(cache), { "run:c": "c", "run:d": "d", "run:e": "e" });
     assert.equal(cache.status(), "live");
     assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 50n });
@@ -260,6 +254,25 @@ describe("resync", () => {
     cache.applyBatch(batch([header, doc("run:b", 2n, "b2"), snapshotEnd(40n)], { watermark: 40n }));
     assert.deepEqual(values(cache), { "run:a": "a", "run:b": "b2" });
   });
+
+  test("a delta snapshot since a position other than the docs' is a protocol error", () => {
+    for (const [since, epoch] of [
+      [10n, EPOCH],
+      [20n, "another-epoch"],
+    ] as const) {
+      const cache = snapshotted(20n, { "run:a": [1n, "a"] });
+      const header = snapshotHeader(40n, epoch);
+      if (header.message?.case === "snapshotHeader") header.message.value.since = since;
+      assert.throws(
+        () => cache.applyBatch(batch([header])),
+        new RegExp(`a delta snapshot since ${epoch}/${since}, the docs are at ${EPOCH}/20`),
+      );
+    }
+    const fresh = new TopicCache(TOPIC);
+    const header = snapshotHeader(40n);
+    if (header.message?.case === "snapshotHeader") header.message.value.since = 5n;
+    assert.throws(() => fresh.applyBatch(batch([header])), /the docs are at no position/);
+  });
 });
 
 describe("statuses", () => {
@@ -289,7 +302,8 @@ describe("statuses", () => {
       heartbeat([{ watermark: 41n }, { watermark: 99n, topic: "other" }]),
     );
     assert.equal(applied.changed, true);
-    assert.deepEqual(applied.storage.position, { epoch: EPOCH, watermark: 41n });
+    assert.equal(applied.persist, true);
+    assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 41n });
     assert.equal(cache.status(), "live");
   });
 
@@ -310,7 +324,7 @@ describe("statuses", () => {
   test("a heartbeat never moves the position back", () => {
     const cache = snapshotted(20n, {});
     const applied = cache.applyHeartbeat(heartbeat([{ watermark: 19n }]));
-    assert.equal(applied.storage.position, undefined);
+    assert.equal(applied.persist, false, "a heartbeat behind the position changes nothing");
     assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 20n });
   });
 

@@ -22,6 +22,16 @@ import { ALICE, ALICE_2, ALICE_3, BOB, jwt, settle, world, type World } from "./
 
 const CHANNEL = `sync:v1:${TOPIC}`;
 
+// The persisted copy of `topic`, as stored.
+function stored(
+  w: World,
+  topic = TOPIC,
+): { position: unknown; docs: { key: string; [field: string]: unknown }[] } {
+  const keys = w.storage.keys().filter((k) => k.endsWith(`/topic/${encodeURIComponent(topic)}`));
+  assert.equal(keys.length, 1, `one key holds topic ${topic}: ${keys.join(", ")}`);
+  return JSON.parse(w.storage.getItem(keys[0] ?? "") ?? "null");
+}
+
 const values = (w: World, topic = TOPIC) =>
   Object.fromEntries(w.client.getDocs(topic).map((d) => [d.key, d.value]));
 
@@ -117,12 +127,7 @@ describe("joining and syncing", () => {
     const socket = w.socket();
     const channel = socket.channelOf(CHANNEL);
     channel.push("heartbeat", heartbeatBytes([{ watermark: 25n }]));
-    const stored = w.storage.keys().filter((k) => k.includes("/pos/"));
-    assert.equal(stored.length, 1);
-    assert.deepEqual(JSON.parse(w.storage.getItem(stored[0] ?? "") ?? "null"), {
-      epoch: EPOCH,
-      watermark: "25",
-    });
+    assert.deepEqual(stored(w).position, { epoch: EPOCH, watermark: "25" });
     socket.serverClose(1012, { reason: "draining", message: "the server is shutting down" });
     await settle();
     socket.open();
@@ -243,7 +248,7 @@ describe("persistence", () => {
     const alice = world({ storage, tokens: [ALICE] });
     await live(alice, 10n, { "run:a": "alice's" });
     await alice.client.close();
-    assert.ok(storage.keys().some((k) => k.includes("/doc/")));
+    assert.ok(storage.keys().some((k) => k.includes("alice/42/topic/")));
 
     const bob = world({ storage, tokens: [BOB] });
     bob.client.subscribe(TOPIC);
@@ -394,6 +399,89 @@ describe("tokens and reconnects", () => {
   });
 });
 
+describe("tokens that expire, hang or keep failing", () => {
+  const EXPIRED = jwt({ sub: "alice", org_id: "42", exp: 1_000 });
+
+  test("an expired token from the getter is not connected with: the getter is asked once more", async () => {
+    const w = world({ tokens: [EXPIRED, ALICE] });
+    w.client.subscribe(TOPIC);
+    await settle();
+    assert.deepEqual(w.socket().tokens, [ALICE]);
+    assert.deepEqual(
+      w.errors.map((e) => [e.code, e.message]),
+      [["token", "the token getter gave a token that expired at 1970-01-01T00:16:40.000Z"]],
+    );
+  });
+
+  test("the getter gives expired tokens twice: unauthorized, and no connect", async () => {
+    const w = world({ tokens: [EXPIRED, jwt({ sub: "alice", org_id: "42", exp: 2_000 })] });
+    w.client.subscribe(TOPIC);
+    await settle();
+    await settle();
+    assert.equal(w.client.getStatus(TOPIC), "unauthorized");
+    assert.deepEqual(w.socket().tokens, []);
+    assert.equal(w.tokenCalls(), 2);
+  });
+
+  test("phoenix's own reconnect (pageshow) with an expired token is cut: a fresh token first", async () => {
+    let expired = false;
+    const fresh = jwt({ sub: "alice", org_id: "42", exp: 4102444800 + 3600 });
+    const w = world({ tokens: () => Promise.resolve(expired ? fresh : ALICE) });
+    await live(w, 10n, { "run:a": 1 });
+    const socket = w.socket();
+    socket.pageHide();
+    await settle();
+    assert.equal(w.tokenCalls(), 1, "a clean close of phoenix's own is left to phoenix");
+    // The page comes back from the back/forward cache after its token expired.
+    const realNow = Date.now;
+    Date.now = () => 4102444800_000 + 120_000;
+    expired = true;
+    try {
+      socket.pageShow();
+      await settle();
+    } finally {
+      Date.now = realNow;
+    }
+    assert.deepEqual(socket.tokens, [ALICE, ALICE, fresh], "phoenix's connect, cut; then ours");
+    assert.equal(w.tokenCalls(), 2);
+    socket.open();
+    assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, { epoch: EPOCH, watermark: "10" });
+  });
+
+  test("a getter that never answers fails after tokenTimeoutMs: unauthorized", async () => {
+    const w = world({ tokens: () => new Promise<string>(() => {}), tokenTimeoutMs: 20 });
+    w.client.subscribe(TOPIC);
+    await new Promise((r) => setTimeout(r, 60));
+    assert.equal(w.client.getStatus(TOPIC), "unauthorized");
+    assert.deepEqual(
+      w.errors.map((e) => [e.code, e.message]),
+      [["token", "the token getter failed: it gave nothing within 20 ms"]],
+    );
+  });
+
+  test("a server that closes each connection at once: the backoff grows; a connection open 10 s resets it", async () => {
+    const w = world({ tokens: [ALICE] });
+    await live(w, 10n);
+    const socket = w.socket();
+    for (let i = 0; i < 3; i += 1) {
+      socket.serverClose(1011, { reason: "internal", message: "" });
+      await settle();
+      socket.open();
+    }
+    assert.deepEqual(w.delays, [1, 2, 3], "each attempt waits longer");
+    const realNow = Date.now;
+    const opened = Date.now();
+    Date.now = () => opened + 10_000;
+    try {
+      socket.serverClose(1012, { reason: "draining", message: "" });
+      await settle();
+    } finally {
+      Date.now = realNow;
+    }
+    assert.deepEqual(w.delays, [1, 2, 3, 1], "after a stable connection, the first delay again");
+  });
+});
+
 describe("subscriptions", () => {
   test("subscriptions are counted; the topic is left after the last one ends", async () => {
     const w = world();
@@ -467,13 +555,10 @@ describe("withheld payloads", () => {
       pending: false,
     });
     assert.deepEqual(seen, [true, false]);
-    const stored = w.storage.keys().find((k) => k.endsWith("/run%3Abig"));
-    assert.deepEqual(JSON.parse(w.storage.getItem(stored ?? "") ?? "null"), {
-      version: "2",
-      scope: "org:42",
-      pending: false,
-      value: { big: true },
-    });
+    assert.deepEqual(
+      stored(w).docs.find((d) => d.key === "run:big"),
+      { key: "run:big", version: "2", scope: "org:42", pending: false, value: { big: true } },
+    );
   });
 
   test("a failed fetch is reported once, the doc stays pending, and is fetched again at the next join", async () => {
@@ -513,5 +598,87 @@ describe("withheld payloads", () => {
     await settle();
     assert.equal(w.client.getDoc("k")?.value, 7);
     assert.equal(w.fetches.filter((f) => f.method === "GET").length, 2);
+  });
+});
+
+describe("a fetch, a resubscription and close", () => {
+  const answerOf = (value: unknown) => ({
+    status: 200,
+    body: JSON.stringify({
+      topic: TOPIC,
+      doc_key: "k",
+      scope: "org:42",
+      doc_version: 1,
+      deleted: false,
+      last_watermark: 11,
+      epoch: EPOCH,
+      value,
+    }),
+  });
+
+  test("a fetch under way when its topic is left and subscribed again fills the doc of the new subscription", async () => {
+    let release: (() => void) | undefined;
+    const w = world({
+      respond: () =>
+        new Promise((resolve) => {
+          release = () => resolve(answerOf("big"));
+        }),
+    });
+    await live(w, 10n);
+    const socket = w.socket();
+    socket
+      .channelOf(CHANNEL)
+      .push(
+        "batch",
+        batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
+      );
+    await settle();
+    assert.equal(w.fetches.length, 1, "the fetch is under way");
+    w.client.unsubscribe(TOPIC);
+    w.client.subscribe(TOPIC);
+    await settle();
+    const channel = socket.channelOf(CHANNEL);
+    channel.replyOk(joinReply(11n));
+    assert.equal(w.client.getDoc("k")?.pending, true, "the new subscription holds the doc pending");
+    release?.();
+    await settle();
+    assert.deepEqual(w.client.getDoc("k")?.value, "big");
+    assert.equal(w.client.getDoc("k")?.pending, false);
+    assert.deepEqual(stored(w).docs, [
+      { key: "k", version: "1", scope: "org:42", pending: false, value: "big" },
+    ]);
+    assert.deepEqual(w.errors, []);
+  });
+
+  test("changes are written once per delay; close() writes what waits", async () => {
+    const w = world({ persistDelayMs: 60_000 });
+    await live(w, 10n, { "run:a": 1 });
+    w.socket()
+      .channelOf(CHANNEL)
+      .push("batch", batchBytes([upsert("run:b", 1n, 11n, 2)], { watermark: 11n }));
+    assert.deepEqual(w.storage.keys(), ["oasync/v2/identity"], "nothing written yet");
+    await w.client.close();
+    assert.deepEqual(stored(w), {
+      position: { epoch: EPOCH, watermark: "11" },
+      docs: [
+        { key: "run:a", version: "1", scope: "org:42", pending: false, value: 1 },
+        { key: "run:b", version: "1", scope: "org:42", pending: false, value: 2 },
+      ],
+    });
+  });
+
+  test("after close(), nothing is told to the listeners and nothing connects", async () => {
+    const w = world();
+    await live(w, 10n, { "run:a": 1 });
+    const seen: string[] = [];
+    w.client.onChange((topic) => seen.push(topic));
+    await w.client.close();
+    const socket = w.socket();
+    assert.equal(socket.state, "closed");
+    assert.throws(() => w.client.subscribe(TOPIC), /the client is closed/);
+    w.client.reconnect();
+    await settle();
+    assert.deepEqual(seen, [TOPIC], "the topic dropped at close, once");
+    assert.equal(socket.tokens.length, 1);
   });
 });

@@ -224,6 +224,17 @@ export class FakeSocket implements PhoenixSocket {
     this.lost({ code: 1006, reason: "" });
   }
 
+  /** phoenix's own `pagehide`: it disconnects the open socket itself. */
+  pageHide(): void {
+    this.disconnect();
+  }
+
+  /** phoenix's own `pageshow` after a `pagehide`: it connects again itself,
+   *  asking the client for the token synchronously. */
+  pageShow(): void {
+    this.connect();
+  }
+
   /** The channel of `topic` made last. */
   channelOf(topic: string): FakeChannel {
     const found = this.made.filter((c) => c.topic === topic).at(-1);

@@ -33,6 +33,8 @@ export interface World {
   readonly fetches: FetchCall[];
   /** How many times the token getter was called. */
   tokenCalls(): number;
+  /** The attempt numbers the reconnect delay was asked for, in order. */
+  readonly delays: number[];
   /** The socket the client made (one per client). */
   socket(): FakeSocket;
 }
@@ -42,6 +44,9 @@ export interface WorldOptions {
    *  function for anything else. */
   tokens?: string[] | (() => Promise<string>);
   storage?: SyncStorage;
+  /** Default: 0 (every change is written at once). */
+  persistDelayMs?: number;
+  tokenTimeoutMs?: number;
   /** Answers of the fetch: status and body per URL. */
   respond?: (
     call: FetchCall,
@@ -53,6 +58,7 @@ export function world(options: WorldOptions = {}): World {
   const errors: SyncError[] = [];
   const fetches: FetchCall[] = [];
   const sockets: FakeSocket[] = [];
+  const delays: number[] = [];
   let calls = 0;
   const list = Array.isArray(options.tokens) ? options.tokens : [ALICE];
   const token =
@@ -78,7 +84,12 @@ export function world(options: WorldOptions = {}): World {
     token,
     storage,
     fetch,
-    reconnectDelayMs: () => 0,
+    persistDelayMs: options.persistDelayMs ?? 0,
+    ...(options.tokenTimeoutMs === undefined ? {} : { tokenTimeoutMs: options.tokenTimeoutMs }),
+    reconnectDelayMs: (attempt) => {
+      delays.push(attempt);
+      return 0;
+    },
     socketFactory: (endPoint, settings) => {
       const s = new FakeSocket(endPoint, settings);
       sockets.push(s);
@@ -92,6 +103,7 @@ export function world(options: WorldOptions = {}): World {
     errors,
     fetches,
     tokenCalls: () => calls,
+    delays,
     socket: () => {
       const s = sockets[0];
       if (s === undefined) throw new Error("no socket was made");
