@@ -31,25 +31,34 @@ export async function launchBrowser() {
   }
 }
 
-// The page's packages resolve where the client's do (clients/typescript's
-// node_modules, which scripts/setup fills), so that the page and the client
-// share one React and one phoenix: React 19, as the client pins it.
-const shared = {
-  name: "shared-packages",
-  setup(b) {
-    b.onResolve({ filter: /^(react|react-dom|phoenix|@bufbuild\/protobuf)(\/.*)?$/ }, (args) => {
-      if (args.pluginData === "shared") return undefined;
-      return b.resolve(args.path, { kind: args.kind, resolveDir: clientDir, pluginData: "shared" });
-    });
-  },
-};
+// Where each React the page is bundled with resolves: 19 where the client's
+// packages do (clients/typescript's node_modules, which scripts/setup fills),
+// as the client pins it; 18, the oldest its peer dependency allows, from
+// tests/e2e's node_modules.
+const reactDirs = { 19: clientDir, 18: join(here, "..") };
 
-let bundled;
+// The page's packages resolve where the client's do, so that the page and
+// the client share one React and one phoenix; react and react-dom (and their
+// subpaths) from reactDirs[react].
+function sharedPackages(react) {
+  return {
+    name: "shared-packages",
+    setup(b) {
+      b.onResolve({ filter: /^(react|react-dom|phoenix|@bufbuild\/protobuf)(\/.*)?$/ }, (args) => {
+        if (args.pluginData === "shared") return undefined;
+        const dir = /^react(-dom)?(\/|$)/.test(args.path) ? reactDirs[react] : clientDir;
+        return b.resolve(args.path, { kind: args.kind, resolveDir: dir, pluginData: "shared" });
+      });
+    },
+  };
+}
 
-// The page's script: page/main.jsx and the client's TypeScript sources, in
-// one ES module (built once per process).
-export function pageScript() {
-  bundled ??= build({
+const bundled = {};
+
+// The page's script with React `react` (19 or 18): page/main.jsx and the
+// client's TypeScript sources, in one ES module (built once per process).
+export function pageScript(react = 19) {
+  bundled[react] ??= build({
     entryPoints: [join(here, "page", "main.jsx")],
     bundle: true,
     write: false,
@@ -59,17 +68,19 @@ export function pageScript() {
     jsx: "automatic",
     define: { "process.env.NODE_ENV": '"production"' },
     logLevel: "silent",
-    plugins: [shared],
+    plugins: [sharedPackages(react)],
   }).then(
     (r) => r.outputFiles[0].text,
     (e) => {
-      throw new Error(`the test page did not bundle (clients/typescript needs npm ci; scripts/setup runs it): ${e.message}`);
+      throw new Error(`the test page did not bundle with React ${react} ` +
+        `(clients/typescript and tests/e2e need npm ci; scripts/setup runs it): ${e.message}`);
     },
   );
-  return bundled;
+  return bundled[react];
 }
 
-const html = `<!doctype html>
+// The page, loading `script`.
+const html = (script) => `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>oasync client</title>
 <style>
   body { font: 14px/1.4 system-ui, sans-serif; margin: 16px; color: #1d232a; }
@@ -83,21 +94,24 @@ const html = `<!doctype html>
   ul { list-style: none; padding: 0; margin: 0; } li { padding: 1px 0; font-size: 12px; }
   .version { color: #57606a; } .value { color: #0a3069; }
 </style></head>
-<body><div id="root"></div><script type="module" src="/main.js"></script></body></html>
+<body><div id="root"></div><script type="module" src="${script}"></script></body></html>
 `;
 
-// The page's server on loopback: / (the page), /main.js, and /token?user=U&
-// org=O&session=S, an HS256 token of `keys` for that identity, its scopes
-// those of `scopes` (settable).
+// The page's server on loopback: / (the page; with ?react=18, the one that
+// loads /main18.js), /main.js (the page's script with React 19), /main18.js
+// (with React 18), and /token?user=U&org=O&session=S, an HS256 token of
+// `keys` for that identity, its scopes those of `scopes` (settable).
 export async function pageServer(keys, { scopes }) {
-  const script = await pageScript();
+  const [main19, main18] = await Promise.all([pageScript(19), pageScript(18)]);
+  const scripts = { "/main.js": main19, "/main18.js": main18 };
   const state = { scopes, minted: 0 };
   const server = createServer((req, res) => {
     const url = new URL(req.url, "http://127.0.0.1");
     if (url.pathname === "/") {
-      res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(html);
-    } else if (url.pathname === "/main.js") {
-      res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(script);
+      const script = url.searchParams.get("react") === "18" ? "/main18.js" : "/main.js";
+      res.writeHead(200, { "content-type": "text/html; charset=utf-8" }).end(html(script));
+    } else if (Object.hasOwn(scripts, url.pathname)) {
+      res.writeHead(200, { "content-type": "text/javascript; charset=utf-8" }).end(scripts[url.pathname]);
     } else if (url.pathname === "/token") {
       state.minted += 1;
       const q = url.searchParams;
@@ -117,9 +131,12 @@ export async function pageServer(keys, { scopes }) {
   return {
     origin,
     state,
-    // The page's URL, for the server at `serverBase` and these settings.
-    url: (serverBase, topics, { user = "user-1", org = "1", session = "session-1", record = true } = {}) =>
-      `${origin}/?${new URLSearchParams({ server: serverBase, topics: topics.join(","), user, org, session, record: record ? "1" : "0" })}`,
+    // The page's URL, for the server at `serverBase` and these settings
+    // (`react`: 19 or 18, the React the page runs).
+    url: (serverBase, topics, { user = "user-1", org = "1", session = "session-1", record = true, react = 19 } = {}) => {
+      const query = { server: serverBase, topics: topics.join(","), user, org, session, record: record ? "1" : "0", react };
+      return `${origin}/?${new URLSearchParams(query)}`;
+    },
     close: () => {
       server.closeAllConnections();
       return new Promise((resolve) => server.close(resolve));

@@ -4,7 +4,9 @@
 // test has its own database, servers and browser context (a fresh
 // localStorage). What the page shows is compared with what oasync itself
 // says: `oasync snapshot --scope` for the docs on screen, `oasync tail
-// --scope` for the updates that arrived (no gap, no repeat).
+// --scope` for the updates that arrived (no gap, no repeat), `oasync doc get`
+// for a doc whose payload was fetched. The page runs React 19 (the client's),
+// and in one test React 18 (tests/e2e's), the oldest the client allows.
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -82,13 +84,14 @@ function journalOf(db, topic, { after, epoch, scope = TENANT }) {
 // What the page recorded of `topic` (window.__sync.topics[topic]).
 const logOf = (page, topic) => page.evaluate((t) => window.__sync.topics[t] ?? null, topic);
 
-// The docs on screen for `topic`, as a Map key -> value (as snapshotOf gives).
+// The docs on screen for `topic`, as a Map key -> value (as snapshotOf gives;
+// undefined for a doc whose withheld payload is being fetched, none known).
 async function onScreen(page, topic) {
   const docs = await page.evaluate(
     (t) => [...document.querySelectorAll(`li[data-topic="${t}"]`)].map((li) => [li.dataset.key, li.dataset.value]),
     topic,
   );
-  return new Map(docs.map(([k, v]) => [k, JSON.parse(v)]));
+  return new Map(docs.map(([k, v]) => [k, v === undefined ? undefined : JSON.parse(v)]));
 }
 
 const statusOf = (page, topic) =>
@@ -117,10 +120,10 @@ async function converged(page, db, topic, scope = TENANT) {
 }
 
 // The updates that arrived since the page's latest snapshot of the topic
-// equal the tenant's journal after that snapshot's head: no gap, no repeat.
-// With `from` ({epoch, watermark}): since that position (a page that took no
-// snapshot).
-async function sameAsJournal(page, db, topic, from) {
+// equal the journal of tenant `scope` after that snapshot's head: no gap, no
+// repeat. With `from` ({epoch, watermark}): since that position (a page that
+// took no snapshot).
+async function sameAsJournal(page, db, topic, { from, scope = TENANT } = {}) {
   const since = async () => {
     const log = await logOf(page, topic);
     const at = from ?? log.snapshotEnds.at(-1);
@@ -130,8 +133,8 @@ async function sameAsJournal(page, db, topic, from) {
   };
   await eventuallyEqual(async () => (await since()).updates, async () => {
     const { at } = await since();
-    return journalOf(db, topic, { after: at.head ?? at.watermark, epoch: at.epoch });
-  }, WAIT, `${topic}: the updates that arrived to equal oasync tail --scope ${TENANT}`);
+    return journalOf(db, topic, { after: at.head ?? at.watermark, epoch: at.epoch, scope });
+  }, WAIT, `${topic}: the updates that arrived to equal oasync tail --scope ${scope}`);
 }
 
 const waitStatus = (page, topic, status) =>
@@ -210,42 +213,58 @@ async function scenario(fn, { scopes = TOPICS } = {}) {
   }
 }
 
+// The three-topic check, on a page running React `react` (19 or 18): the
+// docs on screen equal oasync snapshot --scope through three rounds of
+// creates, updates, deletes, and moves in and out of the tenant, and every
+// update that arrived was the tenant's. Returns the page.
+async function threeTopics({ db, server: start, open }, react) {
+  for (const topic of TOPICS) sink(db, mixedWrites(topic, 40));
+  const server = await start({ config: limits({ snapshot_page_docs: 4, page_events: 5 }) });
+  const page = await open(server.base, TOPICS, { react });
+  for (const topic of TOPICS) await converged(page, db, topic);
+  // It rendered with that React (React.version, on screen).
+  const version = await page.evaluate(() => document.querySelector("[data-react]")?.dataset.react);
+  assert.match(version ?? "(none)", new RegExp(`^${react}\\.`), `the page runs React ${version}, not ${react}`);
+  for (let round = 0; round < 3; round++) {
+    for (const topic of TOPICS) sink(db, mixedWrites(topic, 30, 100 + round * 30));
+    for (const topic of TOPICS) {
+      sink(db, [
+        { topic, key: "mover", scope: TENANT, payload: { round, step: 1 } },
+        { topic, key: "mover", scope: "org:2", payload: { round, step: 2 } }, // moves out
+        { topic, key: "visitor", scope: "org:2", payload: { round, step: 1 } },
+        { topic, key: "visitor", scope: TENANT, payload: { round, step: 2 } }, // moves in
+        { topic, key: "gone", scope: TENANT, payload: { round } },
+        { topic, key: "gone", delete: true },
+      ]);
+    }
+    for (const topic of TOPICS) await converged(page, db, topic);
+  }
+  for (const topic of TOPICS) {
+    await sameAsJournal(page, db, topic);
+    const log = await logOf(page, topic);
+    // Every update was the tenant's, deletes of docs that left it too.
+    assert.deepEqual([...new Set(log.updates.map((u) => u.scope))], [TENANT]);
+    assert.ok(log.updates.some((u) => u.op === "delete"), `${topic}: no delete arrived`);
+    assert.ok(log.updates.some((u) => u.key === `${PREFIX[topic]}visitor` && u.op === "upsert"),
+      `${topic}: the doc that moved in never arrived`);
+  }
+  const shown = await page.evaluate(() => [...window.__sync.shown]);
+  assert.deepEqual(shown.filter((s) => !s.endsWith(` ${TENANT}`)), [], "docs of another tenant were shown");
+  await assertClean(page, TOPICS);
+  return page;
+}
+
 describe("the TypeScript client in chromium, under React", () => {
   test("three topics: the docs on screen equal oasync snapshot through creates, updates, deletes, and moves in and out of the tenant", async () => {
-    await scenario(async ({ db, server: start, open }) => {
-      for (const topic of TOPICS) sink(db, mixedWrites(topic, 40));
-      const server = await start({ config: limits({ snapshot_page_docs: 4, page_events: 5 }) });
-      const page = await open(server.base, TOPICS);
-      for (const topic of TOPICS) await converged(page, db, topic);
-      for (let round = 0; round < 3; round++) {
-        for (const topic of TOPICS) sink(db, mixedWrites(topic, 30, 100 + round * 30));
-        for (const topic of TOPICS) {
-          sink(db, [
-            { topic, key: "mover", scope: TENANT, payload: { round, step: 1 } },
-            { topic, key: "mover", scope: "org:2", payload: { round, step: 2 } }, // moves out
-            { topic, key: "visitor", scope: "org:2", payload: { round, step: 1 } },
-            { topic, key: "visitor", scope: TENANT, payload: { round, step: 2 } }, // moves in
-            { topic, key: "gone", scope: TENANT, payload: { round } },
-            { topic, key: "gone", delete: true },
-          ]);
-        }
-        for (const topic of TOPICS) await converged(page, db, topic);
-      }
-      for (const topic of TOPICS) {
-        await sameAsJournal(page, db, topic);
-        const log = await logOf(page, topic);
-        // Every update was the tenant's, deletes of docs that left it too.
-        assert.deepEqual([...new Set(log.updates.map((u) => u.scope))], [TENANT]);
-        assert.ok(log.updates.some((u) => u.op === "delete"), `${topic}: no delete arrived`);
-        assert.ok(log.updates.some((u) => u.key === `${PREFIX[topic]}visitor` && u.op === "upsert"),
-          `${topic}: the doc that moved in never arrived`);
-      }
-      const shown = await page.evaluate(() => [...window.__sync.shown]);
-      assert.deepEqual(shown.filter((s) => !s.endsWith(` ${TENANT}`)), [], "docs of another tenant were shown");
-      await assertClean(page, TOPICS);
+    await scenario(async (world) => {
+      const page = await threeTopics(world, 19);
       mkdirSync(join(SCREENSHOT, ".."), { recursive: true });
       await page.screenshot({ path: SCREENSHOT, fullPage: true });
     });
+  });
+
+  test("the same three topics under React 18, the oldest React the client's peer dependency allows", async () => {
+    await scenario((world) => threeTopics(world, 18));
   });
 
   // The socket goes mid-stream in four ways; each time the page resumes
@@ -337,7 +356,7 @@ describe("the TypeScript client in chromium, under React", () => {
       assert.equal(log.joins.length, 1);
       const from = log.joins[0].params;
       assert.match(from.watermark ?? "", /^[0-9]+$/, `joined with ${JSON.stringify(from)}`);
-      await sameAsJournal(page, db, RUNS, from);
+      await sameAsJournal(page, db, RUNS, { from });
       // Its first render already showed the persisted docs.
       const renders = await page.evaluate((t) => window.__sync.renders[t], RUNS);
       assert.ok(renders.some((r) => r.status === "connecting" && r.docs !== ""),
@@ -445,6 +464,173 @@ describe("the TypeScript client in chromium, under React", () => {
       assert.ok(again.length > 0);
       assert.deepEqual(again.filter((s) => !s.endsWith(` ${TENANT}`)), [], "user-2's docs were shown to user-1");
       assert.deepEqual(await page.evaluate(() => window.__sync.errors), []);
+    });
+  });
+
+  // The same client, with the same page, is given another user's token by
+  // its token getter (the app's sign-in changed under a client it keeps),
+  // and takes it when its socket connects again, in two ways an app sees.
+  const switches = [
+    ["the first user's session revoked (signed out)", "revoked"],
+    ["the server drained (SIGTERM) and started again on its port", "drained"],
+  ];
+  for (const [how, cause] of switches) {
+    test(`the token getter turns to another user, then ${how}: the same client shows only the second user's docs, and keeps none of the first's`, async (ctx) => {
+      await scenario(async ({ db, server: start, open }) => {
+        const topics = [RUNS, WORKERS];
+        const port = await freePort();
+        for (const topic of topics) sink(db, mixedWrites(topic, 60));
+        let server = await start({ port });
+        const page = await open(server.base, topics);
+        for (const topic of topics) await converged(page, db, topic);
+        const firstKeys = await page.evaluate(() => Object.keys(localStorage));
+        assert.ok(firstKeys.some((k) => k.startsWith("oasync:oasync/v1/user-1/1/doc/")),
+          "user-1's docs were not persisted");
+        const tokensBefore = await page.evaluate(() => window.__sync.tokens.length);
+        await page.evaluate(() => window.__switchToken({ user: "user-2", org: "2", session: "session-2" }));
+        if (cause === "revoked") {
+          const revoke = oasync(["sessions", "revoke", "session-1", "--reason", "signed out"], { url: db.url });
+          assert.equal(revoke.status, 0, revoke.stderr);
+        } else {
+          await server.stop("SIGTERM");
+          server = await start({ port });
+        }
+        for (const topic of topics) await converged(page, db, topic, "org:2");
+        for (const topic of topics) sink(db, mixedWrites(topic, 30, 100));
+        for (const topic of topics) {
+          await converged(page, db, topic, "org:2");
+          await sameAsJournal(page, db, topic, { scope: "org:2" });
+        }
+        const { clients, tokens, closes, disconnects } = await page.evaluate(() => window.__sync);
+        assert.equal(clients, 1, "the page made another client");
+        // The getter gave user-1's tokens until the switch, user-2's after.
+        assert.ok(tokens.length > tokensBefore, "no token was asked for after the switch");
+        assert.deepEqual([...new Set(tokens.slice(0, tokensBefore))], ["user-1"]);
+        assert.deepEqual([...new Set(tokens.slice(tokensBefore))], ["user-2"]);
+        // How the first user's socket ended.
+        if (cause === "revoked") {
+          assert.equal(disconnects[0]?.reason, "unauthorized");
+          assert.deepEqual(closes[0], { code: 1008, reason: "unauthorized" });
+        } else {
+          assert.equal(disconnects[0]?.reason, "draining");
+          assert.deepEqual(closes[0], { code: 1012, reason: "draining" });
+        }
+        // Once the client had user-2's token, only org:2's docs were ever on
+        // screen (every render recorded); user-1's, before, only org:1's.
+        const shown = await page.evaluate(() => [...window.__sync.shownUnder]);
+        const second = shown.filter((s) => s.startsWith("user-2 "));
+        ctx.diagnostic(`${tokens.length - tokensBefore} token(s) of user-2; docs shown: ` +
+          `${shown.length - second.length} under user-1's token, ${second.length} under user-2's`);
+        assert.ok(second.length > 0);
+        assert.ok(shown.some((s) => s.startsWith("user-1 ")), "user-1's docs were never shown");
+        assert.deepEqual(second.filter((s) => !s.endsWith(" org:2")), [],
+          "user-1's docs were shown under user-2's token");
+        assert.deepEqual(shown.filter((s) => !s.startsWith("user-2 ") && !s.startsWith("user-1 ")), []);
+        assert.deepEqual(shown.filter((s) => s.startsWith("user-1 ") && !s.endsWith(` ${TENANT}`)), []);
+        // Each topic took user-2's snapshot; every update since was org:2's.
+        for (const topic of topics) {
+          const log = await logOf(page, topic);
+          const since = log.updates.filter((u) => u.snapshot === log.snapshots);
+          assert.deepEqual(since.filter((u) => u.scope !== "org:2"), [], `${topic}: another tenant's update`);
+        }
+        // localStorage is user-2's alone.
+        const keysNow = await page.evaluate(() => Object.keys(localStorage));
+        assert.deepEqual(keysNow.filter((k) => k.includes("/user-1/")), []);
+        assert.ok(keysNow.some((k) => k.startsWith("oasync:oasync/v1/user-2/2/doc/")),
+          "user-2's docs were not persisted");
+        assert.deepEqual(JSON.parse(await page.evaluate(() => localStorage.getItem("oasync:oasync/v1/identity"))),
+          { user: "user-2", org: "2" });
+        await assertClean(page, topics, { snapshots: 2 });
+      });
+    });
+  }
+
+  test("a payload too large for a push (fetch_required) is fetched across origins (CORS), shown in full, and replaced by later updates", async () => {
+    await scenario(async ({ db, pages, server: start, open }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      // Payloads over 4 KiB are withheld from pushes (the topic takes 64 KiB).
+      const server = await start({ config: limits({ channel_payload_bytes: 4096 }) });
+      const page = await open(server.base, [RUNS]);
+      // The doc fetches the page made, as the browser answered them.
+      const fetches = [];
+      page.on("response", (r) => {
+        const url = new URL(r.url());
+        if (url.pathname.startsWith("/sync/v1/doc/")) {
+          fetches.push({
+            method: r.request().method(),
+            path: `${url.pathname}${url.search}`,
+            status: r.status(),
+            allowOrigin: r.headers()["access-control-allow-origin"],
+          });
+        }
+      });
+      // ... and the requests it sent for them, preflights included (which
+      // the DevTools protocol shows, and playwright does not), with their
+      // headers, names in lower case.
+      const sent = [];
+      const cdp = await page.context().newCDPSession(page);
+      await cdp.send("Network.enable");
+      cdp.on("Network.requestWillBeSent", ({ request, initiator }) => {
+        if (!new URL(request.url).pathname.startsWith("/sync/v1/doc/")) return;
+        const headers = Object.fromEntries(Object.entries(request.headers).map(([k, v]) => [k.toLowerCase(), v]));
+        sent.push({ method: request.method, preflight: initiator?.type === "preflight", headers });
+      });
+      await converged(page, db, RUNS);
+      const key = `${PREFIX[RUNS]}big`;
+      const path = `/sync/v1/doc/${encodeURIComponent(key)}?topic=${encodeURIComponent(RUNS)}`;
+      const storageKey = `oasync:oasync/v1/user-1/1/doc/${encodeURIComponent(RUNS)}/${encodeURIComponent(key)}`;
+      // The doc as `oasync doc get` has it, and as the page shows it.
+      const stored = () => {
+        const r = oasync(["doc", "get", key, "--topic", RUNS], { url: db.url });
+        assert.equal(r.status, 0, r.stderr);
+        const d = JSON.parse(r.stdout);
+        return { version: String(d.doc_version), value: d.payload };
+      };
+      const shownDoc = () => page.evaluate((k) => {
+        const li = document.querySelector(`li[data-key="${k}"]`);
+        const { version, value, pending } = li?.dataset ?? {};
+        return li && { version, value: value === undefined ? undefined : JSON.parse(value), pending };
+      }, key);
+      const steps = [
+        { payload: { blob: "x".repeat(20000), step: 1 }, withheld: true },
+        { payload: { blob: "é✓".repeat(8000), step: 2 }, withheld: true }, // a later one, withheld too
+        { payload: { step: 3 }, withheld: false }, // small: pushed
+      ];
+      for (const [n, { payload, withheld }] of steps.entries()) {
+        sink(db, [{ key: "big", scope: TENANT, payload }]);
+        await converged(page, db, RUNS);
+        const expected = stored();
+        assert.equal(expected.version, String(n + 1));
+        assert.deepEqual(expected.value, payload);
+        assert.deepEqual(await shownDoc(), { ...expected, pending: "false" });
+        const log = await logOf(page, RUNS);
+        const update = log.updates.filter((u) => u.key === key);
+        assert.equal(update.length, n + 1, "the updates of the doc that arrived");
+        assert.equal(update[n].fetch, withheld, `update ${n + 1}: fetch_required`);
+        // Each withheld version was fetched once, by the page, from the
+        // server's origin, which let the page's origin read the answer.
+        const fetched = steps.slice(0, n + 1).filter((s) => s.withheld).length;
+        const answered = { method: "GET", path, status: 200, allowOrigin: pages.origin };
+        await eventuallyEqual(() => fetches, () => Array(fetched).fill(answered), WAIT, "the doc fetches");
+        // Persisted as shown, with its full value.
+        const persisted = await page.evaluate((k) => localStorage.getItem(k), storageKey);
+        assert.deepEqual(JSON.parse(persisted),
+          { version: expected.version, scope: TENANT, pending: false, value: payload });
+      }
+      // The browser asked the server (a preflight from the page's origin, for
+      // a GET with Authorization), and sent each GET with the socket's token.
+      await eventually(() => sent.filter((r) => !r.preflight).length >= 2, WAIT, "the GETs sent");
+      const preflight = sent.find((r) => r.preflight);
+      assert.ok(preflight, `no preflight among ${JSON.stringify(sent.map((r) => r.method))}`);
+      assert.equal(preflight.method, "OPTIONS");
+      assert.equal(preflight.headers.origin, pages.origin);
+      assert.equal(preflight.headers["access-control-request-method"], "GET");
+      assert.equal(preflight.headers["access-control-request-headers"], "authorization");
+      const gets = sent.filter((r) => !r.preflight);
+      assert.deepEqual(gets.map((r) => r.method), ["GET", "GET"], "the requests sent");
+      for (const get of gets) assert.match(get.headers.authorization ?? "", /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+      await sameAsJournal(page, db, RUNS);
+      await assertClean(page, [RUNS]);
     });
   });
 

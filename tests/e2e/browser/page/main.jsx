@@ -6,19 +6,23 @@
 //   topics   the topics to show, comma-separated
 //   user, org, session   whose token /token mints (the page's own server)
 //   record   "0": count the pushes only (the heap test), else record them
+//   react    "18": the page's server sends the bundle of React 18, else of 19
+//            (the page shows React.version in data-react)
 //
 // Per topic it renders the status and the docs, with data-attributes the tests
 // read (data-topic, data-status, data-key, data-version, data-scope,
-// data-value). It records in window.__sync what arrived, as the client got it:
-// every update of every batch (key, version, op, watermark, epoch, scope), the
-// snapshots and stale notices, the params of every join (with the number of
-// snapshots taken before it), and the socket's closes. The recording
-// sits in the socket factory the client takes (a phoenix Socket whose
-// channels report each push before the client applies it), so the client
-// runs unchanged.
+// data-value, absent while a withheld payload is fetched with none known
+// before, and data-pending). It records in window.__sync what arrived, as the
+// client got it: every update of every batch (key, version, op, watermark,
+// epoch, scope, and fetch: whether its payload was withheld), the snapshots
+// and stale notices, the params of every join (with the number of snapshots
+// taken before it), and the socket's closes; and the user of every token the
+// token getter gave. The recording sits in the socket factory the client
+// takes (a phoenix Socket whose channels report each push before the client
+// applies it), so the client runs unchanged.
 import { fromBinary } from "@bufbuild/protobuf";
 import { Socket } from "phoenix";
-import { useLayoutEffect, useState } from "react";
+import { useLayoutEffect, useState, version as reactVersion } from "react";
 import { createRoot } from "react-dom/client";
 
 import {
@@ -37,11 +41,19 @@ const OPS = { [Op.UPSERT]: "upsert", [Op.DELETE]: "delete" };
 // What the tests read.
 const sync = {
   identity: { user: query.get("user"), org: query.get("org"), session: query.get("session") },
+  // The clients the page made (one, until __signIn makes another).
+  clients: 0,
+  // The user of each token the token getter gave, in order.
+  tokens: [],
   topics: {},
   errors: [],
   // Every doc ever rendered, as "user topic key scope" (the tests check that
   // no other tenant's doc, and no other user's, was ever on screen).
   shown: new Set(),
+  // The same, "user" being that of the latest token the client was given
+  // when the doc was rendered (the tests check that, once the client has a
+  // token of another identity, the first one's docs are never shown again).
+  shownUnder: new Set(),
   // Per topic, the docs on screen at each render that changed them:
   // {status, docs: "key@version ..."} (record != 0).
   renders: {},
@@ -73,6 +85,7 @@ function record(topic, event, payload) {
           log.updates.push({
             key: v.docKey, version: String(v.docVersion), op: OPS[v.op] ?? String(v.op),
             watermark: String(v.watermark), epoch: v.epoch, scope: v.scope, snapshot: log.snapshots,
+            fetch: v.fetchRequired,
           });
         }
         break;
@@ -120,13 +133,27 @@ function recordingSocket(endPoint, settings) {
   return socket;
 }
 
+// Whose tokens the client's getter asks /token for: the signed-in user's,
+// or, after window.__switchToken(identity), another's under the same client
+// (an app whose sign-in changed while it kept its client): the client takes
+// the new token at its next connect.
+let tokenIdentity;
+window.__switchToken = (identity) => {
+  tokenIdentity = identity;
+};
+
 function newClient(identity) {
+  sync.clients += 1;
+  tokenIdentity = identity;
   return createSyncClient({
     url: server,
     token: async () => {
-      const r = await fetch(`/token?${new URLSearchParams(identity)}`);
+      const who = tokenIdentity;
+      const r = await fetch(`/token?${new URLSearchParams(who)}`);
       if (!r.ok) throw new Error(`/token answered ${r.status}`);
-      return await r.text();
+      const token = await r.text();
+      sync.tokens.push(who.user);
+      return token;
     },
     storage: localStorageStorage(),
     socketFactory: recordingSocket,
@@ -138,7 +165,10 @@ function Topic({ topic, user }) {
   const docs = useTopic(topic);
   const status = useTopicStatus(topic);
   useLayoutEffect(() => {
-    for (const d of docs) sync.shown.add(`${user} ${topic} ${d.key} ${d.scope}`);
+    for (const d of docs) {
+      sync.shown.add(`${user} ${topic} ${d.key} ${d.scope}`);
+      sync.shownUnder.add(`${sync.tokens.at(-1)} ${topic} ${d.key} ${d.scope}`);
+    }
     if (recording) {
       (sync.renders[topic] ??= []).push({
         status,
@@ -154,7 +184,7 @@ function Topic({ topic, user }) {
       <ul>
         {docs.map((d) => (
           <li key={d.key} data-topic={topic} data-key={d.key} data-version={String(d.version)}
-              data-scope={d.scope} data-value={JSON.stringify(d.value)}>
+              data-scope={d.scope} data-value={JSON.stringify(d.value)} data-pending={String(d.pending)}>
             <code>{d.key}</code> <span className="version">v{String(d.version)}</span>{" "}
             <span className="value">{JSON.stringify(d.value)}</span>
           </li>
@@ -177,7 +207,7 @@ function App() {
     <SyncProvider client={session.client}>
       <header>
         signed in as <b data-user={session.identity.user}>{session.identity.user}</b> (org{" "}
-        {session.identity.org})
+        {session.identity.org}), React <span data-react={reactVersion}>{reactVersion}</span>
       </header>
       <main>
         {topics.map((t) => <Topic key={`${session.identity.user}/${t}`} topic={t} user={session.identity.user} />)}
