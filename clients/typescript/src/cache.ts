@@ -80,6 +80,9 @@ export class TopicCache {
   private docs = new Map<string, SyncDoc>();
   private staging: Staging | undefined;
   private current: Position | undefined;
+  // The position the docs shown are at: unlike `current`, kept through a
+  // stale notice and a snapshot's pages, as the docs are.
+  private docsAt: Position | undefined;
   private link: Link = "connecting";
   private reply: JoinReply | undefined;
   // Delivered through the join reply's head, or a snapshot ended since.
@@ -129,6 +132,7 @@ export class TopicCache {
   load(position: Position | undefined, docs: Iterable<SyncDoc>): void {
     this.docs = new Map([...docs].map((d) => [d.key, Object.freeze({ ...d })]));
     this.current = position;
+    this.docsAt = position;
     this.sorted = undefined;
   }
 
@@ -163,6 +167,7 @@ export class TopicCache {
     this.docs = new Map();
     this.staging = undefined;
     this.current = undefined;
+    this.docsAt = undefined;
     this.resyncing = false;
     this.caughtUp = false;
     this.sorted = undefined;
@@ -200,17 +205,14 @@ export class TopicCache {
           if (h.position === undefined)
             throw this.violation("a snapshot header without a position");
           // A delta applies to the docs at `since`: the position they are at.
+          const at = this.docsAt;
           if (
             h.since > 0n &&
-            (this.current === undefined ||
-              this.current.epoch !== h.position.epoch ||
-              this.current.watermark !== h.since)
+            (at === undefined || at.epoch !== h.position.epoch || at.watermark !== h.since)
           ) {
             throw this.violation(
               `a delta snapshot since ${h.position.epoch}/${h.since}, the docs are at ${
-                this.current === undefined
-                  ? "no position"
-                  : `${this.current.epoch}/${this.current.watermark}`
+                at === undefined ? "no position" : `${at.epoch}/${at.watermark}`
               }`,
             );
           }
@@ -253,6 +255,7 @@ export class TopicCache {
           this.docs = staging.docs;
           this.staging = undefined;
           this.current = { epoch: p.epoch, watermark: p.head };
+          this.docsAt = this.current;
           this.resyncing = false;
           this.caughtUp = true;
           docsChanged = true;
@@ -345,6 +348,7 @@ export class TopicCache {
   private advance(next: Position): void {
     if (goesBack(this.current, next)) return;
     this.current = next;
+    this.docsAt = next;
     if (this.reply !== undefined && reached(next, this.reply)) this.caughtUp = true;
   }
 

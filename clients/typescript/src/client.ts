@@ -87,7 +87,10 @@ export interface SyncClient {
   /** Calls `listener` with a topic's name after its docs or status changed
    *  (once per push applied, never within one); returns its removal. */
   onChange(listener: (topic: string) => void): () => void;
-  /** Connects again after `unauthorized` (a user signed in again, say). */
+  /** Connects again with a fresh token from `token()`: after
+   *  `unauthorized` (a user signed in again), or when the app's user changed
+   *  while connected. A token of another identity clears the cache and the
+   *  storage before anything is shown or joined. */
   reconnect(): void;
   /** Leaves every topic and closes the socket; the client is done. */
   close(): Promise<void>;
@@ -438,6 +441,9 @@ class Client implements SyncClient {
   }
 
   private drop(entry: Entry): void {
+    // What waits is written first: a subscription made again soon resumes
+    // from the latest position.
+    this.persistence.flush();
     this.topics.delete(entry.topic);
     const channel = entry.channel;
     entry.channel = undefined;

@@ -10,15 +10,22 @@
 // while a HEAD of a topic with the same token answers 401, the client asks
 // for a new token once. The same token again, a second refusal before a
 // connection opens, or a getter that fails, ends in `unauthorized`: nothing
-// connects until `retry()`. A token whose `exp` passed more than a minute
-// ago (by this machine's clock) counts as refused without a connect. A getter
-// that gives nothing within `tokenTimeoutMs` has failed.
+// connects until `retry()`. A getter that gives nothing within
+// `tokenTimeoutMs` has failed.
 //
-// Failures back off: attempt n waits `reconnectDelayMs(n)`, and n counts
-// from the last connection that stayed open for `STABLE_MS`, so a server
-// that accepts and closes at once is not reconnected to in a tight loop.
+// phoenix connects by itself too (on `pageshow`, or when a hidden page
+// becomes visible), and asks for the token synchronously: it gets the last
+// one, unless that one has expired, judged by the time since it was fetched
+// and its lifetime (`exp` - `iat`), so that this machine's clock need not be
+// right. Then phoenix's connect gets no token and is cut, and the client's
+// own attempt fetches one.
+//
+// Failures back off: attempt n waits `reconnectDelayMs(n)`. Attempts and
+// refusals count from the last connection that stayed open for `STABLE_MS`,
+// so a server that accepts and closes at once (or refuses each fresh token
+// after the handshake) is not reconnected to in a tight loop.
 import { describe, SyncError } from "./errors.js";
-import { expiryOf } from "./identity.js";
+import { timesOf } from "./identity.js";
 import type { PhoenixSocket, SocketFactory } from "./socket.js";
 
 /** Where the socket stands:
@@ -55,8 +62,8 @@ export interface ConnectionOptions {
 // longer count toward the backoff.
 export const STABLE_MS = 10_000;
 
-// How far past its `exp` a token is taken to be expired here (clocks differ).
-const EXPIRY_LEEWAY_S = 60;
+// setTimeout's longest delay; a longer timeout is none.
+const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** The server's notice before it closes a socket. */
 interface DisconnectNotice {
@@ -69,15 +76,22 @@ export class Connection {
   private readonly options: ConnectionOptions;
   private current: ConnectionPhase = "idle";
   private latestToken: string | undefined;
+  // When the latest token expires by this machine's clock (Date.now()), or
+  // undefined when it does not say.
+  private latestExpiry: number | undefined;
+  // True while the client's own socket.connect() runs: authToken() is then
+  // not phoenix's own reconnect.
+  private connectingOurs = false;
   // Bumped whenever what is under way is abandoned (stop, a new attempt):
   // an async step that finds it changed does nothing.
   private run = 0;
   private attempts = 0; // failures since the last stable connection
   private openedAt = 0; // when the current connection opened (Date.now())
-  private refusals = 0; // refused tokens since the last open
+  private refusals = 0; // refused tokens since the last stable connection
   private opened = false; // the current connection opened
   private notice: DisconnectNotice | undefined; // of the current connection
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private tokenTimer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(options: ConnectionOptions) {
     this.options = options;
@@ -110,16 +124,22 @@ export class Connection {
   stop(): Promise<void> {
     this.run += 1;
     this.clearTimer();
+    this.clearTokenTimer();
     if (this.current !== "unauthorized") this.setPhase("idle");
     return new Promise((resolve) => this.socket.disconnect(resolve));
   }
 
-  /** Starts again after `unauthorized` (a user signed in again, say). */
+  /** Connects again with a fresh token: after `unauthorized`, or at once
+   *  while connected (the user changed, say): what is under way is dropped,
+   *  the getter is asked first, then the socket connects again. */
   retry(): void {
-    if (this.current !== "unauthorized" && this.current !== "idle") return;
+    const connected = this.current !== "idle" && this.current !== "unauthorized";
     this.attempts = 0;
     this.refusals = 0;
+    // The attempt takes the phase synchronously: the close that follows is
+    // the client's own, and is not handled as a failure.
     void this.attempt(undefined);
+    if (connected) this.socket.disconnect();
   }
 
   // phoenix calls this at every connect, its own reconnects included.
@@ -127,24 +147,21 @@ export class Connection {
     this.opened = false;
     this.notice = undefined;
     const token = this.latestToken ?? "";
-    if (this.current === "waiting") {
-      // phoenix reconnects by itself (on pageshow, or when the page becomes
-      // visible), with the latest token; if refused, onClose takes over. A
-      // token known to be expired (a page back from the back/forward cache)
-      // is not worth the handshake: that connect is cut at once, and the
-      // client's own attempt fetches a token first.
-      this.clearTimer();
-      this.setPhase("connecting");
-      if (expired(token)) {
-        const run = this.run;
-        queueMicrotask(() => {
-          if (run !== this.run || this.current !== "connecting") return;
-          this.socket.disconnect();
-          void this.attempt(undefined);
-        });
-      }
-    }
-    return token;
+    if (this.connectingOurs) return token;
+    // phoenix's own connect. Its close may not have reached the client (a
+    // page frozen in the back/forward cache), so the phase can be anything.
+    this.clearTimer();
+    this.setPhase("connecting");
+    if (this.latestExpiry === undefined || Date.now() < this.latestExpiry) return token;
+    const run = this.run;
+    queueMicrotask(() => {
+      if (run !== this.run) return;
+      // The attempt takes the phase first: the close of phoenix's connect
+      // is then the client's own.
+      void this.attempt(undefined);
+      this.socket.disconnect();
+    });
+    return "";
   }
 
   // One attempt: a token, then the connect. `refused`: the token the server
@@ -155,7 +172,7 @@ export class Connection {
     this.setPhase("token");
     let token: string;
     try {
-      token = await withTimeout(this.options.token(), this.options.tokenTimeoutMs);
+      token = await this.fetchToken();
     } catch (e) {
       if (run === this.run) {
         this.unauthorized(
@@ -175,23 +192,13 @@ export class Connection {
       this.unauthorized(
         new SyncError(
           "unauthorized",
-          "the token was refused (by the server, or as expired), and the token getter gave the same one again",
+          "the server refused the token, and the token getter gave the same one again",
         ),
       );
-      return;
-    }
-    if (expired(token)) {
-      // Refused without asking the server: the getter is asked once more.
-      this.options.report(
-        new SyncError(
-          "token",
-          `the token getter gave a token that expired at ${new Date((expiryOf(token) ?? 0) * 1000).toISOString()}`,
-        ),
-      );
-      this.refused(token);
       return;
     }
     this.latestToken = token;
+    this.latestExpiry = expiryByThisClock(token);
     try {
       this.options.tokenFetched(token);
     } catch (e) {
@@ -203,13 +210,17 @@ export class Connection {
     }
     if (run !== this.run) return;
     this.setPhase("connecting");
-    this.socket.connect();
+    this.connectingOurs = true;
+    try {
+      this.socket.connect();
+    } finally {
+      this.connectingOurs = false;
+    }
   }
 
   private onOpen(): void {
     this.opened = true;
     this.openedAt = Date.now();
-    this.refusals = 0;
     this.clearTimer();
     this.setPhase("open");
   }
@@ -226,7 +237,10 @@ export class Connection {
     const wasOpen = this.opened;
     const notice = this.notice;
     const token = this.latestToken;
-    if (wasOpen && Date.now() - this.openedAt >= STABLE_MS) this.attempts = 0;
+    if (wasOpen && Date.now() - this.openedAt >= STABLE_MS) {
+      this.attempts = 0;
+      this.refusals = 0;
+    }
     this.setPhase("waiting");
     // Cancels phoenix's own reconnect: the next connect fetches a token first.
     this.socket.disconnect();
@@ -252,12 +266,7 @@ export class Connection {
   private refused(token: string | undefined): void {
     this.refusals += 1;
     if (this.refusals >= 2) {
-      this.unauthorized(
-        new SyncError(
-          "unauthorized",
-          "a fresh token was refused too (by the server, or as expired)",
-        ),
-      );
+      this.unauthorized(new SyncError("unauthorized", "the server refused a fresh token too"));
     } else {
       void this.attempt(token);
     }
@@ -278,6 +287,24 @@ export class Connection {
     this.setPhase("unauthorized");
     this.socket.disconnect();
     this.options.report(error);
+  }
+
+  // The getter's token, or a rejection after `tokenTimeoutMs` (none when
+  // that is not a positive number, or beyond setTimeout's range).
+  private fetchToken(): Promise<string> {
+    this.clearTokenTimer();
+    const token = Promise.resolve(this.options.token());
+    const ms = this.options.tokenTimeoutMs;
+    if (!(ms > 0 && ms <= MAX_TIMEOUT_MS)) return token;
+    const timeout = new Promise<never>((_, reject) => {
+      this.tokenTimer = setTimeout(() => reject(new Error(`it gave nothing within ${ms} ms`)), ms);
+    });
+    return Promise.race([token, timeout]).finally(() => this.clearTokenTimer());
+  }
+
+  private clearTokenTimer(): void {
+    if (this.tokenTimer !== undefined) clearTimeout(this.tokenTimer);
+    this.tokenTimer = undefined;
   }
 
   private clearTimer(): void {
@@ -316,17 +343,11 @@ function closeCode(event: unknown): number | undefined {
   return typeof code === "number" ? code : undefined;
 }
 
-// Whether `token`'s exp passed more than the leeway ago.
-function expired(token: string): boolean {
-  const exp = expiryOf(token);
-  return exp !== undefined && exp + EXPIRY_LEEWAY_S < Date.now() / 1000;
-}
-
-// `promise`, or a rejection once `ms` passed without it settling.
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`it gave nothing within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+// When `token` expires by this machine's clock: its lifetime (`exp` -
+// `iat`) from now, as it was just fetched; without `iat`, its `exp` as it
+// stands (a clock that is wrong then only costs a needless new token).
+function expiryByThisClock(token: string): number | undefined {
+  const { exp, iat } = timesOf(token);
+  if (exp === undefined) return undefined;
+  return iat === undefined ? exp * 1000 : Date.now() + (exp - iat) * 1000;
 }

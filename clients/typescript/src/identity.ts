@@ -1,6 +1,6 @@
-// Whose token it is, and until when: the JWT's `sub`, `org_id` and `exp`
-// claims, decoded without verifying the signature. The identity is only a
-// cache key and the expiry only spares a connect bound to be refused (the
+// Whose token it is, and for how long: the JWT's `sub`, `org_id`, `exp` and
+// `iat` claims, decoded without verifying the signature. The identity is only
+// a cache key and the times only spare a connect bound to be refused (the
 // server verifies every token); a token that does not decode has neither.
 
 /** The user and organisation a token speaks for. */
@@ -20,11 +20,12 @@ export function identityOf(token: string): Identity | undefined {
   return { user, org };
 }
 
-/** The `exp` claim of the JWT `token` (seconds since the epoch), or
- *  undefined when it has none. */
-export function expiryOf(token: string): number | undefined {
-  const exp = claimsOf(token)?.["exp"];
-  return typeof exp === "number" && Number.isFinite(exp) ? exp : undefined;
+/** The `exp` and `iat` claims of the JWT `token` (seconds since the epoch),
+ *  each undefined when absent. */
+export function timesOf(token: string): { exp: number | undefined; iat: number | undefined } {
+  const claims = claimsOf(token);
+  const seconds = (v: unknown) => (typeof v === "number" && Number.isFinite(v) ? v : undefined);
+  return { exp: seconds(claims?.["exp"]), iat: seconds(claims?.["iat"]) };
 }
 
 function claimsOf(token: string): Record<string, unknown> | undefined {

@@ -12,8 +12,8 @@
 // write wins, and it is whole. Writes are coalesced: a topic changed is
 // written `delayMs` later (or at `flush()`), at most once per delay.
 //
-// A token of another identity clears every key under oasync/ before
-// anything is read, so one tenant's cache is never shown to another. A tab
+// A claim by an identity removes every key but its own before anything is
+// read, so one tenant's cache is never shown to another. A tab
 // that finds the storage claimed by another identity (another tab signed in
 // as someone else) stops persisting. A token without an identity persists
 // nothing.
@@ -60,36 +60,48 @@ export class Persistence {
     this.delayMs = delayMs;
   }
 
-  /** Makes `identity` the owner of the storage: another identity's data (or
-   *  any, when `identity` is undefined) is removed first. Returns true when
-   *  something was removed. Changes not yet written are dropped. */
+  /** Makes `identity` the owner of the storage: every key not its own is
+   *  removed first (another identity's, or one a tab of another identity
+   *  wrote after its claim; all of them when `identity` is undefined).
+   *  Returns true when something was removed. Changes not yet written are
+   *  dropped. */
   claim(identity: Identity | undefined): boolean {
     this.cancel();
     this.failed.clear();
     this.base = undefined;
     this.owner = undefined;
+    const base =
+      identity === undefined
+        ? undefined
+        : `${ROOT}${encodeURIComponent(identity.user)}/${encodeURIComponent(identity.org)}/`;
     let cleared = false;
     try {
       const stored = this.storedIdentity();
-      const foreign = identity === undefined || !sameIdentity(stored, identity);
       cleared = this.remove(
-        (key) => key.startsWith(LEGACY_ROOT) || (foreign && key.startsWith(ROOT)),
+        (key) =>
+          key.startsWith(LEGACY_ROOT) ||
+          (key.startsWith(ROOT) &&
+            (base === undefined || (key !== IDENTITY_KEY && !key.startsWith(base)))),
       );
       if (identity === undefined) return cleared;
-      if (!sameIdentity(stored, identity))
+      if (!sameIdentity(stored, identity)) {
+        cleared = this.remove((key) => base !== undefined && key.startsWith(base)) || cleared;
         this.storage.setItem(IDENTITY_KEY, JSON.stringify(identity));
+      }
     } catch (e) {
       this.report(
         new SyncError(
           "storage",
           `could not claim the storage (${describe(e)}); nothing is persisted`,
-          { cause: e },
+          {
+            cause: e,
+          },
         ),
       );
       return cleared;
     }
     this.owner = identity;
-    this.base = `${ROOT}${encodeURIComponent(identity.user)}/${encodeURIComponent(identity.org)}/`;
+    this.base = base;
     return cleared;
   }
 

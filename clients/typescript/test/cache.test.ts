@@ -255,6 +255,19 @@ describe("resync", () => {
     assert.deepEqual(values(cache), { "run:a": "a", "run:b": "b2" });
   });
 
+  test("a delta snapshot after a stale notice starts from the docs shown, at their position", () => {
+    const cache = snapshotted(20n, { "run:a": [1n, "a"], "run:b": [1n, "b"] });
+    const header = snapshotHeader(40n);
+    if (header.message?.case === "snapshotHeader") header.message.value.since = 20n;
+    cache.applyBatch(
+      batch([stale(20n, 10n, 40n), header, doc("run:b", 2n, "b2"), snapshotEnd(40n)], {
+        watermark: 40n,
+      }),
+    );
+    assert.deepEqual(values(cache), { "run:a": "a", "run:b": "b2" });
+    assert.deepEqual(cache.position, { epoch: EPOCH, watermark: 40n });
+  });
+
   test("a delta snapshot since a position other than the docs' is a protocol error", () => {
     for (const [since, epoch] of [
       [10n, EPOCH],

@@ -399,53 +399,124 @@ describe("tokens and reconnects", () => {
   });
 });
 
-describe("tokens that expire, hang or keep failing", () => {
-  const EXPIRED = jwt({ sub: "alice", org_id: "42", exp: 1_000 });
-
-  test("an expired token from the getter is not connected with: the getter is asked once more", async () => {
-    const w = world({ tokens: [EXPIRED, ALICE] });
-    w.client.subscribe(TOPIC);
-    await settle();
-    assert.deepEqual(w.socket().tokens, [ALICE]);
-    assert.deepEqual(
-      w.errors.map((e) => [e.code, e.message]),
-      [["token", "the token getter gave a token that expired at 1970-01-01T00:16:40.000Z"]],
-    );
-  });
-
-  test("the getter gives expired tokens twice: unauthorized, and no connect", async () => {
-    const w = world({ tokens: [EXPIRED, jwt({ sub: "alice", org_id: "42", exp: 2_000 })] });
-    w.client.subscribe(TOPIC);
-    await settle();
-    await settle();
-    assert.equal(w.client.getStatus(TOPIC), "unauthorized");
-    assert.deepEqual(w.socket().tokens, []);
-    assert.equal(w.tokenCalls(), 2);
-  });
-
-  test("phoenix's own reconnect (pageshow) with an expired token is cut: a fresh token first", async () => {
-    let expired = false;
-    const fresh = jwt({ sub: "alice", org_id: "42", exp: 4102444800 + 3600 });
-    const w = world({ tokens: () => Promise.resolve(expired ? fresh : ALICE) });
-    await live(w, 10n, { "run:a": 1 });
+describe("reconnect()", () => {
+  test("while connected, with another user's token: dropped, a fresh token, the cache cleared, a snapshot", async () => {
+    let user = ALICE;
+    let bobHanded = false;
+    const w = world({
+      tokens: () =>
+        Promise.resolve(user).then((t) => {
+          bobHanded ||= t === BOB;
+          return t;
+        }),
+    });
+    await live(w, 10n, { "run:a": "alice's" });
     const socket = w.socket();
-    socket.pageHide();
+    // What listeners see once the getter handed out bob's token.
+    const shown: string[][] = [];
+    w.client.onChange(() => {
+      if (bobHanded) shown.push(w.client.getDocs(TOPIC).map((d) => String(d.value)));
+    });
+    user = BOB;
+    w.client.reconnect();
     await settle();
-    assert.equal(w.tokenCalls(), 1, "a clean close of phoenix's own is left to phoenix");
-    // The page comes back from the back/forward cache after its token expired.
+    assert.equal(socket.disconnects, 1, "the open socket is dropped");
+    assert.deepEqual(socket.tokens, [ALICE, BOB]);
+    assert.deepEqual(values(w), {}, "nothing of alice's is shown");
+    assert.ok(
+      shown.every((docs) => !docs.includes("alice's")),
+      `alice's doc shown after the switch: ${JSON.stringify(shown)}`,
+    );
+    assert.deepEqual(
+      w.storage.keys().filter((k) => k.includes("alice")),
+      [],
+    );
+    socket.open();
+    const channel = socket.channelOf(CHANNEL);
+    assert.deepEqual(channel.lastJoin, {}, "joined without alice's position");
+    assert.deepEqual(w.errors, []);
+  });
+
+  test("while connected, with the same user's token: reconnects and resumes from the position", async () => {
+    const w = world({ tokens: [ALICE, ALICE_2] });
+    await live(w, 10n, { "run:a": 1 });
+    w.client.reconnect();
+    await settle();
+    const socket = w.socket();
+    assert.deepEqual(socket.tokens, [ALICE, ALICE_2]);
+    socket.open();
+    assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, { epoch: EPOCH, watermark: "10" });
+    assert.deepEqual(values(w), { "run:a": 1 });
+  });
+});
+
+describe("tokens that expire, hang or keep failing", () => {
+  // A token of an hour, fetched now.
+  const hourLong = (sub = "alice") => {
+    const now = Math.floor(Date.now() / 1000);
+    return jwt({ sub, org_id: "42", iat: now, exp: now + 3600 });
+  };
+
+  // Runs `fn` with Date.now() `ms` ahead.
+  async function later<T>(ms: number, fn: () => Promise<T>): Promise<T> {
     const realNow = Date.now;
-    Date.now = () => 4102444800_000 + 120_000;
-    expired = true;
+    const start = realNow();
+    Date.now = () => start + ms;
     try {
-      socket.pageShow();
-      await settle();
+      return await fn();
     } finally {
       Date.now = realNow;
     }
-    assert.deepEqual(socket.tokens, [ALICE, ALICE, fresh], "phoenix's connect, cut; then ours");
-    assert.equal(w.tokenCalls(), 2);
-    socket.open();
-    assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, { epoch: EPOCH, watermark: "10" });
+  }
+
+  test("a token this machine's clock calls expired is used all the same (the server judges): no lockout by a wrong clock", async () => {
+    const old = jwt({ sub: "alice", org_id: "42", iat: 400, exp: 1_000 });
+    const w = world({ tokens: [old] });
+    w.client.subscribe(TOPIC);
+    await settle();
+    assert.deepEqual(w.socket().tokens, [old]);
+    assert.deepEqual(w.errors, []);
+  });
+
+  for (const closeArrives of [true, false]) {
+    test(`phoenix's own reconnect (pageshow) after the token's lifetime: no token sent, a fresh one first${closeArrives ? "" : " (its close never reached the client)"}`, async () => {
+      const first = hourLong();
+      const fresh = hourLong("alice");
+      const tokens = [first, fresh];
+      const w = world({ tokens: () => Promise.resolve(tokens.shift() ?? fresh) });
+      await live(w, 10n, { "run:a": 1 });
+      const socket = w.socket();
+      socket.pageHide({ closeArrives });
+      await settle();
+      assert.equal(w.tokenCalls(), 1, "phoenix's own disconnect is left to phoenix");
+      // The page comes back from the back/forward cache after 2 hours.
+      await later(2 * 3600_000, async () => {
+        socket.pageShow();
+        await settle();
+      });
+      assert.deepEqual(
+        socket.tokens,
+        [first, "", fresh],
+        "phoenix's connect got no token; then ours",
+      );
+      socket.open();
+      assert.equal(w.client.getStatus(TOPIC), "connecting");
+      assert.deepEqual(socket.channelOf(CHANNEL).lastJoin, { epoch: EPOCH, watermark: "10" });
+    });
+  }
+
+  test("phoenix's own reconnect within the token's lifetime reuses it", async () => {
+    const first = hourLong();
+    const w = world({ tokens: [first] });
+    await live(w, 10n);
+    const socket = w.socket();
+    socket.pageHide({ closeArrives: true });
+    await later(30 * 60_000, async () => {
+      socket.pageShow();
+      await settle();
+    });
+    assert.deepEqual(socket.tokens, [first, first]);
+    assert.equal(w.tokenCalls(), 1);
   });
 
   test("a getter that never answers fails after tokenTimeoutMs: unauthorized", async () => {
@@ -457,6 +528,47 @@ describe("tokens that expire, hang or keep failing", () => {
       w.errors.map((e) => [e.code, e.message]),
       [["token", "the token getter failed: it gave nothing within 20 ms"]],
     );
+  });
+
+  test("a getter slower than tokenTimeoutMs: its timer goes with close()", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const w = world({ tokens: () => new Promise<string>(() => {}), tokenTimeoutMs: 60_000 });
+    w.client.subscribe(TOPIC);
+    await settle();
+    assert.equal(timers(), before + 1, "the getter's timeout runs");
+    await w.client.close();
+    assert.equal(timers(), before, "and is cleared by close()");
+  });
+
+  for (const ms of [Infinity, 0, -1, 2 ** 40]) {
+    test(`tokenTimeoutMs ${ms}: no timeout, the token is waited for`, async () => {
+      let give: ((t: string) => void) | undefined;
+      const w = world({
+        tokens: () => new Promise<string>((resolve) => (give = resolve)),
+        tokenTimeoutMs: ms,
+      });
+      w.client.subscribe(TOPIC);
+      await new Promise((r) => setTimeout(r, 20));
+      assert.equal(w.client.getStatus(TOPIC), "connecting");
+      give?.(ALICE);
+      await settle();
+      assert.deepEqual(w.socket().tokens, [ALICE]);
+      assert.deepEqual(w.errors, []);
+    });
+  }
+
+  test("a server that accepts, then refuses each fresh token: unauthorized after two, no loop", async () => {
+    const w = world({ tokens: [ALICE, ALICE_2, ALICE_3] });
+    await live(w, 10n);
+    const socket = w.socket();
+    socket.serverClose(1008, { reason: "unauthorized", message: "revoked" });
+    await settle();
+    socket.open();
+    socket.serverClose(1008, { reason: "unauthorized", message: "revoked" });
+    await settle();
+    assert.equal(w.client.getStatus(TOPIC), "unauthorized");
+    assert.deepEqual(socket.tokens, [ALICE, ALICE_2]);
   });
 
   test("a server that closes each connection at once: the backoff grows; a connection open 10 s resets it", async () => {
@@ -680,5 +792,111 @@ describe("a fetch, a resubscription and close", () => {
     await settle();
     assert.deepEqual(seen, [TOPIC], "the topic dropped at close, once");
     assert.equal(socket.tokens.length, 1);
+  });
+});
+
+describe("writes that wait", () => {
+  test("a write waiting when another identity's token comes is dropped: nothing of the first lands under the second", async () => {
+    let user = ALICE;
+    const w = world({ tokens: () => Promise.resolve(user), persistDelayMs: 30 });
+    await live(w, 10n, { "run:a": "alice's" });
+    await new Promise((r) => setTimeout(r, 60));
+    w.socket()
+      .channelOf(CHANNEL)
+      .push("batch", batchBytes([upsert("run:b", 1n, 11n, "alice's too")], { watermark: 11n }));
+    // The write of run:b waits; bob signs in on the same client.
+    user = BOB;
+    w.client.reconnect();
+    await settle();
+    await new Promise((r) => setTimeout(r, 60));
+    assert.deepEqual(
+      w.storage.keys().filter((k) => k !== "oasync/v2/identity"),
+      [],
+      "no copy of alice's docs, under any key",
+    );
+    assert.deepEqual(values(w), {});
+  });
+
+  test("pagehide writes what waits; close() removes the page listeners", async () => {
+    const listeners = new Map<string, Set<() => void>>();
+    const page = globalThis as unknown as {
+      addEventListener?: (type: string, l: () => void) => void;
+      removeEventListener?: (type: string, l: () => void) => void;
+    };
+    page.addEventListener = (type, l) => {
+      const set = listeners.get(type) ?? new Set();
+      set.add(l);
+      listeners.set(type, set);
+    };
+    page.removeEventListener = (type, l) => listeners.get(type)?.delete(l);
+    try {
+      const w = world({ persistDelayMs: 60_000 });
+      assert.equal(listeners.get("pagehide")?.size, 1);
+      assert.equal(listeners.get("visibilitychange")?.size, 1);
+      await live(w, 10n, { "run:a": 1 });
+      assert.deepEqual(w.storage.keys(), ["oasync/v2/identity"], "nothing written yet");
+      for (const l of listeners.get("pagehide") ?? []) l();
+      assert.deepEqual(stored(w).position, { epoch: EPOCH, watermark: "10" });
+      await w.client.close();
+      assert.equal(listeners.get("pagehide")?.size, 0);
+      assert.equal(listeners.get("visibilitychange")?.size, 0);
+    } finally {
+      delete page.addEventListener;
+      delete page.removeEventListener;
+    }
+  });
+
+  test("a fetch that failed after its topic was subscribed again is tried again for the new subscription", async () => {
+    let release: ((ok: boolean) => void) | undefined;
+    const answers: boolean[] = [];
+    const w = world({
+      respond: () =>
+        new Promise((resolve) => {
+          release = (ok) => {
+            answers.push(ok);
+            resolve(
+              ok
+                ? {
+                    status: 200,
+                    body: JSON.stringify({
+                      topic: TOPIC,
+                      doc_key: "k",
+                      scope: "org:42",
+                      doc_version: 1,
+                      deleted: false,
+                      last_watermark: 11,
+                      epoch: EPOCH,
+                      value: "big",
+                    }),
+                  }
+                : { status: 503, body: "busy" },
+            );
+          };
+        }),
+    });
+    await live(w, 10n);
+    const socket = w.socket();
+    socket
+      .channelOf(CHANNEL)
+      .push(
+        "batch",
+        batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
+      );
+    await settle();
+    w.client.unsubscribe(TOPIC);
+    w.client.subscribe(TOPIC);
+    await settle();
+    socket.channelOf(CHANNEL).replyOk(joinReply(11n));
+    release?.(false);
+    await settle();
+    assert.equal(w.fetches.length, 2, "fetched again for the new subscription");
+    release?.(true);
+    await settle();
+    assert.deepEqual(w.client.getDoc("k")?.value, "big");
+    assert.deepEqual(answers, [false, true]);
+    assert.deepEqual(
+      w.errors.map((e) => e.code),
+      ["fetch"],
+    );
   });
 });

@@ -229,6 +229,20 @@ describe("the persisted copy", () => {
     assert.deepEqual(JSON.parse(storage.getItem("oasync/v2/identity") ?? ""), BOB);
   });
 
+  test("a claim removes what a tab of another identity wrote after the last claim", () => {
+    const storage = memoryStorage();
+    const alice = persistence(storage).p;
+    alice.claim(ALICE);
+    const bob = persistence(storage).p;
+    bob.claim(BOB);
+    // Alice's tab wrote between bob's removal and its identity check: as if
+    // its write had raced bob's claim.
+    storage.setItem("oasync/v2/alice/42/topic/t", '{"position":null,"docs":[]}');
+    const again = persistence(storage).p;
+    assert.equal(again.claim(BOB), true);
+    assert.deepEqual(storage.keys(), ["oasync/v2/identity"]);
+  });
+
   test("a token without an identity clears the copy and persists nothing", () => {
     const { p, storage } = persistence();
     p.claim(ALICE);

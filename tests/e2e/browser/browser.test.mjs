@@ -97,6 +97,19 @@ async function onScreen(page, topic) {
 const statusOf = (page, topic) =>
   page.evaluate((t) => document.querySelector(`section[data-topic="${t}"]`)?.dataset.status, topic);
 
+// The client's localStorage keys: one per topic under its user and org
+// (written within the client's persist delay), and whose they are.
+const IDENTITY_KEY = "oasync:oasync/v2/identity";
+const topicKey = (user, org, topic) =>
+  `oasync:oasync/v2/${encodeURIComponent(user)}/${encodeURIComponent(org)}/topic/${encodeURIComponent(topic)}`;
+
+// Waits until the page's localStorage holds `user`'s copy of each topic.
+async function persistedFor(page, user, org, topics) {
+  const keys = topics.map((t) => topicKey(user, org, t));
+  await eventually(() => page.evaluate((ks) => ks.every((k) => localStorage.getItem(k) !== null), keys),
+    WAIT, `${user}'s copy of ${topics.join(", ")} in localStorage`);
+}
+
 async function eventuallyEqual(actual, expected, ms, what) {
   let a;
   let e;
@@ -365,6 +378,64 @@ describe("the TypeScript client in chromium, under React", () => {
     });
   });
 
+  test("two tabs of one user share localStorage: every copy read is one whole state, and a third tab resumes from it without a snapshot", async (ctx) => {
+    await scenario(async ({ db, server: start, open }) => {
+      sink(db, mixedWrites(RUNS, 40));
+      const server = await start();
+      const tabA = await open(server.base, [RUNS]);
+      const tabB = await open(server.base, [RUNS]);
+      await converged(tabA, db, RUNS);
+      await converged(tabB, db, RUNS);
+      // Both tabs follow the same writes, each writing its whole copy as it
+      // goes; the copy is read while they do.
+      const key = topicKey("user-1", "1", RUNS);
+      let writing = true;
+      const done = (async () => {
+        for (let i = 0; i < 12; i++) await sinkInBackground(db, mixedWrites(RUNS, 40, 100 + i * 40));
+      })().finally(() => (writing = false));
+      const copies = new Set();
+      while (writing) {
+        copies.add(await tabA.evaluate((k) => localStorage.getItem(k), key));
+        await sleep(50);
+      }
+      await done;
+      await converged(tabA, db, RUNS);
+      await converged(tabB, db, RUNS);
+      copies.add(await tabA.evaluate((k) => localStorage.getItem(k), key));
+      // Each copy's docs are the tenant's journal folded through the copy's
+      // position: never the docs of one tab's state with the other's position.
+      let checked = 0;
+      for (const text of copies) {
+        if (text === null) continue;
+        const copy = JSON.parse(text);
+        if (copy.position === null) continue;
+        const folded = new Map();
+        for (const e of journalOf(db, RUNS, { after: 0, epoch: copy.position.epoch })) {
+          if (BigInt(e.watermark) > BigInt(copy.position.watermark)) break;
+          if (e.op === "delete") folded.delete(e.key);
+          else folded.set(e.key, e.version);
+        }
+        const docs = new Map(copy.docs.map((d) => [d.key, d.version]));
+        assert.deepEqual(docs, folded, `the copy at ${copy.position.watermark} is not one state`);
+        checked += 1;
+      }
+      ctx.diagnostic(`${checked} distinct copies read while two tabs wrote`);
+      assert.ok(checked >= 2, `only ${checked} copies were read`);
+      // Both tabs go; the writes go on; a third tab resumes from the copy.
+      await tabA.close();
+      await tabB.close();
+      sink(db, mixedWrites(RUNS, 60, 1000));
+      const tabC = await open(server.base, [RUNS]);
+      await converged(tabC, db, RUNS);
+      const log = await logOf(tabC, RUNS);
+      assert.equal(log.joins.length, 1);
+      const from = log.joins[0].params;
+      assert.match(from.watermark ?? "", /^[0-9]+$/, `joined with ${JSON.stringify(from)}`);
+      await sameAsJournal(tabC, db, RUNS, { from });
+      await assertClean(tabC, [RUNS], { snapshots: 0 });
+    });
+  });
+
   test("a purge below the page's position: one resync, the old docs on screen until the swap, convergence", async () => {
     await scenario(async ({ db, server: start, proxy, open }) => {
       sink(db, mixedWrites(RUNS, 40));
@@ -443,8 +514,7 @@ describe("the TypeScript client in chromium, under React", () => {
       const server = await start();
       const page = await open(server.base, topics);
       for (const topic of topics) await converged(page, db, topic);
-      const firstKeys = await page.evaluate(() => Object.keys(localStorage));
-      assert.ok(firstKeys.some((k) => k.startsWith("oasync:oasync/v1/user-1/1/doc/")), "user-1's docs were not persisted");
+      await persistedFor(page, "user-1", "1", topics);
       await page.evaluate(() => window.__signIn({ user: "user-2", org: "2", session: "session-2" }));
       for (const topic of topics) await converged(page, db, topic, "org:2");
       for (const topic of topics) sink(db, mixedWrites(topic, 30, 100));
@@ -483,9 +553,7 @@ describe("the TypeScript client in chromium, under React", () => {
         let server = await start({ port });
         const page = await open(server.base, topics);
         for (const topic of topics) await converged(page, db, topic);
-        const firstKeys = await page.evaluate(() => Object.keys(localStorage));
-        assert.ok(firstKeys.some((k) => k.startsWith("oasync:oasync/v1/user-1/1/doc/")),
-          "user-1's docs were not persisted");
+        await persistedFor(page, "user-1", "1", topics);
         const tokensBefore = await page.evaluate(() => window.__sync.tokens.length);
         await page.evaluate(() => window.__switchToken({ user: "user-2", org: "2", session: "session-2" }));
         if (cause === "revoked") {
@@ -536,9 +604,8 @@ describe("the TypeScript client in chromium, under React", () => {
         // localStorage is user-2's alone.
         const keysNow = await page.evaluate(() => Object.keys(localStorage));
         assert.deepEqual(keysNow.filter((k) => k.includes("/user-1/")), []);
-        assert.ok(keysNow.some((k) => k.startsWith("oasync:oasync/v1/user-2/2/doc/")),
-          "user-2's docs were not persisted");
-        assert.deepEqual(JSON.parse(await page.evaluate(() => localStorage.getItem("oasync:oasync/v1/identity"))),
+        await persistedFor(page, "user-2", "2", topics);
+        assert.deepEqual(JSON.parse(await page.evaluate((k) => localStorage.getItem(k), IDENTITY_KEY)),
           { user: "user-2", org: "2" });
         await assertClean(page, topics, { snapshots: 2 });
       });
@@ -578,7 +645,7 @@ describe("the TypeScript client in chromium, under React", () => {
       await converged(page, db, RUNS);
       const key = `${PREFIX[RUNS]}big`;
       const path = `/sync/v1/doc/${encodeURIComponent(key)}?topic=${encodeURIComponent(RUNS)}`;
-      const storageKey = `oasync:oasync/v1/user-1/1/doc/${encodeURIComponent(RUNS)}/${encodeURIComponent(key)}`;
+      const storageKey = topicKey("user-1", "1", RUNS);
       // The doc as `oasync doc get` has it, and as the page shows it.
       const stored = () => {
         const r = oasync(["doc", "get", key, "--topic", RUNS], { url: db.url });
@@ -613,9 +680,11 @@ describe("the TypeScript client in chromium, under React", () => {
         const answered = { method: "GET", path, status: 200, allowOrigin: pages.origin };
         await eventuallyEqual(() => fetches, () => Array(fetched).fill(answered), WAIT, "the doc fetches");
         // Persisted as shown, with its full value.
-        const persisted = await page.evaluate((k) => localStorage.getItem(k), storageKey);
-        assert.deepEqual(JSON.parse(persisted),
-          { version: expected.version, scope: TENANT, pending: false, value: payload });
+        await eventuallyEqual(
+          async () => JSON.parse(await page.evaluate((k) => localStorage.getItem(k), storageKey) ?? "{}")
+            .docs?.find((d) => d.key === key),
+          () => ({ key, version: expected.version, scope: TENANT, pending: false, value: payload }),
+          WAIT, "the doc persisted");
       }
       // The browser asked the server (a preflight from the page's origin, for
       // a GET with Authorization), and sent each GET with the socket's token.

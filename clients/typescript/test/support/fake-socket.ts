@@ -224,9 +224,20 @@ export class FakeSocket implements PhoenixSocket {
     this.lost({ code: 1006, reason: "" });
   }
 
-  /** phoenix's own `pagehide`: it disconnects the open socket itself. */
-  pageHide(): void {
-    this.disconnect();
+  /** phoenix's own `pagehide`: it disconnects the open socket itself. In a
+   *  browser its close event may never reach the client (the page is frozen
+   *  in the back/forward cache, and phoenix drops the events of a replaced
+   *  connection): `closeArrives: false`. */
+  pageHide({ closeArrives }: { closeArrives: boolean }): void {
+    if (closeArrives) {
+      this.disconnect();
+      return;
+    }
+    this.disconnects += 1;
+    this.closeWasClean = true;
+    this.state = "closed";
+    for (const c of [...this.channels])
+      c.error({ source: "transport", reason: "connection_closed" });
   }
 
   /** phoenix's own `pageshow` after a `pagehide`: it connects again itself,
