@@ -53,6 +53,19 @@ std::optional<TopicPosition> Hub::position(const std::string& topic) const {
   return it->second.position;
 }
 
+void Hub::seed(const std::string& topic, const TopicPosition& position) {
+  std::lock_guard lock(mutex_);
+  Feed& f = feeds_[topic];
+  if (f.position) return;
+  f.epoch_counter = position.epoch_counter;
+  f.start_after = f.end = position.head;
+  f.clear_events();
+  f.position = position;
+  // A subscriber that read the database before this read may be behind its
+  // head, with nothing in the buffer to wake it for (as at a first look).
+  wake(f);
+}
+
 std::optional<Hub::Buffered> Hub::buffered(const std::string& topic, std::int64_t epoch_counter,
                                            std::int64_t after, std::int64_t max,
                                            const std::vector<std::string>& scopes) const {

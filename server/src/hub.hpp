@@ -73,6 +73,14 @@ class Hub {
   // followed yet, or not registered.
   std::optional<TopicPosition> position(const std::string& topic) const;
 
+  // Takes `position`, which a reader just read from the database, as the
+  // hub's first look at `topic` when it has not looked yet: its buffer
+  // starts, empty, at that head, so that readers at the head are answered
+  // without a database read each (a burst of joins after a start). Everyone
+  // waiting wakes, as at a first look. Does nothing once the hub has a
+  // position; its next wake moves on from this one as from its own.
+  void seed(const std::string& topic, const TopicPosition& position);
+
   // The buffered events of `topic` after `after` that concern `scopes` (a
   // view's parts: an event of one of them, or a move out of one), at most
   // `max`, in order: present when the buffer holds every event of epoch

@@ -47,7 +47,12 @@ awaitable<std::optional<TopicPosition>> Streams::position(const std::string& top
   try {
     std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
     const ResumeCheck check = co_await pool_.run(std::move(job));
-    if (check.reason != StaleReason::unknown_topic) read->position = check.position;
+    if (check.reason != StaleReason::unknown_topic) {
+      read->position = check.position;
+      // The hub's first look, if it has not looked yet: the next readers at
+      // this head need no database read of their own.
+      hub_.seed(topic, check.position);
+    }
   } catch (...) {
     read->error = std::current_exception();
   }
