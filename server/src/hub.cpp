@@ -53,10 +53,19 @@ std::optional<TopicPosition> Hub::position(const std::string& topic) const {
   return it->second.position;
 }
 
-void Hub::seed(const std::string& topic, const TopicPosition& position) {
+std::uint64_t Hub::looks(const std::string& topic) const {
   std::lock_guard lock(mutex_);
-  Feed& f = feeds_[topic];
-  if (f.position) return;
+  const auto it = feeds_.find(topic);
+  return it == feeds_.end() ? 0 : it->second.looks;
+}
+
+void Hub::seed(const std::string& topic, const TopicPosition& position, std::uint64_t looks_then) {
+  if (!healthy_) return;
+  std::lock_guard lock(mutex_);
+  const auto it = feeds_.find(topic);
+  if (it == feeds_.end()) return;
+  Feed& f = it->second;
+  if (f.position || f.looking || f.looks != looks_then) return;
   f.epoch_counter = position.epoch_counter;
   f.start_after = f.end = position.head;
   f.clear_events();
@@ -225,7 +234,12 @@ void Hub::refresh(Reader& reader) {
   std::set<std::string> followed;
   {
     std::lock_guard lock(mutex_);
-    for (const auto& [topic, feed] : feeds_) followed.insert(topic);
+    for (auto& [topic, feed] : feeds_) {
+      followed.insert(topic);
+      // A look begins: no seed until it has ended (see seed()).
+      feed.looking = true;
+      ++feed.looks;
+    }
   }
   if (followed.empty()) return;
   ++metrics_.wake_queries;
@@ -239,6 +253,8 @@ void Hub::refresh(Reader& reader) {
     {
       std::lock_guard lock(mutex_);
       Feed& f = feeds_[topic];
+      f.looking = false;
+      ++f.looks;
       if (!f.encodings) f.encodings = std::make_shared<EncodingBudget>(limits_.live_buffer_bytes);
       encodings = f.encodings;
       if (found == now.end()) {

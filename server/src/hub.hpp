@@ -73,13 +73,20 @@ class Hub {
   // followed yet, or not registered.
   std::optional<TopicPosition> position(const std::string& topic) const;
 
-  // Takes `position`, which a reader just read from the database, as the
-  // hub's first look at `topic` when it has not looked yet: its buffer
-  // starts, empty, at that head, so that readers at the head are answered
-  // without a database read each (a burst of joins after a start). Everyone
-  // waiting wakes, as at a first look. Does nothing once the hub has a
-  // position; its next wake moves on from this one as from its own.
-  void seed(const std::string& topic, const TopicPosition& position);
+  // How many of the hub's looks at `topic` have begun or ended: read before
+  // a database read whose result is to `seed` the hub.
+  std::uint64_t looks(const std::string& topic) const;
+
+  // Takes `position`, which a reader read from the database after `looks`
+  // was `looks_then`, as the hub's first look at `topic`: its buffer starts,
+  // empty, at that head, so that readers at the head are answered without a
+  // database read each (a burst of joins after a start). Everyone waiting
+  // wakes, as at a first look. Does nothing when the hub has a position,
+  // when one of its looks is under way or has begun or ended since
+  // `looks_then` (its own read may be older or newer than this one: it
+  // decides), or when its session is down (nothing would move the head on).
+  // Its next wake moves on from a seed as from its own look.
+  void seed(const std::string& topic, const TopicPosition& position, std::uint64_t looks_then);
 
   // The buffered events of `topic` after `after` that concern `scopes` (a
   // view's parts: an event of one of them, or a move out of one), at most
@@ -147,6 +154,10 @@ class Hub {
     std::vector<std::weak_ptr<Waiter>> waiters_of_all;
     std::size_t waiting = 0;      // entries in both
     std::size_t compact_at = 64;  // drop expired entries at this many
+    // Bumped when a look at the feed begins and when it ends; `looking`
+    // between the two (the look's positions were read without the lock).
+    std::uint64_t looks = 0;
+    bool looking = false;
     bool has_waiters() const { return !waiters_of_all.empty() || !waiters_of.empty(); }
   };
 

@@ -44,6 +44,7 @@ awaitable<std::optional<TopicPosition>> Streams::position(const std::string& top
   const auto read = std::make_shared<PositionRead>(co_await boost::asio::this_coro::executor);
   if (shared) position_reads_[topic] = read;
   ++metrics_.request_queries;
+  const std::uint64_t looks = hub_.looks(topic);
   try {
     std::function<ResumeCheck(Reader&)> job = [topic](Reader& r) { return r.check(topic, "", 0); };
     const ResumeCheck check = co_await pool_.run(std::move(job));
@@ -51,7 +52,7 @@ awaitable<std::optional<TopicPosition>> Streams::position(const std::string& top
       read->position = check.position;
       // The hub's first look, if it has not looked yet: the next readers at
       // this head need no database read of their own.
-      hub_.seed(topic, check.position);
+      hub_.seed(topic, check.position, looks);
     }
   } catch (...) {
     read->error = std::current_exception();

@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 
 import { SyncClient } from "./channel-client.mjs";
-import { RUNS, createDatabase, eventually, makeKeys, startServer, token } from "./support.mjs";
-import { TENANT, limits, mixedWrites, positionOf, sink } from "./writes.mjs";
+import { RUNS, createDatabase, eventually, makeKeys, oasync, startServer, token } from "./support.mjs";
+import { TENANT, burstWrites, limits, mixedWrites, positionOf, sink, sinkInBackground } from "./writes.mjs";
 
 const keys = makeKeys();
 after(() => keys.remove());
@@ -52,6 +52,49 @@ describe("oasync serve right after a start", () => {
       for (const t of states) {
         assert.equal(t.applied[0].docKey, "run_summary:after-start");
         assert.equal(t.applied[0].watermark, BigInt(at.head) + 1n);
+        assert.deepEqual(t.client.violations, []);
+      }
+    } finally {
+      for (const c of clients) await c.disconnect();
+      await server?.stop("SIGKILL");
+      db.drop();
+    }
+  });
+
+  test("50 sockets rejoining while commits stream: each gets exactly the tenant's journal after its position", async () => {
+    const db = createDatabase();
+    const clients = [];
+    let server;
+    try {
+      sink(db, mixedWrites(RUNS, 60));
+      server = await startServer(db, keys);
+      const at = positionOf(db, RUNS);
+      // Commits stream while the joins come, racing the hub's first looks.
+      const writing = (async () => {
+        for (let i = 0; i < 10; i++) await sinkInBackground(db, burstWrites(RUNS, 50, i * 50));
+      })();
+      for (let i = 0; i < 50; i++) {
+        const client = new SyncClient({ port: server.port, token: () => token(keys) });
+        client.join(RUNS, { params: { epoch: at.epoch, watermark: String(at.head) } });
+        clients.push(client.connect());
+      }
+      await writing;
+      const end = positionOf(db, RUNS);
+      const states = clients.map((c) => c.topic(RUNS));
+      await eventually(() => states.every((t) => t.position?.watermark === BigInt(end.head)), 60000,
+        "every channel at the head");
+      const tail = oasync(["tail", RUNS, "--after", String(at.head), "--epoch", at.epoch, "--scope", TENANT,
+        "--format", "ndjson"], { url: db.url });
+      assert.equal(tail.status, 0, tail.stderr);
+      const journal = tail.stdout.split("\n").filter(Boolean).map((line) => {
+        const e = JSON.parse(line);
+        return { docKey: e.doc_key, version: BigInt(e.doc_version), watermark: BigInt(e.watermark) };
+      });
+      assert.equal(journal.length, 500);
+      for (const t of states) {
+        assert.deepEqual(t.joinErrors, []);
+        assert.equal(t.snapshots, 0);
+        assert.deepEqual(t.applied.map(({ docKey, version, watermark }) => ({ docKey, version, watermark })), journal);
         assert.deepEqual(t.client.violations, []);
       }
     } finally {
