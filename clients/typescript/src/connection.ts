@@ -60,7 +60,7 @@ export interface ConnectionOptions {
 
 // A connection open this long was a success: the failures before it no
 // longer count toward the backoff.
-export const STABLE_MS = 10_000;
+const STABLE_MS = 10_000;
 
 // setTimeout's longest delay; a longer timeout is none.
 const MAX_TIMEOUT_MS = 2_147_483_647;

@@ -20,7 +20,32 @@ import {
   upsert,
 } from "./support/messages.js";
 import { CHANNEL, live, stored, values } from "./support/live.js";
-import { ALICE, ALICE_2, BOB, jwt, settle, world } from "./support/world.js";
+import { ALICE, ALICE_2, BOB, jwt, settle, world, type World } from "./support/world.js";
+
+// The doc endpoint's answer for doc "k" at version 1 with `value`.
+const answerOf = (value: unknown) => ({
+  status: 200,
+  body: JSON.stringify({
+    topic: TOPIC,
+    doc_key: "k",
+    scope: "org:42",
+    doc_version: 1,
+    deleted: false,
+    last_watermark: 11,
+    epoch: EPOCH,
+    value,
+  }),
+});
+
+// A push of doc "k" at version 1, its payload withheld (fetch_required).
+function withhold(w: World): void {
+  w.socket()
+    .channelOf(CHANNEL)
+    .push(
+      "batch",
+      batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
+    );
+}
 
 describe("joining and syncing", () => {
   test("the first join carries no position; the snapshot, then updates, make the docs", async () => {
@@ -345,31 +370,14 @@ describe("withheld payloads", () => {
     const w = world({ respond: () => answer });
     await live(w, 10n);
     const socket = w.socket();
-    socket
-      .channelOf(CHANNEL)
-      .push(
-        "batch",
-        batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
-      );
+    withhold(w);
     await settle();
     assert.deepEqual(
       w.errors.map((e) => e.code),
       ["fetch"],
     );
     assert.equal(w.client.getDoc("k")?.pending, true);
-    answer = {
-      status: 200,
-      body: JSON.stringify({
-        topic: TOPIC,
-        doc_key: "k",
-        scope: "org:42",
-        doc_version: 1,
-        deleted: false,
-        last_watermark: 11,
-        epoch: EPOCH,
-        value: 7,
-      }),
-    };
+    answer = answerOf(7);
     socket.serverClose(1012, { reason: "draining", message: "" });
     await settle();
     socket.open();
@@ -381,20 +389,6 @@ describe("withheld payloads", () => {
 });
 
 describe("a fetch, a resubscription and close", () => {
-  const answerOf = (value: unknown) => ({
-    status: 200,
-    body: JSON.stringify({
-      topic: TOPIC,
-      doc_key: "k",
-      scope: "org:42",
-      doc_version: 1,
-      deleted: false,
-      last_watermark: 11,
-      epoch: EPOCH,
-      value,
-    }),
-  });
-
   test("a fetch under way when its topic is left and subscribed again fills the doc of the new subscription", async () => {
     let release: (() => void) | undefined;
     const w = world({
@@ -405,12 +399,7 @@ describe("a fetch, a resubscription and close", () => {
     });
     await live(w, 10n);
     const socket = w.socket();
-    socket
-      .channelOf(CHANNEL)
-      .push(
-        "batch",
-        batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
-      );
+    withhold(w);
     await settle();
     assert.equal(w.fetches.length, 1, "the fetch is under way");
     w.client.unsubscribe(TOPIC);
@@ -521,34 +510,13 @@ describe("writes that wait", () => {
         new Promise((resolve) => {
           release = (ok) => {
             answers.push(ok);
-            resolve(
-              ok
-                ? {
-                    status: 200,
-                    body: JSON.stringify({
-                      topic: TOPIC,
-                      doc_key: "k",
-                      scope: "org:42",
-                      doc_version: 1,
-                      deleted: false,
-                      last_watermark: 11,
-                      epoch: EPOCH,
-                      value: "big",
-                    }),
-                  }
-                : { status: 503, body: "busy" },
-            );
+            resolve(ok ? answerOf("big") : { status: 503, body: "busy" });
           };
         }),
     });
     await live(w, 10n);
     const socket = w.socket();
-    socket
-      .channelOf(CHANNEL)
-      .push(
-        "batch",
-        batchBytes([upsert("k", 1n, 11n, null, { fetchRequired: true })], { watermark: 11n }),
-      );
+    withhold(w);
     await settle();
     w.client.unsubscribe(TOPIC);
     w.client.subscribe(TOPIC);
